@@ -1,0 +1,23 @@
+"""framing: the chat/1 wire codec, shared by chatd, chatcli and the benchmark.
+
+Bytes in, messages out, and back; no I/O (see docs/protocol.md).
+"""
+
+from .codec import (HEADER_SIZE, MAX_DEPTH, MAX_FRAME, Decoder, encode,
+                    encode_payload, frame, parse_payload)
+from .errors import (BadFrame, BadMessage, BadName, BadText, FrameError,
+                     FrameTooLarge, LocalProtocolError, MessageError,
+                     ProtocolError, UnknownType)
+from .messages import (EVENTS, MAX_NAME_CHARS, MAX_TEXT_CHARS,
+                       PROTOCOL_VERSION, REQUESTS, check_name, check_text,
+                       is_name)
+
+__all__ = [
+    "HEADER_SIZE", "MAX_DEPTH", "MAX_FRAME", "Decoder", "encode",
+    "encode_payload", "frame", "parse_payload",
+    "BadFrame", "BadMessage", "BadName", "BadText", "FrameError",
+    "FrameTooLarge", "LocalProtocolError", "MessageError", "ProtocolError",
+    "UnknownType",
+    "EVENTS", "MAX_NAME_CHARS", "MAX_TEXT_CHARS", "PROTOCOL_VERSION",
+    "REQUESTS", "check_name", "check_text", "is_name",
+]

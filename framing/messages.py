@@ -1,0 +1,153 @@
+"""The shape of every chat/1 message, checked in one place.
+
+`REQUESTS` (client -> server) and `EVENTS` (server -> client) map a message
+type to a validator that raises the chat/1 error for a bad member.  The
+server decodes with `REQUESTS`, the client with `EVENTS`.  A member that
+is missing or of the wrong JSON type is `bad_message`; a name or text member
+that breaks its rules is `bad_name` / `bad_text`.  Unknown members are
+ignored, as the contract asks for forward compatibility.
+"""
+
+import re
+
+from .codec import has_lone_surrogate
+from .errors import BadMessage, BadName, BadText
+
+PROTOCOL_VERSION = 1
+# chat/1 names: ASCII only, so no two names can look alike.
+MAX_NAME_CHARS = 32
+# chat/1 text: 1 to 4,000 code points.
+MAX_TEXT_CHARS = 4_000
+# The reconnect token: the contract wants >= 128 random bits; we refuse
+# anything longer than any token we would hand out.
+MAX_TOKEN_CHARS = 128
+
+_is_name = re.compile(r"[A-Za-z0-9_.\-]{1,32}").fullmatch
+
+
+def is_name(value) -> bool:
+    return type(value) is str and _is_name(value) is not None
+
+
+def check_name(member: str, value) -> None:
+    if not is_name(value):
+        raise BadName(f"{member} must be 1 to {MAX_NAME_CHARS} characters "
+                      f"from A-Z a-z 0-9 _ - .")
+
+
+def check_text(member: str, value) -> None:
+    if type(value) is not str:
+        raise BadText(f"{member} must be a string")
+    if not 0 < len(value) <= MAX_TEXT_CHARS:
+        raise BadText(f"{member} must be 1 to {MAX_TEXT_CHARS} characters, "
+                      f"not {len(value)}")
+    if "\x00" in value:
+        raise BadText(f"{member} must not contain NUL")
+    if has_lone_surrogate(value):
+        raise BadText(f"{member} has a lone surrogate")
+
+
+def _check_count(member: str, value, least: int) -> None:
+    if type(value) is not int or value < least:
+        raise BadMessage(f"{member} must be an integer >= {least}")
+
+
+def _check_string(member: str, value) -> None:
+    if type(value) is not str:
+        raise BadMessage(f"{member} must be a string")
+
+
+def _check_list(member: str, value) -> None:
+    if type(value) is not list:
+        raise BadMessage(f"{member} must be a list")
+
+
+def _check_object(member: str, value) -> None:
+    if type(value) is not dict:
+        raise BadMessage(f"{member} must be an object")
+
+
+def _check_number(member: str, value) -> None:
+    if type(value) not in (int, float):
+        raise BadMessage(f"{member} must be a number")
+
+
+def _check_version(member: str, value) -> None:
+    if type(value) is not int or value != PROTOCOL_VERSION:
+        raise BadMessage(f"unsupported version {value!r}; this server speaks "
+                         f"version {PROTOCOL_VERSION}")
+
+
+def _check_token(member: str, value) -> None:
+    if type(value) is not str or len(value) > MAX_TOKEN_CHARS:
+        raise BadMessage(f"{member} must be a string of at most "
+                         f"{MAX_TOKEN_CHARS} characters")
+
+
+def _check_any(member: str, value) -> None:
+    """Any JSON value (ping's `data`): the codec has already vetted it."""
+
+
+def _shape(required: dict, optional: dict, one_of: tuple = ()):
+    """A validator: required and optional members, each with its check.
+
+    `one_of` names members of which exactly one must be present.
+    """
+    required_items = tuple(required.items())
+    optional_items = tuple(optional.items())
+
+    def validate(message: dict) -> None:
+        for member, check in required_items:
+            if member not in message:
+                raise BadMessage(f"{message['type']} needs member {member!r}")
+            check(member, message[member])
+        for member, check in optional_items:
+            if member in message:
+                check(member, message[member])
+        if one_of and sum(member in message for member in one_of) != 1:
+            raise BadMessage(f"{message['type']} needs exactly one of "
+                             + " or ".join(map(repr, one_of)))
+
+    return validate
+
+
+REQUESTS = {
+    "hello": _shape({"name": check_name},
+                    {"version": _check_version, "token": _check_token}),
+    "say": _shape({"text": check_text}, {"room": check_name}),
+    "dm": _shape({"to": check_name, "text": check_text}, {}),
+    "join": _shape({"room": check_name}, {}),
+    "leave": _shape({"room": check_name}, {}),
+    "nick": _shape({"name": check_name}, {}),
+    "who": _shape({}, {"room": check_name}),
+    "rooms": _shape({}, {}),
+    "history": _shape({}, {"room": check_name, "with": check_name,
+                           "since": lambda m, v: _check_count(m, v, 0),
+                           "limit": lambda m, v: _check_count(m, v, 1)},
+                      one_of=("room", "with")),
+    "ping": _shape({}, {"data": _check_any}),
+    "quit": _shape({}, {"reason": check_text}),
+}
+
+EVENTS = {
+    "welcome": _shape({"name": check_name, "token": _check_string,
+                       "rooms": _check_list, "users": _check_list,
+                       "user_count": lambda m, v: _check_count(m, v, 0),
+                       "server": _check_string, "limits": _check_object}, {}),
+    "msg": _shape({"from": check_name, "text": check_text,
+                   "id": lambda m, v: _check_count(m, v, 1),
+                   "ts": _check_number},
+                  {"room": check_name, "to": check_name}, one_of=("room", "to")),
+    "joined": _shape({"room": check_name, "name": check_name}, {}),
+    "left": _shape({"room": check_name, "name": check_name},
+                   {"reason": _check_string}),
+    "renamed": _shape({"old": check_name, "new": check_name}, {}),
+    "users": _shape({"room": check_name, "names": _check_list}, {}),
+    "rooms": _shape({"rooms": _check_list}, {}),
+    "history": _shape({"messages": _check_list},
+                      {"room": check_name, "with": check_name},
+                      one_of=("room", "with")),
+    "pong": _shape({}, {"data": _check_any}),
+    "error": _shape({"code": _check_string, "message": _check_string}, {}),
+    "bye": _shape({"reason": _check_string}, {}),
+}
