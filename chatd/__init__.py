@@ -1,0 +1,1 @@
+"""chatd: a single-threaded selectors chat server speaking chat/1."""

@@ -1,0 +1,130 @@
+"""chatd's settings: each limit with its default, its reason and its flag.
+
+One table (`Config`'s fields) drives the defaults, the `--flags`, the
+`CHATD_*` environment variables and the TOML config file; precedence is
+flags over environment over file over defaults.
+"""
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+import framing
+
+
+def _setting(default, reason: str):
+    return field(default=default, metadata={"help": reason})
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = _setting("127.0.0.1", "address to listen on (loopback by default)")
+    port: int = _setting(7878, "TCP port; 0 picks a free one")
+    max_frame: int = _setting(framing.MAX_FRAME,
+                              "largest frame payload in bytes, both ways (frame_too_large)")
+    max_clients: int = _setting(10_000, "connections served at once; more get server_full")
+    rate_limit: float = _setting(10.0, "requests per second per connection; 0 turns it off "
+                                       "(rate_limited)")
+    rate_burst: int = _setting(20, "requests a connection may send at once before rate_limit "
+                                   "applies")
+    presence_limit: int = _setting(200, "largest room that still gets joined/left/renamed "
+                                        "frames; bigger rooms use who")
+    history: int = _setting(1_000, "messages kept per room and per private pair")
+    retained_rooms: int = _setting(1_000, "emptied rooms whose history and ids are kept "
+                                          "for members coming back")
+    max_conversations: int = _setting(10_000, "private pairs whose history is kept, "
+                                              "least recently used dropped first")
+    handshake_timeout: float = _setting(10.0, "seconds to complete hello (timeout)")
+    idle_timeout: float = _setting(300.0, "seconds without any frame before the connection "
+                                          "is closed (timeout)")
+    output_hard_limit: int = _setting(1 << 20, "bytes queued for one client before it is "
+                                               "cut off (too_slow)")
+    output_soft_limit: int = _setting(256 << 10, "bytes queued for one client that, held for "
+                                                 "output_soft_seconds, cut it off (too_slow)")
+    output_soft_seconds: float = _setting(10.0, "how long output may stay above the soft "
+                                                "limit")
+    max_bad_messages: int = _setting(20, "bad messages one connection may send before it is "
+                                         "closed (abuse)")
+    accepts_per_turn: int = _setting(16, "connections accepted per loop turn, so a connect "
+                                         "storm cannot starve chat")
+    write_per_turn: int = _setting(64 << 10, "bytes written to one connection per loop turn, "
+                                             "so no client starves the others")
+    shutdown_timeout: float = _setting(5.0, "seconds to flush clients on SIGTERM/SIGINT "
+                                            "before closing them anyway")
+    log_level: str = _setting("info", "debug, info, warning or error")
+
+    def __post_init__(self):
+        problems = []
+        if not 8192 <= self.max_frame <= 0xFFFFFFFF:
+            problems.append("max_frame must be between 8192 and 4294967295 "
+                            "(a welcome must fit)")
+        for name in ("max_clients", "rate_burst", "history", "max_bad_messages",
+                     "accepts_per_turn", "write_per_turn", "output_hard_limit",
+                     "output_soft_limit"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        for name in ("rate_limit", "presence_limit", "retained_rooms", "max_conversations",
+                     "handshake_timeout", "idle_timeout", "output_soft_seconds",
+                     "shutdown_timeout"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative")
+        if not 0 <= self.port <= 65535:
+            problems.append("port must be between 0 and 65535")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+SETTINGS = {setting.name: setting for setting in dataclasses.fields(Config)}
+ENV_PREFIX = "CHATD_"
+
+
+def _convert(name: str, value):
+    kind = SETTINGS[name].type
+    # Strings come from flags and the environment; TOML brings typed values.
+    acceptable = (str,) if kind is str else (str, int) if kind is int else (str, int, float)
+    if type(value) in acceptable:
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{name}: {value!r} is not a valid {kind.__name__}")
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chatd", description="A single-threaded chat server speaking chat/1.",
+        epilog="Every setting can also come from CHATD_<NAME> in the environment or "
+               "from the TOML file given with --config; flags win, then the "
+               "environment, then the file.")
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    for setting in dataclasses.fields(Config):
+        parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name,
+                            metavar=setting.type.__name__.upper(),
+                            help=f"{setting.metadata['help']} (default: {setting.default})")
+    return parser.parse_args(argv)
+
+
+def load_config(argv=None, environ=None) -> Config:
+    """Build the Config from defaults, a TOML file, CHATD_* variables and flags."""
+    arguments = parse_arguments(argv)
+    environ = os.environ if environ is None else environ
+    values = {}
+    config_file = arguments.config or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        with open(config_file, "rb") as file:
+            table = tomllib.load(file)
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in SETTINGS:
+                raise ValueError(f"{config_file}: unknown setting {key!r}")
+            values[name] = _convert(name, value)
+    for name in SETTINGS:
+        if ENV_PREFIX + name.upper() in environ:
+            values[name] = _convert(name, environ[ENV_PREFIX + name.upper()])
+    for name in SETTINGS:
+        flag = getattr(arguments, name)
+        if flag is not None:
+            values[name] = _convert(name, flag)
+    return Config(**values)

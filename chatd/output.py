@@ -1,0 +1,68 @@
+"""A connection's output queue: frames owed, written with one sendmsg per turn."""
+
+import os
+from collections import deque
+
+# Buffers handed to one sendmsg; the kernel refuses more than IOV_MAX.
+_MAX_BUFFERS = min(512, os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 512)
+
+
+class OutputQueue:
+    """Whole frames, oldest first; a partly sent one is kept as a memoryview.
+
+    Frames are shared bytes objects (one encode per broadcast), so queueing
+    costs a reference, not a copy.
+    """
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self):
+        self.chunks: deque = deque()
+        self.size = 0
+
+    def append(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+
+    def send(self, sock, budget: int) -> int:
+        """Write up to `budget` bytes with one sendmsg; return bytes written.
+
+        Raises what sendmsg raises (BlockingIOError when the socket is full).
+        """
+        batch, total = [], 0
+        for chunk in self.chunks:
+            if total + len(chunk) > budget:
+                if not batch:
+                    batch.append(memoryview(chunk)[:budget])
+                break
+            batch.append(chunk)
+            total += len(chunk)
+            if len(batch) == _MAX_BUFFERS:
+                break
+        sent = sock.sendmsg(batch)
+        self._consume(sent)
+        return sent
+
+    def _consume(self, sent: int) -> None:
+        self.size -= sent
+        chunks = self.chunks
+        while sent:
+            head = chunks[0]
+            if sent < len(head):
+                chunks[0] = memoryview(head)[sent:]
+                return
+            sent -= len(head)
+            chunks.popleft()
+
+    def drop_unsent(self) -> int:
+        """Forget every frame not yet started; return the bytes dropped.
+
+        A partly sent frame stays, so the peer's stream is still framed.
+        """
+        keep = self.chunks[0] if self.chunks and type(self.chunks[0]) is memoryview else None
+        dropped = self.size - (len(keep) if keep is not None else 0)
+        self.chunks.clear()
+        self.size = 0
+        if keep is not None:
+            self.append(keep)
+        return dropped
