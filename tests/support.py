@@ -1,0 +1,171 @@
+"""Test support: a chatd to talk to (in-process or a subprocess) and a
+blocking chat/1 client that waits on frames with a timeout, never on sleep."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import framing
+from chatd.config import Config
+from chatd.server import Server
+
+REPO = Path(__file__).resolve().parent.parent
+# How long a test waits for a frame it expects before failing.
+WAIT = 5.0
+
+
+@contextmanager
+def running_server(**settings):
+    """A chatd serving in a thread of this process on 127.0.0.1, port 0."""
+    settings.setdefault("port", 0)
+    settings.setdefault("log_level", "warning")
+    server = Server(Config(**settings))
+    host, port = server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.request_shutdown()
+        thread.join(10)
+        assert not thread.is_alive(), "server did not stop"
+
+
+class ServerProcess:
+    """chatd as a subprocess, stderr collected by a thread so the pipe never fills."""
+
+    def __init__(self, *flags: str, env=None):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", "0",
+             "--log-level", "info", *flags],
+            cwd=REPO, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._collect, daemon=True).start()
+        line = self.wait_for_log(r"listening on (\S+):(\d+)")
+        match = re.search(r"listening on (\S+):(\d+)", line)
+        self.host, self.port = match.group(1), int(match.group(2))
+        self.pid = self.process.pid
+
+    def _collect(self):
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_log(self, pattern: str, timeout: float = WAIT) -> str:
+        """The first stderr line matching `pattern`; fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if regex.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.process.poll() is not None and not self._alive_reader()):
+                    raise AssertionError(f"no log line {pattern!r}; got:\n" + "".join(self.lines))
+                self._changed.wait(min(remaining, 0.2))
+
+    def _alive_reader(self) -> bool:
+        return self.process.stderr is not None and not self.process.stderr.closed
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class ChatClient:
+    """A blocking chat/1 client for tests: send messages, wait for frames."""
+
+    def __init__(self, address, name: str | None = None, connect_timeout: float = WAIT):
+        self.sock = socket.create_connection(address[:2], timeout=connect_timeout)
+        self.decoder = framing.Decoder(schema=framing.EVENTS)
+        self.received: list = []   # frames read but not yet taken
+        self.closed = False
+        self.welcome = None
+        if name is not None:
+            self.welcome = self.hello(name)
+
+    def send(self, message: dict) -> None:
+        self.sock.sendall(framing.encode(message))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def hello(self, name: str, **extra) -> dict:
+        self.send({"type": "hello", "name": name, **extra})
+        reply = self.next(lambda m: m["type"] in ("welcome", "error"))
+        assert reply["type"] == "welcome", reply
+        return reply
+
+    def _read_more(self, deadline: float) -> bool:
+        """Read once; False on end of stream."""
+        if self.closed:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no frame in time; have " + repr(self.received[-5:]))
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("no frame in time; have " + repr(self.received[-5:])) from None
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        for item in self.decoder.feed(data):
+            assert type(item) is dict, f"server sent a bad frame: {item!r}"
+            self.received.append(item)
+        return True
+
+    def next(self, predicate=lambda m: True, timeout: float = WAIT) -> dict:
+        """The first frame matching `predicate`; earlier ones are discarded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.received:
+                message = self.received.pop(0)
+                if predicate(message):
+                    return message
+            if not self._read_more(deadline):
+                raise EOFError("connection closed while waiting for a frame")
+
+    def next_of(self, kind: str, timeout: float = WAIT) -> dict:
+        return self.next(lambda m: m["type"] == kind, timeout)
+
+    def frames_until_close(self, timeout: float = WAIT) -> list:
+        """Every frame up to the server's close."""
+        deadline = time.monotonic() + timeout
+        while self._read_more(deadline):
+            pass
+        frames, self.received = self.received, []
+        return frames
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
