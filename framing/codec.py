@@ -131,7 +131,8 @@ def parse_payload(payload, schema: Mapping[str, Validator] | None = None) -> dic
     except UnicodeDecodeError as exc:
         raise BadMessage(f"payload is not valid UTF-8 (byte {exc.start})") from None
     try:
-        message, end = _raw_decode(text, _skip_json_space(text).end())
+        message, end = _raw_decode(
+            text, 0 if text.startswith("{") else _skip_json_space(text).end())
     except _Refused as exc:
         raise BadMessage(str(exc)) from None
     except RecursionError:
@@ -139,7 +140,7 @@ def parse_payload(payload, schema: Mapping[str, Validator] | None = None) -> dic
     except ValueError as exc:  # JSONDecodeError, or int()'s digit limit
         reason = getattr(exc, "msg", None) or "invalid number"
         raise BadMessage(f"payload is not JSON: {reason}") from None
-    if _skip_json_space(text, end).end() != len(text):
+    if end != len(text) and _skip_json_space(text, end).end() != len(text):
         raise BadMessage("payload has data after the JSON value")
     if type(message) is not dict:
         raise BadMessage("payload is not a JSON object")
@@ -150,7 +151,7 @@ def parse_payload(payload, schema: Mapping[str, Validator] | None = None) -> dic
     if type(kind) is not str:
         raise BadMessage("message has no string member 'type'")
     ref = check_ref(message)
-    escaped_surrogate = b"\\ud" in payload or b"\\uD" in payload
+    escaped_surrogate = b"\\u" in payload and (b"\\ud" in payload or b"\\uD" in payload)
     if schema is not None:
         validate = schema.get(kind)
         try:

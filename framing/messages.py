@@ -26,7 +26,11 @@ _is_name = re.compile(r"[A-Za-z0-9_.\-]{1,32}").fullmatch
 
 
 def is_name(value) -> bool:
-    return type(value) is str and _is_name(value) is not None
+    if type(value) is not str or not 0 < len(value) <= MAX_NAME_CHARS:
+        return False
+    # isalnum() is the fast path for most names; alone it would admit
+    # non-ASCII letters, hence isascii() first.
+    return value.isascii() and (value.isalnum() or _is_name(value) is not None)
 
 
 def check_name(member: str, value) -> None:
@@ -47,9 +51,18 @@ def check_text(member: str, value) -> None:
         raise BadText(f"{member} has a lone surrogate")
 
 
-def _check_count(member: str, value, least: int) -> None:
-    if type(value) is not int or value < least:
-        raise BadMessage(f"{member} must be an integer >= {least}")
+def _count(least: int):
+    """A check for an integer member of at least `least`."""
+    def check(member: str, value) -> None:
+        if type(value) is not int or value < least:
+            raise BadMessage(f"{member} must be an integer >= {least}")
+    return check
+
+
+_check_id = _count(1)
+_check_since = _count(0)
+_check_limit = _count(1)
+_check_user_count = _count(0)
 
 
 def _check_string(member: str, value) -> None:
@@ -88,25 +101,32 @@ def _check_any(member: str, value) -> None:
     """Any JSON value (ping's `data`): the codec has already vetted it."""
 
 
+_ABSENT = object()  # a member missing from a message (null is a value)
+
+
 def _shape(required: dict, optional: dict, one_of: tuple = ()):
     """A validator: required and optional members, each with its check.
 
-    `one_of` names members of which exactly one must be present.
+    `one_of` names the two members of which exactly one must be present.
     """
     required_items = tuple(required.items())
     optional_items = tuple(optional.items())
+    first, second = one_of or (None, None)
 
     def validate(message: dict) -> None:
+        get = message.get
         for member, check in required_items:
-            if member not in message:
+            value = get(member, _ABSENT)
+            if value is _ABSENT:
                 raise BadMessage(f"{message['type']} needs member {member!r}")
-            check(member, message[member])
+            check(member, value)
         for member, check in optional_items:
-            if member in message:
-                check(member, message[member])
-        if one_of and sum(member in message for member in one_of) != 1:
+            value = get(member, _ABSENT)
+            if value is not _ABSENT:
+                check(member, value)
+        if first is not None and (first in message) == (second in message):
             raise BadMessage(f"{message['type']} needs exactly one of "
-                             + " or ".join(map(repr, one_of)))
+                             f"{first!r} or {second!r}")
 
     return validate
 
@@ -122,8 +142,8 @@ REQUESTS = {
     "who": _shape({}, {"room": check_name}),
     "rooms": _shape({}, {}),
     "history": _shape({}, {"room": check_name, "with": check_name,
-                           "since": lambda m, v: _check_count(m, v, 0),
-                           "limit": lambda m, v: _check_count(m, v, 1)},
+                           "since": _check_since,
+                           "limit": _check_limit},
                       one_of=("room", "with")),
     "ping": _shape({}, {"data": _check_any}),
     "quit": _shape({}, {"reason": check_text}),
@@ -132,10 +152,10 @@ REQUESTS = {
 EVENTS = {
     "welcome": _shape({"name": check_name, "token": _check_string,
                        "rooms": _check_list, "users": _check_list,
-                       "user_count": lambda m, v: _check_count(m, v, 0),
+                       "user_count": _check_user_count,
                        "server": _check_string, "limits": _check_object}, {}),
     "msg": _shape({"from": check_name, "text": check_text,
-                   "id": lambda m, v: _check_count(m, v, 1),
+                   "id": _check_id,
                    "ts": _check_number},
                   {"room": check_name, "to": check_name}, one_of=("room", "to")),
     "joined": _shape({"room": check_name, "name": check_name}, {}),

@@ -1,6 +1,7 @@
 """The chat/1 codec: examples and hypothesis properties, no sockets."""
 
 import json
+import re
 import struct
 
 import pytest
@@ -269,6 +270,12 @@ def test_arbitrary_json_text_never_escapes_the_codec(text):
                     json.dumps({"type": "say", "text": text}).encode()):
         out = decode_all(raw_frame(payload) if payload else b"\0\0\0\1 ")
         assert len(out) == 1 and isinstance(out[0], (dict, ProtocolError))
+
+
+@given(st.one_of(st.text(max_size=40), names, st.integers(), st.none()))
+def test_is_name_is_exactly_the_contract_rule(value):
+    rule = type(value) is str and re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", value) is not None
+    assert framing.is_name(value) == rule
 
 
 def test_package_exports_the_codec():
