@@ -213,6 +213,32 @@ def test_round_trip_any_valid_request(message):
     assert decode_all(encode(message)) == [message]
 
 
+events = st.one_of(
+    st.builds(lambda r, f, t, i, ts: {"type": "msg", "room": r, "from": f, "text": t,
+                                      "id": i, "ts": ts},
+              names, names, texts, st.integers(1, 2 ** 63 - 1),
+              st.floats(0, 4e9, allow_nan=False)),
+    st.builds(lambda to, f, t, i: {"type": "msg", "to": to, "from": f, "text": t,
+                                   "id": i, "ts": 1.5}, names, names, texts,
+              st.integers(1, 2 ** 63 - 1)),
+    st.builds(lambda r, n: {"type": "joined", "room": r, "name": n}, names, names),
+    st.builds(lambda r, n, why: {"type": "left", "room": r, "name": n, "reason": why},
+              names, names, texts),
+    st.builds(lambda o, n: {"type": "renamed", "old": o, "new": n}, names, names),
+    st.builds(lambda r, ns: {"type": "users", "room": r, "names": ns},
+              names, st.lists(names, max_size=20)),
+    st.builds(lambda c, m: {"type": "error", "code": c, "message": m},
+              st.sampled_from(["bad_message", "rate_limited", "name_taken"]), texts),
+    st.builds(lambda why: {"type": "bye", "reason": why},
+              st.sampled_from(["quit", "shutdown", "too_slow"])),
+)
+
+
+@given(with_ref(events))
+def test_round_trip_any_valid_event(message):
+    assert decode_all(encode(message), schema=EVENTS) == [message]
+
+
 @given(st.lists(requests, min_size=1, max_size=20), st.data())
 def test_any_chunking_decodes_the_same(messages, data):
     stream = b"".join(encode(m) for m in messages)
