@@ -1,0 +1,96 @@
+"""`chatcli` / `python -m chatcli`: read the options, pick the front end, run the loop."""
+
+import argparse
+import os
+import sys
+
+from chatd.config import Config
+from framing import is_name
+
+from .client import EXIT_FAILED, Client, PipeUI, TerminalUI
+from .commands import NAME_RULE
+from .session import Session
+
+ENV_PREFIX = "CHATCLI_"
+# chatd's own defaults, so that `chatd` and `chatcli` find each other unconfigured.
+DEFAULT_HOST = Config.host
+DEFAULT_PORT = Config.port
+
+DESCRIPTION = "A chat/1 client: chat on a terminal, or script it through a pipe."
+EPILOG = f"""\
+Every option can also come from the environment: CHATCLI_HOST, CHATCLI_PORT,
+CHATCLI_NAME, CHATCLI_ROOM; options win.  Names: {NAME_RULE}.
+
+On a terminal the client asks for a name when none is given, and asks again
+if the server refuses it.  Type /help for the commands.
+
+Without a terminal (stdin not a tty) each input line is sent as typed, commands
+included; without --name the first line is the name.  Messages go to stdout,
+one per line; status and errors to stderr.  Lines are paced to the server's
+announced rate limit, and a line the server still refuses as rate_limited is
+sent again after a pause, so none is lost.  At the end of input the client
+waits until the server has answered every line, then quits.
+
+--send TEXT sends TEXT (as text, never as a command) to --room or the lobby.
+
+Exit status: 0 when everything was accepted; 1 when the server refused a line
+or the name, or the server cannot be reached; 2 on a usage error.
+Colours only on a terminal, and never when NO_COLOR is set."""
+
+
+def parse_arguments(argv, environ) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chatcli", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default=environ.get(ENV_PREFIX + "HOST", DEFAULT_HOST),
+                        help=f"server address (default: {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int,
+                        default=environ.get(ENV_PREFIX + "PORT", DEFAULT_PORT),
+                        help=f"server port (default: {DEFAULT_PORT})")
+    parser.add_argument("--name", default=environ.get(ENV_PREFIX + "NAME"),
+                        help="your user name (default: ask)")
+    parser.add_argument("--room", default=environ.get(ENV_PREFIX + "ROOM"),
+                        help="room to join and talk in (default: lobby)")
+    parser.add_argument("--send", metavar="TEXT",
+                        help="send TEXT, wait for its echo, and exit")
+    arguments = parser.parse_args(argv)
+    try:
+        arguments.port = int(arguments.port)
+    except ValueError:
+        parser.error(f"port {arguments.port!r} is not a number")
+    if not 0 < arguments.port < 65536:
+        parser.error(f"port {arguments.port} is not between 1 and 65535")
+    for option in ("name", "room"):
+        value = getattr(arguments, option)
+        if value is not None and not is_name(value.removeprefix("#")):
+            parser.error(f"--{option} {value!r}: {NAME_RULE}")
+    if arguments.room:
+        arguments.room = arguments.room.removeprefix("#")
+    if arguments.send is not None and arguments.name is None:
+        parser.error("--send needs --name")
+    return arguments
+
+
+def main(argv=None) -> int:
+    environ = os.environ
+    arguments = parse_arguments(argv, environ)
+    interactive = (arguments.send is None and sys.stdin.isatty() and sys.stdout.isatty())
+    color = sys.stdout.isatty() and not environ.get("NO_COLOR")
+    session = Session(arguments.name, arguments.room)
+    if interactive:
+        ui = TerminalUI(color)
+    else:
+        ui = PipeUI(color, None if arguments.send is None else [arguments.send])
+    client = Client(arguments.host, arguments.port, session, ui, interactive)
+    try:
+        return client.run()
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed (`chatcli | head`): nobody is reading any more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""The client's one thread: a selectors loop over the input and the socket.
+
+Each turn: (re)connect when due, send what the session lets go, wait for the
+socket, the input or the next deadline, and move bytes between them and the
+sans-IO pieces (`framing.Decoder`, `Session`, the keys and the editor).
+A dropped connection is retried with capped exponential backoff; the session
+then says hello again and catches up.
+
+Two front ends share the loop: `TerminalUI` (raw mode, an editable input line,
+chat printed above it) and `PipeUI` (stdin lines in, one line per message out,
+status and errors on stderr).
+"""
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+import framing
+
+from . import display
+from .commands import NAME_RULE, Say
+from .editor import LineEditor
+from .keys import Key, KeyDecoder
+from .session import Session
+from .terminal import Terminal
+
+# Reconnect delays: the first, doubled per failure up to the cap (seconds).
+BACKOFF_FIRST = 0.25
+BACKOFF_CAP = 30.0
+# Without a terminal nobody is there to wait forever: after this many failed
+# attempts in a row the client gives up with exit status 1.
+PIPE_ATTEMPTS = 6
+# Pipe mode stops reading stdin while this many lines wait to be sent, so a
+# big input is paced by the server's rate limit instead of held in memory.
+PIPE_BACKLOG = 64
+RECV_SIZE = 65_536
+# Exit statuses.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Client:
+    """The loop: owns the selector, the socket and the reconnect schedule."""
+
+    def __init__(self, host: str, port: int, session: Session, ui, interactive: bool):
+        self.host, self.port = host, port
+        self.session = session
+        self.ui = ui
+        self.interactive = interactive
+        self.selector = selectors.DefaultSelector()
+        self.sock: socket.socket | None = None
+        self.connecting = False
+        self.decoder: framing.Decoder | None = None
+        self.output = bytearray()
+        self.failures = 0              # connection attempts failed in a row
+        self.retry_at = 0.0
+        self.exit_status: int | None = None
+
+    # -------------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        self.ui.start(self)
+        try:
+            while self.exit_status is None:
+                self._turn()
+        finally:
+            self._close_socket()
+            self.ui.stop()
+            self.selector.close()
+        return self.exit_status
+
+    def _turn(self) -> None:
+        now = time.monotonic()
+        session = self.session
+        self.ui.after_turn()
+        if self.sock is None and self._wants_connection() and now >= self.retry_at:
+            self._connect()
+        if self.sock is not None and not self.connecting:
+            if session.is_dead(now):
+                self._lost(display.status("no answer to a ping; reconnecting"))
+            else:
+                for message in session.take_requests(now):
+                    self._send(framing.encode(message))
+        self._check_finished()
+        if self.exit_status is not None:
+            return
+        for key, mask in self.selector.select(self._timeout(now)):
+            key.data(mask)
+        for ready in self.ui.always_ready():
+            ready()
+
+    def _timeout(self, now: float) -> float | None:
+        deadlines = [self.session.next_deadline(now)]
+        if self.sock is None and self._wants_connection():
+            deadlines.append(self.retry_at)
+        deadlines = [d for d in deadlines if d is not None]
+        if self.ui.always_ready():
+            return 0
+        return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def _wants_connection(self) -> bool:
+        session = self.session
+        return (session.name is not None and not session.finished
+                and session.fatal is None and not session.quitting)
+
+    def _check_finished(self) -> None:
+        session = self.session
+        if session.fatal is not None:
+            self.show([display.error(session.fatal)])
+            self.exit_status = EXIT_FAILED
+        elif session.finished:
+            self.exit_status = self.ui.exit_status()
+        elif session.name_rejected and not self.interactive:
+            self.exit_status = EXIT_FAILED
+        elif session.quitting and self.sock is None:
+            self.exit_status = self.ui.exit_status()
+
+    def show(self, lines: list) -> None:
+        if lines:
+            self.ui.show(lines)
+
+    # ------------------------------------------------------------ the socket
+
+    def _connect(self) -> None:
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        sock.setblocking(False)
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._failed(OSError(code, os.strerror(code)))
+            return
+        self.sock, self.connecting = sock, True
+        self.selector.register(sock, selectors.EVENT_WRITE, self._on_connected)
+
+    def _on_connected(self, mask) -> None:
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._close_socket()
+            self._failed(OSError(code, os.strerror(code)))
+            return
+        self.connecting = False
+        self.selector.modify(self.sock, selectors.EVENT_READ, self._on_socket)
+        self.decoder = framing.Decoder(schema=framing.EVENTS)
+        self.output.clear()
+        self.session.connection_made(time.monotonic())
+
+    def _failed(self, exc: OSError) -> None:
+        """A connection attempt failed: schedule the next one, or give up."""
+        self.failures += 1
+        reason = exc.strerror or str(exc)
+        if not self.interactive and (self.failures >= PIPE_ATTEMPTS
+                                     or not self.session.ever_welcomed):
+            self.show([display.error(f"cannot connect to {self.host}:{self.port}: {reason}")])
+            self.exit_status = EXIT_FAILED
+            return
+        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
+        self.retry_at = time.monotonic() + delay
+        self.show([display.status(f"cannot connect to {self.host}:{self.port}: {reason}; "
+                                  f"retrying in {delay:g} s (attempt {self.failures + 1})")])
+
+    def _send(self, data: bytes) -> None:
+        if not self.output:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._lost(display.status(f"connection lost: {exc.strerror or exc}"))
+                return
+            data = data[sent:]
+            if not data:
+                return
+            self.selector.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                 self._on_socket)
+        self.output += data
+
+    def _on_socket(self, mask) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush()
+        if mask & selectors.EVENT_READ and self.sock is not None:
+            self._read()
+
+    def _flush(self) -> None:
+        try:
+            sent = self.sock.send(self.output)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(display.status(f"connection lost: {exc.strerror or exc}"))
+            return
+        del self.output[:sent]
+        if not self.output:
+            self.selector.modify(self.sock, selectors.EVENT_READ, self._on_socket)
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(display.status(f"connection lost: {exc.strerror or exc}"))
+            return
+        if not data:
+            self._lost()
+            return
+        now = time.monotonic()
+        for item in self.decoder.feed(data):
+            if isinstance(item, framing.FrameError):
+                self._lost(display.error(f"server sent a bad frame: {item.message}"))
+                return
+            if isinstance(item, framing.MessageError):
+                # A new event type or member from a newer server: skip it.
+                continue
+            was_welcomed = self.session.welcomed
+            self.show(self.session.receive(item, now))
+            if self.session.welcomed and not was_welcomed:
+                self.failures = 0
+            if item["type"] == "bye":
+                self._lost()
+                return
+
+    def _lost(self, line=None) -> None:
+        """The connection is gone (or given up): tell the session, plan a retry."""
+        self._close_socket()
+        lines = [line] if line is not None else []
+        self.show(lines + self.session.connection_lost())
+        if self._wants_connection():
+            self.failures += 1
+            if not self.interactive and self.failures >= PIPE_ATTEMPTS:
+                self.show([display.error("giving up after "
+                                         f"{self.failures} failed attempts")])
+                self.exit_status = EXIT_FAILED
+                return
+            delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
+            self.retry_at = time.monotonic() + delay
+            self.show([display.status(f"reconnecting in {delay:g} s "
+                                      f"(attempt {self.failures})")])
+
+    def _close_socket(self) -> None:
+        if self.sock is None:
+            return
+        self.selector.unregister(self.sock)
+        self.sock.close()
+        self.sock, self.connecting, self.decoder = None, False, None
+        self.output.clear()
+
+
+class TerminalUI:
+    """Raw-mode terminal: an editable input line, chat printed above it."""
+
+    def __init__(self, color: bool):
+        self.color = color
+        self.terminal = Terminal()
+        self.keys = KeyDecoder()
+        self.editor = LineEditor()
+        self.client: Client | None = None
+        self._wakeup_reader = self._wakeup_writer = None
+
+    def start(self, client: Client) -> None:
+        self.client = client
+        self.terminal.__enter__()
+        # SIGWINCH only sets a flag; this socket wakes select so it is seen.
+        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
+        for end in (self._wakeup_reader, self._wakeup_writer):
+            end.setblocking(False)
+        signal.set_wakeup_fd(self._wakeup_writer.fileno(), warn_on_full_buffer=False)
+        client.selector.register(self._wakeup_reader, selectors.EVENT_READ, self._on_wakeup)
+        client.selector.register(self.terminal.fd_in, selectors.EVENT_READ, self._on_input)
+        if client.session.name is None:
+            self.show([display.status("choose a name: " + NAME_RULE)])
+        self._update_prompt()
+        self.terminal.redraw(self.editor)
+
+    def stop(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self.terminal.__exit__(None, None, None)
+        for end in (self._wakeup_reader, self._wakeup_writer):
+            if end is not None:
+                end.close()
+
+    def exit_status(self) -> int:
+        return EXIT_OK
+
+    def always_ready(self) -> list:
+        return []
+
+    def show(self, lines: list) -> None:
+        self._update_prompt()
+        self.terminal.show([line.render(self.color) for line in lines], self.editor)
+
+    def after_turn(self) -> None:
+        if self._update_prompt() or self.terminal.resized:
+            self.terminal.redraw(self.editor)
+
+    def _update_prompt(self) -> bool:
+        """Set the prompt from the session; True if it changed."""
+        session = self.client.session
+        if session.name is None:
+            prompt = "name: "
+        else:
+            room = session.current_name
+            prompt = (f"#{room}> " if room else "> ")
+            if not session.welcomed:
+                prompt = "(offline) " + prompt
+        changed = prompt != self.editor.prompt
+        self.editor.prompt = prompt
+        return changed
+
+    def _on_wakeup(self, mask) -> None:
+        try:
+            while self._wakeup_reader.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _on_input(self, mask) -> None:
+        data = os.read(self.terminal.fd_in, 4096)
+        if not data:  # the terminal went away
+            self.client.session.quit()
+            return
+        for key in self.keys.feed(data):
+            self._press(key)
+        self.terminal.redraw(self.editor)
+
+    def _press(self, key) -> None:
+        client, session = self.client, self.client.session
+        if key is Key.ENTER:
+            line = self.editor.submit()
+            if session.name is None:
+                client.show(session.set_name(line))
+            else:
+                self.editor.remember(line)
+                client.show(session.submit(line))
+        elif key is Key.INTERRUPT or (key is Key.EOF and not self.editor.chars):
+            session.quit()
+        elif key is Key.REDRAW:
+            self.terminal.redraw(self.editor, clear_screen=True)
+        elif key is Key.SUSPEND:
+            self.terminal.suspend(self.editor)
+        else:
+            self.editor.press(key)
+
+
+class PipeUI:
+    """stdin lines in (commands too), one line per event out."""
+
+    def __init__(self, color: bool, lines_to_send: list[str] | None = None):
+        self.color = color
+        self.client: Client | None = None
+        self._partial = b""
+        self._eof = False
+        self._registered = False
+        self._always_ready = False
+        # --send: the text is the whole input, sent as it is, never a command.
+        self._fixed = lines_to_send
+
+    def start(self, client: Client) -> None:
+        self.client = client
+        if self._fixed is not None:
+            for text in self._fixed:
+                client.show(client.session.command(Say(text)))
+            self._eof = True
+        else:
+            self._watch_stdin(True)
+
+    def stop(self) -> None:
+        sys.stdout.flush()
+
+    def exit_status(self) -> int:
+        return EXIT_FAILED if self.client.session.refused else EXIT_OK
+
+    def show(self, lines: list) -> None:
+        for line in lines:
+            stream = sys.stdout if line.kind in (display.CHAT, display.NOTICE) else sys.stderr
+            stream.write(line.render(self.color) + "\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    def always_ready(self) -> list:
+        return [self._on_input] if self._always_ready and self._watching() else []
+
+    def after_turn(self) -> None:
+        session = self.client.session
+        if self._eof:
+            if session.name is None and not session.name_rejected:
+                self.client.show([display.error("no name: give --name or a first line")])
+                self.client.exit_status = EXIT_USAGE
+            elif session.settled and not session.quitting:
+                session.quit()
+        elif self._fixed is None:
+            self._watch_stdin(self._watching())
+
+    def _watching(self) -> bool:
+        return not self._eof and self.client.session.backlog < PIPE_BACKLOG
+
+    def _watch_stdin(self, wanted: bool) -> None:
+        if self._always_ready or wanted == self._registered:
+            return
+        selector = self.client.selector
+        if not wanted:
+            if self._registered:
+                selector.unregister(0)
+            self._registered = False
+            return
+        try:
+            selector.register(0, selectors.EVENT_READ, lambda mask: self._on_input())
+            self._registered = True
+        except PermissionError:
+            # A regular file or /dev/null: epoll refuses it, and it is
+            # always readable anyway.
+            self._always_ready = True
+
+    def _on_input(self) -> None:
+        data = os.read(0, RECV_SIZE)
+        if not data:
+            self._watch_stdin(False)
+            self._eof = True
+            if self._partial:
+                self._line(self._partial)
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._line(line)
+
+    def _line(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        session = self.client.session
+        if session.name is None:
+            self.client.show(session.set_name(text))
+            if session.name is None:
+                self.client.exit_status = EXIT_USAGE
+        else:
+            self.client.show(session.submit(text))

@@ -1,0 +1,563 @@
+"""What the client knows and says: the chat/1 session, without I/O.
+
+The loop feeds it the connection's life (`connection_made`, `connection_lost`),
+the server's events (`receive`), the lines the user typed (`submit`) and the
+time; it answers with display `Line`s and, from `take_requests(now)`, the
+requests to send, paced by the rate limit the server announced.
+
+It remembers the name, the reconnect token, the rooms and the last message
+seen in each room.  After a reconnect it says hello again with the token,
+rejoins, and asks `history since` the last message it saw; that message
+coming back unchanged proves the server's history is the one it knew, so
+exactly the missed messages are shown.  Lines typed meanwhile are held and
+sent afterwards, minus those the catch-up shows were accepted already.
+"""
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from framing import MAX_TEXT_CHARS, PROTOCOL_VERSION, is_name
+
+from . import commands, display
+
+LOBBY = "lobby"
+# Messages per catch-up request; the server caps it at its own retention.
+CATCH_UP_LIMIT = 100
+# Messages /history shows without a count.
+DEFAULT_HISTORY = 20
+# A ping unanswered this long (seconds) means the connection is dead even
+# if the kernel has not noticed (a peer that vanished without a FIN).
+PONG_TIMEOUT = 10.0
+# Idle seconds before a keepalive ping when the server does not announce
+# its idle_timeout; otherwise a third of that timeout.
+DEFAULT_KEEPALIVE = 60.0
+# Names refused by the server with these codes are asked for again.
+NAME_ERRORS = ("bad_name", "name_taken")
+
+
+@dataclass
+class Pending:
+    """A request sent (or about to be) and what its answer is for."""
+    message: dict
+    purpose: str            # "user" for what the user typed, else internal
+    room: str | None = None  # room key the answer is about
+    mode: str | None = None  # catch-up: "verify" the last seen message or "all"
+    gate: str | None = None  # held user commands wait until this is answered
+    pages: list = field(default_factory=list)  # paged answers (who, rooms)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The last message seen in a room: enough to recognise it again."""
+    id: int
+    ts: float
+    sender: str
+
+    @classmethod
+    def of(cls, msg: dict) -> "Seen":
+        return cls(msg["id"], msg["ts"], msg["from"])
+
+
+class Session:
+    def __init__(self, name: str | None = None, room: str | None = None):
+        self.name = name
+        self.token: str | None = None
+        self.connected = False
+        self.welcomed = False
+        self.ever_welcomed = False
+        self.rooms: dict[str, str] = {}      # key -> name as the server spells it
+        self.current: str | None = None     # room key
+        self.initial_room = room
+        self.last_seen: dict[str, Seen | None] = {}
+        self.name_rejected: str | None = None  # the server's reason; ask again
+        self.quitting = False
+        self.finished = False                # bye after our quit, or closed
+        self.fatal: str | None = None        # why reconnecting makes no sense
+        self.refused = 0                     # user requests the server refused
+        self.pending: dict[int, Pending] = {}
+        self._outbox: deque[int] = deque()   # refs in send order
+        # What the user asked for while the session could not take it yet:
+        # commands (resolved against the current room when released) and
+        # requests sent before a drop but never answered.
+        self._held: deque = deque()
+        self._gates: set[str] = set()        # what must finish before held ones go
+        self._notes: list = []               # lines made while releasing held ones
+        self._buffered: dict[str, list] = {}  # live msgs arriving during a catch-up
+        self._refs = itertools.count(1)
+        self._rate = 0.0                      # 0: no pacing
+        self._burst = 1.0
+        self._tokens = 1.0
+        self._refilled_at = 0.0
+        self._keepalive = DEFAULT_KEEPALIVE
+        self._last_sent = 0.0
+        self._ping_sent_at: float | None = None
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def current_name(self) -> str | None:
+        return self.rooms.get(self.current) if self.current else None
+
+    @property
+    def backlog(self) -> int:
+        """Requests waiting to be sent."""
+        return len(self._held) + len(self._outbox)
+
+    @property
+    def settled(self) -> bool:
+        """Welcomed, and every request the user made is sent and answered."""
+        return (self.welcomed and not self._held and
+                not any(p.purpose == "user" for p in self.pending.values()))
+
+    # ------------------------------------------------------------ connection
+
+    def connection_made(self, now: float) -> None:
+        self.connected = True
+        self._last_sent = self._refilled_at = now
+        self._ping_sent_at = None
+        if self.name is not None:
+            self._send_hello()
+
+    def connection_lost(self) -> list:
+        """The socket is gone: keep what the user asked for, drop the rest."""
+        was_welcomed = self.welcomed
+        self.connected = self.welcomed = False
+        unanswered = [p for ref, p in sorted(self.pending.items()) if p.purpose == "user"]
+        self._held.extendleft(reversed(unanswered))
+        self.pending.clear()
+        self._outbox.clear()
+        self._gates.clear()
+        self._buffered.clear()
+        self._rate = 0.0
+        if self.quitting:
+            self.finished = True
+            return []
+        return [display.status("connection lost")] if was_welcomed else []
+
+    def set_name(self, name: str) -> list:
+        """The name the user typed at the prompt (or the first piped line)."""
+        name = name.strip()
+        if not is_name(name):
+            return [display.error(f"bad name {name!r}: {commands.NAME_RULE}")]
+        self.name, self.name_rejected = name, None
+        if self.connected and not self.welcomed:
+            self._send_hello()
+        return []
+
+    def _send_hello(self) -> None:
+        message = {"type": "hello", "name": self.name, "version": PROTOCOL_VERSION}
+        if self.token is not None:
+            message["token"] = self.token
+        self._request(message, "hello")
+
+    # --------------------------------------------------------------- sending
+
+    def _request(self, message: dict, purpose: str, gate: str | None = None,
+                 **context) -> Pending:
+        ref = next(self._refs)
+        pending = Pending(dict(message, ref=ref), purpose, gate=gate, **context)
+        self.pending[ref] = pending
+        self._outbox.append(ref)
+        if gate is not None:
+            self._gates.add(gate)
+        return pending
+
+    def _release_held(self) -> None:
+        while self._held and self.welcomed and not self._gates:
+            item = self._held.popleft()
+            if isinstance(item, Pending):
+                message = dict(item.message)
+                del message["ref"]
+                self._request(message, "user", gate=item.gate and "join")
+            else:
+                self._notes += self._perform(item)
+
+    def take_requests(self, now: float) -> list[dict]:
+        """The requests to send now; the rest wait for the rate limit."""
+        if not self.connected:
+            return []
+        if self._rate:
+            self._tokens = min(self._burst,
+                               self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+        if (self.welcomed and not self._outbox and self._ping_sent_at is None
+                and now - self._last_sent >= self._keepalive):
+            self._ping_sent_at = now
+            self._request({"type": "ping"}, "ping")
+        out = []
+        while self._outbox:
+            pending = self.pending.get(self._outbox[0])
+            if pending is None:
+                self._outbox.popleft()
+                continue
+            # quit is never limited; before welcome only hello goes out.
+            if pending.message["type"] != "quit" and self._rate and self._tokens < 1:
+                break
+            self._outbox.popleft()
+            self._tokens -= 1
+            out.append(pending.message)
+        if out:
+            self._last_sent = now
+        return out
+
+    def next_deadline(self, now: float) -> float | None:
+        """When `take_requests` or `is_dead` next has something to say."""
+        if not self.connected:
+            return None
+        deadlines = []
+        if self._outbox and self._rate and self._tokens < 1:
+            deadlines.append(now + (1 - self._tokens) / self._rate)
+        if self.welcomed and self._ping_sent_at is None:
+            deadlines.append(self._last_sent + self._keepalive)
+        if self._ping_sent_at is not None:
+            deadlines.append(self._ping_sent_at + PONG_TIMEOUT)
+        return min(deadlines) if deadlines else None
+
+    def is_dead(self, now: float) -> bool:
+        return self._ping_sent_at is not None and now - self._ping_sent_at > PONG_TIMEOUT
+
+    # ----------------------------------------------------------- user input
+
+    def submit(self, line: str) -> list:
+        """A line the user typed: a command to send, or a line to show."""
+        command = commands.parse(line)
+        if command is None:
+            return []
+        return self.command(command)
+
+    def command(self, command) -> list:
+        if isinstance(command, commands.Invalid):
+            self.refused += 1
+            return [display.error(command.reason)]
+        if isinstance(command, commands.Help):
+            return [display.notice(text) for text in commands.HELP]
+        if isinstance(command, commands.Quit):
+            return self.quit(command.reason)
+        if isinstance(command, (commands.Say, commands.Msg)) and len(command.text) > MAX_TEXT_CHARS:
+            self.refused += 1
+            return [display.error(f"text of {len(command.text)} characters is over "
+                                  f"the limit of {MAX_TEXT_CHARS}")]
+        if not self.welcomed or self._gates:
+            # Resolved later: "the current room" may not be known yet, or be
+            # about to change (a /join in flight).
+            self._held.append(command)
+            return []
+        return self._perform(command)
+
+    def _perform(self, command) -> list:
+        """Turn a command into its request, now that the session can take it."""
+        if isinstance(command, commands.Msg):
+            self._request({"type": "dm", "to": command.to, "text": command.text}, "user")
+        elif isinstance(command, commands.Join):
+            # What follows a /join is meant for the joined room: hold it.
+            self._request({"type": "join", "room": command.room}, "user", gate="join")
+        elif isinstance(command, commands.Nick):
+            self._request({"type": "nick", "name": command.name}, "user")
+        elif isinstance(command, commands.Rooms):
+            self._request({"type": "rooms"}, "user")
+        else:  # the commands about the current room
+            room = getattr(command, "room", None) or self.current_name
+            if room is None:
+                self.refused += 1
+                return [display.error("you are in no room; /join ROOM first")]
+            if isinstance(command, commands.Say):
+                message = {"type": "say", "room": room, "text": command.text}
+            elif isinstance(command, commands.Leave):
+                message = {"type": "leave", "room": room}
+            elif isinstance(command, commands.Who):
+                message = {"type": "who", "room": room}
+            else:
+                message = {"type": "history", "room": room,
+                           "limit": command.count or DEFAULT_HISTORY}
+            self._request(message, "user")
+        return []
+
+    def quit(self, reason: str | None = None) -> list:
+        self.quitting = True
+        if not self.connected:
+            self.finished = True
+            return []
+        message = {"type": "quit"}
+        if reason:
+            message["reason"] = reason
+        pending = self._request(message, "quit")
+        self._outbox.remove(pending.message["ref"])
+        self._outbox.appendleft(pending.message["ref"])
+        return []
+
+    # ---------------------------------------------------------------- events
+
+    def receive(self, event: dict, now: float) -> list:
+        """One decoded frame from the server -> lines to show."""
+        self._ping_sent_at = None
+        handler = getattr(self, "_on_" + event["type"], None)
+        lines = handler(event) if handler else []
+        lines += self._notes
+        self._notes = []
+        return lines
+
+    def _answered(self, event: dict) -> Pending | None:
+        """The pending request this event answers (and no longer pending)."""
+        ref = event.get("ref")
+        if ref is None or (type(ref) is not int):
+            return None
+        pending = self.pending.get(ref)
+        if pending is not None and not event.get("more"):
+            del self.pending[ref]
+        return pending
+
+    def _answer_unreferenced(self, kind: str, member: str, value: str) -> None:
+        """`left` and `renamed` carry no ref: match them to the request."""
+        for ref, pending in self.pending.items():
+            message = pending.message
+            if message["type"] == kind and display.same_name(message[member], value):
+                del self.pending[ref]
+                return
+
+    def _on_welcome(self, event: dict) -> list:
+        self._answered(event)
+        self.name, self.token = event["name"], event["token"]
+        self.welcomed = True
+        limits = event["limits"]
+        rate, burst = limits.get("rate"), limits.get("burst")
+        if type(rate) in (int, float) and rate > 0 and type(burst) is int and burst >= 1:
+            self._rate, self._burst = float(rate), float(burst)
+            self._tokens = self._burst - 1  # the hello took one
+        idle = limits.get("idle_timeout")
+        if type(idle) in (int, float) and idle > 0:
+            self._keepalive = min(DEFAULT_KEEPALIVE, idle / 3)
+        users = ", ".join(str(user) for user in event["users"])
+        count = event["user_count"]
+        if not self.ever_welcomed:
+            self.ever_welcomed = True
+            self.rooms = {LOBBY: LOBBY}
+            self.current = LOBBY
+            self._request({"type": "history", "room": LOBBY, "limit": 1}, "baseline",
+                          room=LOBBY)
+            if self.initial_room and self.initial_room.lower() != LOBBY:
+                self._request({"type": "join", "room": self.initial_room}, "initial",
+                              gate="join")
+            self._release_held()
+            return [display.status(f"connected as {self.name} ({event['server']}); "
+                                   f"{count} in #lobby: {users}")]
+        lobby_member = LOBBY in self.rooms
+        for key, room in list(self.rooms.items()):
+            if key == LOBBY:
+                continue
+            self._request({"type": "join", "room": room}, "rejoin", room=key, gate=key)
+        if lobby_member:
+            self._catch_up(LOBBY)
+        else:  # the user had left the lobby; a new session puts us back in
+            self._request({"type": "leave", "room": LOBBY}, "rejoin")
+        self._release_held()
+        rooms = ", ".join("#" + room for room in self.rooms.values())
+        return [display.status(f"reconnected as {self.name}; rejoining {rooms}")]
+
+    def _on_error(self, event: dict) -> list:
+        pending = self._answered(event)
+        code = event["code"]
+        if pending is None:
+            return [display.server_error(event)]
+        if code == "rate_limited" and pending.purpose != "quit":
+            # Send it again once the bucket has refilled; nothing is lost.
+            ref = event["ref"]
+            self.pending[ref] = pending
+            self._outbox.appendleft(ref)
+            self._tokens = min(self._tokens, 0.0)
+            return []
+        if pending.purpose == "hello":
+            if code in NAME_ERRORS:
+                self.name, self.token = None, None
+                self.name_rejected = f"{code}: {event['message']}"
+            return [display.server_error(event)]
+        if pending.purpose == "user":
+            self.refused += 1
+        self._open_gate(pending)
+        return [display.server_error(event)]
+
+    def _open_gate(self, pending: Pending) -> None:
+        if pending.gate is not None:
+            self._gates.discard(pending.gate)
+            self._buffered.pop(pending.gate, None)
+            self._release_held()
+
+    def _on_msg(self, event: dict) -> list:
+        pending = self._answered(event)
+        if "to" in event:
+            return [display.message_line(event, self.current_name, self.name)]
+        key = event["room"].lower()
+        if key in self._buffered:
+            self._buffered[key].append(event)
+            return []
+        if pending is None and self._already_seen(key, event):
+            return []
+        self.last_seen[key] = Seen.of(event)
+        return [display.message_line(event, self.current_name, self.name)]
+
+    def _already_seen(self, key: str, msg: dict) -> bool:
+        seen = self.last_seen.get(key)
+        return seen is not None and msg["id"] <= seen.id
+
+    def _on_joined(self, event: dict) -> list:
+        room, name = event["room"], event["name"]
+        key = room.lower()
+        if display.same_name(name, self.name):
+            # Told with the member list, when the `users` answer comes.
+            self.rooms[key] = room
+            return []
+        return [display.notice(f"{name} joined", room, self.current_name)]
+
+    def _on_left(self, event: dict) -> list:
+        room, name = event["room"], event["name"]
+        reason = event.get("reason")
+        suffix = f" ({reason})" if reason else ""
+        if display.same_name(name, self.name):
+            key = room.lower()
+            self.rooms.pop(key, None)
+            if self.current == key:
+                self.current = next(iter(self.rooms), None)
+            self._answer_unreferenced("leave", "room", room)
+            return [display.notice(f"you left #{room}")]
+        return [display.notice(f"{name} left{suffix}", room, self.current_name)]
+
+    def _on_renamed(self, event: dict) -> list:
+        old, new = event["old"], event["new"]
+        if display.same_name(old, self.name):
+            self.name = new
+            self._answer_unreferenced("nick", "name", new)
+            return [display.notice(f"you are now {new}")]
+        return [display.notice(f"{old} is now {new}")]
+
+    def _on_users(self, event: dict) -> list:
+        pending = self._answered(event)
+        room = event["room"]
+        key = room.lower()
+        if pending is None:
+            return []
+        pending.pages.extend(event["names"])
+        if event.get("more"):
+            return []
+        if pending.purpose == "rejoin":
+            self._catch_up(key)
+            return []
+        names = ", ".join(pending.pages)
+        if pending.message["type"] == "join":
+            self.current = key
+            self.rooms[key] = room
+            if key not in self.last_seen:
+                self._request({"type": "history", "room": room, "limit": 1}, "baseline",
+                              room=key)
+            self._open_gate(pending)
+            return [display.notice(f"you joined #{room}; {len(pending.pages)} here: {names}")]
+        return [display.notice(f"{len(pending.pages)} in #{room}: {names}",
+                               room, self.current_name)]
+
+    def _on_rooms(self, event: dict) -> list:
+        pending = self._answered(event)
+        if pending is None:
+            return []
+        pending.pages.extend(event["rooms"])
+        if event.get("more"):
+            return []
+        listing = ", ".join(f"#{item.get('name')} ({item.get('users')})"
+                            for item in pending.pages if type(item) is dict)
+        return [display.notice(f"{len(pending.pages)} rooms: {listing}")]
+
+    def _on_history(self, event: dict) -> list:
+        pending = self._answered(event)
+        messages = [m for m in event["messages"] if _is_msg(m)]
+        if pending is None:
+            return []
+        if pending.purpose == "baseline":
+            if messages and not self._already_seen(pending.room, messages[-1]):
+                self.last_seen[pending.room] = Seen.of(messages[-1])
+            else:
+                self.last_seen.setdefault(pending.room, None)
+            return []
+        if pending.purpose == "catchup":
+            return self._caught_up(pending, messages, bool(event.get("more")))
+        room = event.get("room") or event.get("with")
+        lines = [display.message_line(m, self.current_name, self.name) for m in messages]
+        if not lines:
+            return [display.notice(f"no messages in #{room}")]
+        return lines
+
+    def _on_bye(self, event: dict) -> list:
+        reason = event["reason"]
+        if self.quitting:
+            self.finished = True
+            return []
+        if reason == "replaced":
+            self.fatal = "another chatcli took over this name"
+        return [display.status(f"server closed the connection: {reason}")]
+
+    # -------------------------------------------------------------- catch-up
+
+    def _catch_up(self, key: str) -> None:
+        """Fetch what was missed in a room since the last message seen."""
+        self._gates.add(key)
+        self._buffered.setdefault(key, [])
+        seen = self.last_seen.get(key)
+        if seen is None:
+            self._ask_history(key, 0, "all")
+        else:  # ask from the seen message itself, to check it is still there
+            self._ask_history(key, seen.id - 1, "verify")
+
+    def _ask_history(self, key: str, since: int, mode: str) -> None:
+        self._request({"type": "history", "room": self.rooms[key], "since": since,
+                       "limit": CATCH_UP_LIMIT}, "catchup", room=key, mode=mode, gate=key)
+
+    def _caught_up(self, pending: Pending, messages: list, more: bool) -> list:
+        key = pending.room
+        lines = []
+        if pending.mode == "verify":
+            seen = self.last_seen.get(key)
+            first = messages[0] if messages else None
+            if first is not None and Seen.of(first) == seen:
+                messages = messages[1:]
+            elif first is None or first["id"] <= seen.id:
+                # Not the history we knew: the server restarted.  All it has
+                # was said while we were away.
+                self.last_seen[key] = None
+                self._ask_history(key, 0, "all")
+                return [display.status(f"#{self.rooms[key]}: the server restarted; "
+                                       f"showing its history")]
+            else:
+                lines.append(display.status(
+                    f"#{self.rooms[key]}: messages {seen.id + 1} to {first['id'] - 1} "
+                    f"are past the server's history"))
+        for msg in messages:
+            lines += self._show_caught_up(key, msg)
+        if more and messages:
+            self._ask_history(key, messages[-1]["id"], "all")
+            return lines
+        for msg in self._buffered.pop(key, []):
+            if not self._already_seen(key, msg):
+                lines += self._show_caught_up(key, msg)
+        self._gates.discard(key)
+        self._release_held()
+        return lines
+
+    def _show_caught_up(self, key: str, msg: dict) -> list:
+        self.last_seen[key] = Seen.of(msg)
+        if display.same_name(msg["from"], self.name):
+            self._forget_held_say(key, msg["text"])
+        return [display.message_line(msg, self.current_name, self.name)]
+
+    def _forget_held_say(self, key: str, text: str) -> None:
+        """A line sent before the drop did arrive: do not send it twice."""
+        for item in self._held:
+            if not isinstance(item, Pending):
+                continue
+            message = item.message
+            if (message["type"] == "say" and message["text"] == text
+                    and message["room"].lower() == key):
+                self._held.remove(item)
+                return
+
+
+def _is_msg(item) -> bool:
+    return (type(item) is dict and type(item.get("id")) is int
+            and type(item.get("from")) is str and type(item.get("text")) is str
+            and type(item.get("ts")) in (int, float))
