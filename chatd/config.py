@@ -7,11 +7,15 @@ flags over environment over file over defaults.
 
 import argparse
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
 
 import framing
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _setting(default, reason: str):
@@ -70,8 +74,14 @@ class Config:
                      "shutdown_timeout"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
+        for name in ("rate_limit", "handshake_timeout", "idle_timeout", "output_soft_seconds",
+                     "shutdown_timeout"):
+            if not math.isfinite(getattr(self, name)):
+                problems.append(f"{name} must be a finite number")
         if not 0 <= self.port <= 65535:
             problems.append("port must be between 0 and 65535")
+        if self.log_level.lower() not in LOG_LEVELS:
+            problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if problems:
             raise ValueError("; ".join(problems))
 

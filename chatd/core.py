@@ -8,6 +8,7 @@ bytes object.  Time comes from the injected clocks, so tests drive it.
 """
 
 import hmac
+import itertools
 import secrets
 import time
 
@@ -29,13 +30,18 @@ _NAME_ITEM_BYTES = framing.MAX_NAME_CHARS + 3
 _ROOM_ITEM_BYTES = len('{"name":"","users":},') + framing.MAX_NAME_CHARS + 20
 # Requests served before a successful hello.
 _BEFORE_WELCOME = frozenset(("hello", "ping", "quit"))
+# Bytes a `history` answer spends around its messages: the envelope with a
+# `with` name and the longest `ref` (128 characters, each escaped to at most
+# 6 bytes), and the `more` tail.  A `msg` must fit `max_frame` less this, so
+# that history can always return it and its sender's echo can carry a `ref`.
+_HISTORY_OVERHEAD = 1024
 
 
 class Client:
     """One connection's chat state; `conn` belongs to the shell."""
 
     __slots__ = ("name", "key", "token", "rooms", "bad_messages", "allowance",
-                 "refilled_at", "ended", "conn")
+                 "refilled_at", "ended", "bye_ref", "conn")
 
     def __init__(self, burst: float, now: float):
         self.name: str | None = None  # set by welcome
@@ -46,6 +52,7 @@ class Client:
         self.allowance = burst        # token bucket for the rate limit
         self.refilled_at = now
         self.ended = False
+        self.bye_ref = None           # the quit request's ref, echoed on its bye
         self.conn = None
 
 
@@ -201,7 +208,7 @@ class ChatCore:
         client.rooms[room.key] = room
 
     def _part(self, client: Client, room: Room, reason: str | None,
-              tell_actor: bool) -> None:
+              tell_actor: bool, ref=None) -> None:
         message = {"type": "left", "room": room.name, "name": client.name}
         if reason is not None:
             message["reason"] = reason
@@ -214,6 +221,9 @@ class ChatCore:
                 # A copy: the shell delivers after later changes to the room.
                 self.outbox.append((tuple(room.members), data))
             if tell_actor:
+                if ref is not None:
+                    message["ref"] = ref
+                    data = framing.encode(message)
                 self.outbox.append(((client,), data))
         if not room.members and room is not self.lobby:
             del self.rooms[room.key]
@@ -262,7 +272,9 @@ class ChatCore:
         holder = self.users.get(key)
         if holder is not None:
             token = message.get("token")
-            if token is None or not hmac.compare_digest(token, holder.token):
+            # As bytes: compare_digest refuses str with non-ASCII characters.
+            if token is None or not hmac.compare_digest(token.encode(),
+                                                        holder.token.encode()):
                 self._error(client, "name_taken", f"{name!r} is taken", ref)
                 return
             self._close(holder, "replaced")
@@ -271,10 +283,12 @@ class ChatCore:
         self.users[key] = client
         lobby = self.lobby
         self._enter(client, lobby)
-        others = [member.name for member in lobby.members if member is not client]
+        # islice: a walk over a 10,000-member lobby per hello would be O(N²).
+        others = [member.name for member in itertools.islice(lobby.members, WELCOME_USERS)
+                  if member is not client][:WELCOME_USERS - 1]
         self._send(client, {
             "type": "welcome", "name": name, "token": client.token, "rooms": [LOBBY],
-            "users": [name] + others[:WELCOME_USERS - 1],
+            "users": [name] + others,
             "user_count": len(lobby.members), "server": SERVER_VERSION,
             "limits": self.limits,
         }, ref)
@@ -306,11 +320,11 @@ class ChatCore:
         msg["id"] = history.next_id
         msg["ts"] = self.wall_clock()
         payload = framing.encode_payload(msg)
-        try:
-            data = framing.frame(payload, self.max_frame)
-        except LocalProtocolError:
-            self._error(client, "bad_text", "text too long for max_frame", ref)
+        if len(payload) > self.max_frame - _HISTORY_OVERHEAD:
+            self._error(client, "bad_text", f"message of {len(payload)} bytes; at most "
+                        f"{self.max_frame - _HISTORY_OVERHEAD} fit max_frame", ref)
             return
+        data = framing.frame(payload, self.max_frame)
         history.append(payload)
         if ref is None:
             self.outbox.append((recipients, data))
@@ -334,7 +348,7 @@ class ChatCore:
     def _leave(self, client: Client, message: dict, ref) -> None:
         room = self._member_room(client, message["room"], ref)
         if room is not None:
-            self._part(client, room, None, tell_actor=True)
+            self._part(client, room, None, tell_actor=True, ref=ref)
 
     def _nick(self, client: Client, message: dict, ref) -> None:
         new = message["name"]
@@ -347,12 +361,14 @@ class ChatCore:
         del self.users[client.key]
         client.name, client.key = new, key
         self.users[key] = client
-        recipients = {client: None}
+        recipients = {}
         for room in client.rooms.values():
             if len(room.members) <= self.presence_limit:
                 recipients.update(room.members)
-        self.outbox.append((tuple(recipients),
-                            framing.encode({"type": "renamed", "old": old, "new": new})))
+        recipients.pop(client, None)
+        renamed = {"type": "renamed", "old": old, "new": new}
+        self.outbox.append((tuple(recipients), framing.encode(renamed)))
+        self._send(client, renamed, ref)
 
     def _who(self, client: Client, message: dict, ref) -> None:
         room = self._room_or_error(client, message.get("room", LOBBY), ref)
@@ -398,4 +414,5 @@ class ChatCore:
         self._send(client, reply, ref)
 
     def _quit(self, client: Client, message: dict, ref) -> None:
+        client.bye_ref = ref
         self._close(client, "quit", message.get("reason"))

@@ -49,8 +49,11 @@ def error_frame(code: str, text: str) -> bytes:
     return framing.encode({"type": "error", "code": code, "message": text})
 
 
-def bye_frame(reason: str) -> bytes:
-    return framing.encode({"type": "bye", "reason": reason})
+def bye_frame(reason: str, ref=None) -> bytes:
+    bye = {"type": "bye", "reason": reason}
+    if ref is not None:
+        bye["ref"] = ref
+    return framing.encode(bye)
 
 
 class Connection:
@@ -88,6 +91,7 @@ class Server:
         self._timer_order = itertools.count()
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self._shutdown_deadline: float | None = None
+        self._accepting = False   # the listener is registered with the selector
         self._running = False
 
     # ------------------------------------------------------------ life cycle
@@ -105,7 +109,7 @@ class Server:
         listener.setblocking(False)
         self.listener = listener
         self.address = listener.getsockname()[:2]
-        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self._pause_accepting(False)
         for end in (self._wakeup_reader, self._wakeup_writer):
             end.setblocking(False)
         self.selector.register(self._wakeup_reader, selectors.EVENT_READ, "wakeup")
@@ -158,12 +162,27 @@ class Server:
             log.warning("RLIMIT_NOFILE hard limit is %d: max_clients lowered to %d",
                         hard, self.max_clients)
         if soft != resource.RLIM_INFINITY and soft < wanted:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            except (ValueError, OSError) as exc:
+                # Linux refuses a soft limit above fs.nr_open even under an infinite hard one.
+                self.max_clients = max(1, soft - RESERVED_FDS)
+                log.warning("cannot raise RLIMIT_NOFILE to %d (%s): max_clients lowered to %d",
+                            wanted, exc, self.max_clients)
         self.core.limits["max_clients"] = self.max_clients
+
+    def _pause_accepting(self, paused: bool) -> None:
+        if paused and self._accepting:
+            self.selector.unregister(self.listener)
+        elif not paused and not self._accepting:
+            self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self._accepting = not paused
 
     # --------------------------------------------------------------- events
 
     def _accept(self) -> None:
+        if not self._accepting:
+            return  # shut down or backing off earlier in this same turn
         now = time.monotonic()
         for _ in range(self.config.accepts_per_turn):
             try:
@@ -174,7 +193,7 @@ class Server:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.warning("accept failed (%s); pausing accepts for %.1fs",
                                 exc.strerror, ACCEPT_BACKOFF_SECONDS)
-                    self.selector.unregister(self.listener)
+                    self._pause_accepting(True)
                     self._add_timer(now + ACCEPT_BACKOFF_SECONDS, "resume_accept", None)
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
@@ -264,7 +283,7 @@ class Server:
     def _begin_shutdown(self) -> None:
         self._shutdown_deadline = time.monotonic() + self.config.shutdown_timeout
         self._add_timer(self._shutdown_deadline, "shutdown", None)
-        self.selector.unregister(self.listener)
+        self._pause_accepting(True)
         self.listener.close()
         for conn in list(self.connections.values()):
             self._begin_close(conn, "shutdown")
@@ -331,11 +350,13 @@ class Server:
             self._deliver()
         if error is not None:
             conn.output.append(error_frame(*error))
-        conn.output.append(bye_frame(reason))
+        conn.output.append(bye_frame(reason, conn.client.bye_ref))
         if not conn.dirty:
             conn.dirty = True
             self._dirty.append(conn)
-        self._add_timer(time.monotonic() + LINGER_SECONDS, "linger", conn)
+        if self._shutdown_deadline is None:
+            # At shutdown the flush deadline bounds every close instead.
+            self._add_timer(time.monotonic() + LINGER_SECONDS, "linger", conn)
         log.info("closing %s:%d (%s)", *conn.peer, counted_as or reason)
 
     def _drain(self, conn: Connection) -> None:
@@ -416,6 +437,6 @@ class Server:
                 self._force_close(conn, None)
             elif kind == "resume_accept":
                 if self._shutdown_deadline is None:
-                    self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+                    self._pause_accepting(False)
             elif kind == "shutdown":
                 self._running = False
