@@ -169,3 +169,23 @@ class ChatClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def wait_until(condition, timeout: float = WAIT, what: str = "condition"):
+    """Poll `condition()` until it is truthy and return its value; fail after `timeout`.
+
+    For state with no frame or log line to wait on (an in-process server's
+    counters).  A RuntimeError from reading a dict the server thread is
+    changing counts as "not yet".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except RuntimeError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.005)
