@@ -1,0 +1,160 @@
+"""chatcli's pure pieces: the command parser, display lines, key decoder, line editor."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatcli import commands, display
+from chatcli.editor import LineEditor, text_width
+from chatcli.keys import Key, KeyDecoder
+
+# ------------------------------------------------------------------ commands
+
+
+def test_plain_text_is_said_and_double_slash_escapes_a_command():
+    assert commands.parse("hello\n") == commands.Say("hello")
+    assert commands.parse("//join is a command") == commands.Say("/join is a command")
+    assert commands.parse("   ") is None
+
+
+def test_every_command_parses():
+    parse = commands.parse
+    assert parse("/join #dev") == commands.Join("dev")
+    assert parse("/leave") == commands.Leave(None)
+    assert parse("/leave dev") == commands.Leave("dev")
+    assert parse("/msg bob hi there") == commands.Msg("bob", "hi there")
+    assert parse("/nick carol") == commands.Nick("carol")
+    assert parse("/who") == commands.Who(None)
+    assert parse("/rooms") == commands.Rooms()
+    assert parse("/history 5") == commands.History(5)
+    assert parse("/history") == commands.History(None)
+    assert parse("/quit bye all") == commands.Quit("bye all")
+    assert parse("/HELP") == commands.Help()
+
+
+def test_bad_commands_are_invalid_with_a_reason():
+    for line, words in [("/frobnicate", "unknown command /frobnicate"),
+                        ("/join", "usage: /join ROOM"),
+                        ("/join bad room", "usage"),
+                        ("/join caf\u00e9", "bad room name"),
+                        ("/msg bob", "usage: /msg NAME TEXT"),
+                        ("/nick a b", "usage: /nick NAME"),
+                        ("/history 0", "usage: /history"),
+                        ("/history x", "usage: /history"),
+                        ("/rooms now", "usage: /rooms")]:
+        result = commands.parse(line)
+        assert isinstance(result, commands.Invalid), line
+        assert words in result.reason, (line, result.reason)
+
+
+@given(st.text())
+def test_parse_never_raises(line):
+    commands.parse(line)
+
+# ------------------------------------------------------------------- display
+
+
+MSG = {"type": "msg", "room": "lobby", "from": "bob", "text": "hi", "id": 1, "ts": 0.0}
+
+
+def test_message_line_shape():
+    hhmm = display.clock(0.0)
+    assert display.message_line(MSG, "lobby", "alice").text == f"{hhmm} <bob> hi"
+    assert display.message_line(MSG, "dev", "alice").text == f"{hhmm} [#lobby] <bob> hi"
+    assert display.message_line(MSG, "LOBBY", "alice").text == f"{hhmm} <bob> hi"
+
+
+def test_private_messages_are_marked_both_ways():
+    to_me = dict(MSG, to="alice")
+    del to_me["room"]
+    assert display.message_line(to_me, "lobby", "alice").text.endswith("*bob* hi")
+    from_me = dict(to_me, **{"from": "alice", "to": "bob"})
+    assert display.message_line(from_me, "lobby", "alice").text.endswith("-> *bob* hi")
+
+
+def test_control_characters_from_the_server_are_shown_not_obeyed():
+    line = display.message_line(dict(MSG, text="a\x1b[2Jb\nc\x9b"), "lobby", "me")
+    assert "\x1b" not in line.text and "\n" not in line.text
+    assert line.text.endswith("a\u241b[2Jb\u240ac\\x9b")
+
+
+def test_colour_only_when_asked():
+    line = display.message_line(MSG, "lobby", "alice")
+    assert "\x1b[" not in line.render(False)
+    assert "\x1b[" in line.render(True)
+    assert display.notice("x").kind == display.NOTICE
+    assert display.error("x").render(False) == "! x"
+
+# ---------------------------------------------------------------------- keys
+
+
+def test_keys_decode_text_controls_and_escape_sequences():
+    keys = KeyDecoder().feed(b"ab\x1b[D\x1b[3~\x01\x17\r\x7f")
+    assert keys == ["ab", Key.LEFT, Key.DELETE, Key.HOME, Key.KILL_WORD, Key.ENTER,
+                    Key.BACKSPACE]
+
+
+def test_keys_wait_for_split_utf8_and_escape_sequences():
+    decoder = KeyDecoder()
+    data = "é\x1b[1;5C日".encode()
+    keys = []
+    for index in range(len(data)):
+        keys += decoder.feed(data[index:index + 1])
+    assert keys == ["é", Key.WORD_RIGHT, "日"]
+
+
+def test_unknown_escape_sequences_are_dropped_not_typed():
+    assert KeyDecoder().feed(b"\x1b[99zok") == ["ok"]
+
+# -------------------------------------------------------------------- editor
+
+
+def type_keys(editor, *keys):
+    for key in keys:
+        editor.press(key)
+
+
+def test_editing_keys():
+    editor = LineEditor()
+    type_keys(editor, "hello world", Key.LEFT, Key.LEFT, "X")
+    assert (editor.text, editor.cursor) == ("hello worXld", 10)
+    type_keys(editor, Key.KILL_WORD)
+    assert editor.text == "hello ld"
+    type_keys(editor, Key.HOME, Key.DELETE, Key.END, Key.BACKSPACE)
+    assert editor.text == "ello l"
+    type_keys(editor, Key.LEFT, Key.KILL_TO_START)
+    assert (editor.text, editor.cursor) == ("l", 0)
+
+
+def test_a_multibyte_character_is_one_cursor_step_and_wide_ones_two_columns():
+    editor = LineEditor(prompt="> ")
+    type_keys(editor, "a日é", Key.LEFT)
+    assert editor.cursor == 2
+    visible, column = editor.render(80)
+    assert visible == "> a日é" and column == 2 + 1 + 2
+    type_keys(editor, Key.BACKSPACE)
+    assert editor.text == "aé"
+
+
+def test_up_and_down_recall_and_keep_the_draft():
+    editor = LineEditor()
+    for line in ("one", "two"):
+        editor.remember(line)
+    type_keys(editor, "dra", Key.UP)
+    assert editor.text == "two"
+    type_keys(editor, Key.UP, Key.UP)
+    assert editor.text == "one"
+    type_keys(editor, Key.DOWN, Key.DOWN)
+    assert editor.text == "dra"
+
+
+@given(st.lists(st.sampled_from([*Key, "x", "日", " "]), max_size=40),
+       st.integers(min_value=4, max_value=40))
+def test_render_always_fits_and_shows_the_cursor(keys, width):
+    editor = LineEditor(prompt="#lobby> ")
+    editor.remember("earlier line")
+    for key in keys:
+        editor.press(key)
+        visible, column = editor.render(width)
+        assert text_width(visible) <= width - 1
+        assert 0 <= column <= width - 1
+        assert 0 <= editor.cursor <= len(editor.chars)
