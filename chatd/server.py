@@ -96,6 +96,9 @@ class Server:
         self._shutdown_deadline: float | None = None
         self._accepting = False   # the listener is registered with the selector
         self._running = False
+        # Seconds of the longest loop turn (wake-up to the end of its flush):
+        # how long one client could have waited behind the others.
+        self.longest_turn = 0.0
 
     # ------------------------------------------------------------ life cycle
 
@@ -137,7 +140,9 @@ class Server:
         select, now_of = self.selector.select, time.monotonic
         try:
             while self._running:
-                for key, mask in select(self._poll_timeout()):
+                ready = select(self._poll_timeout())
+                turn_began = now_of()
+                for key, mask in ready:
                     target = key.data
                     if type(target) is Connection:
                         if mask & selectors.EVENT_READ:
@@ -151,6 +156,9 @@ class Server:
                         self._take_signals()
                 self._run_timers(now_of())
                 self._flush()
+                turn = now_of() - turn_began
+                if turn > self.longest_turn:
+                    self.longest_turn = turn
                 if self._shutdown_deadline is not None and not self.connections:
                     self._running = False
         finally:
@@ -276,6 +284,7 @@ class Server:
             return
         for signum in signums:
             if self._shutdown_deadline is None:
+                log.info("longest loop turn so far: %.1f ms", self.longest_turn * 1000)
                 log.info("%s: closing %d connections", signal.Signals(signum).name,
                          len(self.connections))
                 self._begin_shutdown()
