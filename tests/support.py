@@ -96,8 +96,14 @@ class ServerProcess:
 class ChatClient:
     """A blocking chat/1 client for tests: send messages, wait for frames."""
 
-    def __init__(self, address, name: str | None = None, connect_timeout: float = WAIT):
-        self.sock = socket.create_connection(address[:2], timeout=connect_timeout)
+    def __init__(self, address, name: str | None = None, connect_timeout: float = WAIT,
+                 receive_buffer: int | None = None):
+        """`receive_buffer` sets SO_RCVBUF before connecting (a slow reader's window)."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        if receive_buffer is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(connect_timeout)
+        self.sock.connect(address[:2])
         self.decoder = framing.Decoder(schema=framing.EVENTS)
         self.received: list = []   # frames read but not yet taken
         self.closed = False
