@@ -62,8 +62,8 @@ class Client:
     # -------------------------------------------------------------- the loop
 
     def run(self) -> int:
-        self.ui.start(self)
         try:
+            self.ui.start(self)
             while self.exit_status is None:
                 self._turn()
         finally:

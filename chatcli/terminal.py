@@ -29,20 +29,23 @@ class Terminal:
     # ------------------------------------------------------------ raw mode
 
     def __enter__(self):
+        # Handlers first: a SIGTERM from here on unwinds through __exit__.
+        for signum, handler in ((signal.SIGWINCH, self._on_resize),
+                                (signal.SIGTERM, _exit_on_signal),
+                                (signal.SIGHUP, _exit_on_signal)):
+            self._saved_handlers[signum] = signal.signal(signum, handler)
         self._saved_attributes = termios.tcgetattr(self.fd_in)
         self._raw()
-        self._saved_handlers = {
-            signal.SIGWINCH: signal.signal(signal.SIGWINCH, self._on_resize),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, _exit_on_signal),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, _exit_on_signal),
-        }
         return self
 
     def __exit__(self, *exc_info):
-        self.write(CLEAR_LINE)
-        self._restore()
+        if self._saved_attributes is not None:
+            self.write(CLEAR_LINE)
+            self._restore()
+            self._saved_attributes = None
         for signum, handler in self._saved_handlers.items():
             signal.signal(signum, handler)
+        self._saved_handlers.clear()
 
     def _raw(self) -> None:
         attributes = termios.tcgetattr(self.fd_in)

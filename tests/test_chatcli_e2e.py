@@ -1,0 +1,366 @@
+"""chatcli end to end: the real client as a subprocess against a real chatd.
+
+Pipe mode, --send exit codes, a pseudo-terminal session read through a tiny
+screen model, and reconnection (a cut connection the server has not noticed,
+and a server restarted on the same port).  Every wait is on output or a
+frame, with a timeout.
+"""
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import time
+
+from support import REPO, WAIT, ChatClient, ServerProcess, running_server
+
+
+class Output:
+    """Lines a stream produced, collected by a thread; wait on a pattern."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._collect, args=(stream,), daemon=True).start()
+
+    def _collect(self, stream):
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = WAIT, count: int = 1) -> list[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"no {pattern!r} (x{count}) in:\n" + "\n".join(self.lines)
+                self._changed.wait(remaining)
+
+
+class Cli:
+    """`python -m chatcli` in pipe mode, stdin a pipe we write to."""
+
+    def __init__(self, port: int, *options: str):
+        env = {**os.environ, "NO_COLOR": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chatcli", "--port", str(port), *options],
+            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.out = Output(self.process.stdout)
+        self.err = Output(self.process.stderr)
+
+    def type(self, *lines: str) -> None:
+        self.process.stdin.write("".join(line + "\n" for line in lines))
+        self.process.stdin.flush()
+
+    def finish(self) -> int:
+        """End of input: the client waits for its echoes, quits, exits."""
+        self.process.stdin.close()
+        return self.process.wait(WAIT)
+
+    def chat(self) -> list[str]:
+        """The chat lines seen, without the HH:MM."""
+        return [line[6:] for line in self.out.lines if re.match(r"\d\d:\d\d <", line)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(WAIT)
+
+
+def run_cli(port: int, *options: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chatcli", "--port", str(port), *options],
+                          cwd=REPO, input=stdin, capture_output=True, text=True,
+                          timeout=WAIT * 2, env={**os.environ, "NO_COLOR": "1"})
+
+# ------------------------------------------------------------------ pipe mode
+
+
+def test_pipe_mode_two_clients_see_each_others_messages_in_order():
+    with running_server() as server:
+        port = server.address[1]
+        with Cli(port, "--name", "alice") as alice, Cli(port, "--name", "bob") as bob:
+            alice.err.wait_for("connected as alice")
+            bob.err.wait_for("connected as bob")
+            alice.type("hi bob")
+            bob.out.wait_for("<alice> hi bob")
+            bob.type("hi alice")
+            alice.out.wait_for("<bob> hi alice")
+            # More lines than the server's burst (20): paced, none lost.
+            burst = [f"line {number}" for number in range(30)]
+            alice.type(*burst, "/join dev", "in dev")
+            assert alice.finish() == 0
+            bob.out.wait_for("<alice> line 29")
+            assert bob.finish() == 0
+        expected = ["<alice> hi bob", "<bob> hi alice"] + [f"<alice> {t}" for t in burst]
+        assert bob.chat() == expected
+        assert alice.chat() == expected + ["<alice> in dev"]
+        assert not any("rate_limited" in line for line in alice.err.lines)
+
+
+def test_pipe_mode_reads_the_name_from_the_first_line_and_commands_work():
+    with running_server() as server:
+        result = run_cli(server.address[1], stdin="carol\n/nick carol2\n/who\n/frob\nhey\n")
+    assert result.returncode == 1, result  # /frob was refused
+    assert "you are now carol2" in result.stdout
+    assert "1 in #lobby: carol2" in result.stdout
+    assert re.search(r"^\d\d:\d\d <carol2> hey$", result.stdout, re.M)
+    assert "! unknown command /frob; /help lists the commands" in result.stderr
+
+# ---------------------------------------------------------------------- --send
+
+
+def test_send_exits_zero_once_echoed_and_nonzero_with_the_error():
+    with running_server() as server, ChatClient(server.address, "taken") as watcher:
+        port = server.address[1]
+        sent = run_cli(port, "--name", "bot", "--send", "/not a command")
+        assert sent.returncode == 0, sent
+        assert watcher.next_of("msg")["text"] == "/not a command"
+        assert re.search(r"<bot> /not a command$", sent.stdout, re.M)
+
+        taken = run_cli(port, "--name", "TAKEN", "--send", "x")
+        assert taken.returncode == 1
+        assert "name_taken" in taken.stderr
+
+        no_room = run_cli(port, "--name", "bot2", "--room", "dev", "--send", "y" * 4001)
+        assert no_room.returncode == 1
+        assert "over the limit of 4000" in no_room.stderr
+        server_port = port
+    refused = run_cli(server_port, "--name", "bot", "--send", "x")
+    assert refused.returncode == 1
+    assert "cannot connect" in refused.stderr
+
+# ---------------------------------------------------------------- the terminal
+
+
+class Screen:
+    """Just enough of a VT100 to check what chatcli draws: CR, LF, erase to the
+    end of the line, cursor forward, clear screen; colours are ignored."""
+
+    CONTROL = re.compile(rb"\x1b\[([0-9;]*)([A-Za-z])|([\r\n])|([^\x1b\r\n]+)")
+
+    def __init__(self, columns: int):
+        self.columns = columns
+        self.rows: list[str] = [""]
+        self.column = 0
+
+    def feed(self, data: bytes) -> None:
+        for match in self.CONTROL.finditer(data):
+            parameter, command, control, text = match.groups()
+            if text:
+                for char in text.decode("utf-8", "replace"):
+                    self._put(char)
+            elif control == b"\r":
+                self.column = 0
+            elif control == b"\n":
+                self.rows.append("")
+            elif command == b"K":
+                self.rows[-1] = self.rows[-1][:self.column]
+            elif command == b"C":
+                self.column += int(parameter or 1)
+            elif command == b"J":
+                self.rows = [""]
+
+    def _put(self, char: str) -> None:
+        row = self.rows[-1].ljust(self.column)
+        self.rows[-1] = row[:self.column] + char + row[self.column + 1:]
+        self.column += 1
+
+
+class Pty:
+    """chatcli on a pseudo-terminal; the test types and watches the screen."""
+
+    def __init__(self, port: int, columns: int = 80):
+        self.master, slave = os.openpty()
+        termios.tcsetwinsize(slave, (24, columns))
+        self.attributes_before = termios.tcgetattr(slave)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chatcli", "--port", str(port)], cwd=REPO,
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            env={**os.environ, "NO_COLOR": "1", "TERM": "xterm"})
+        self.slave = slave
+        self.screen = Screen(columns)
+        self.raw = bytearray()
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def wait_for(self, predicate, timeout: float = WAIT) -> None:
+        """Read the pty until `predicate(screen)` holds."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.screen):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "screen:\n" + "\n".join(self.screen.rows)
+            if select.select([self.master], [], [], remaining)[0]:
+                data = os.read(self.master, 65536)
+                self.raw += data
+                self.screen.feed(data)
+
+    def wait_for_row(self, pattern: str) -> None:
+        self.wait_for(lambda screen: any(re.search(pattern, row) for row in screen.rows))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(WAIT)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_terminal_keeps_the_half_typed_line_under_incoming_messages():
+    with running_server() as server, ChatClient(server.address, "bob") as bob:
+        terminal = Pty(server.address[1])
+        try:
+            terminal.wait_for_row(r"^name: $")
+            terminal.type("Bob\r")  # taken: the server's reason, and asked again
+            terminal.wait_for_row(r"name_taken: 'Bob' is taken")
+            terminal.type("alice\r")
+            terminal.wait_for_row(r"connected as alice")
+            assert bob.next_of("joined")["name"] == "alice"
+            # Half a line, with an edit: the cursor moved left and back.
+            terminal.type("half li\x1b[D\x1b[Dx\x1b[C\x1b[C")
+            terminal.wait_for(lambda screen: screen.rows[-1] == "#lobby> half xli")
+            bob.send({"type": "say", "text": "incoming while you type"})
+            terminal.wait_for_row(r"<bob> incoming while you type$")
+            screen = terminal.screen
+            assert re.fullmatch(r"\d\d:\d\d <bob> incoming while you type", screen.rows[-2])
+            assert screen.rows[-1] == "#lobby> half xli"
+            assert screen.column == len("#lobby> half xli")
+            # NO_COLOR: not one colour escape, even on a terminal.
+            assert not re.search(rb"\x1b\[[0-9;]*m", terminal.raw)
+            terminal.type("ne\r")
+            said = bob.next(lambda m: m["type"] == "msg" and m["from"] == "alice")
+            assert said["text"] == "half xline"
+            terminal.type("\x03")  # Ctrl-C: quit cleanly
+            assert terminal.process.wait(WAIT) == 0
+            assert bob.next_of("left") == {"type": "left", "room": "lobby", "name": "alice",
+                                           "reason": "quit"}
+            assert termios.tcgetattr(terminal.slave) == terminal.attributes_before
+        finally:
+            terminal.close()
+
+
+def test_terminal_is_restored_when_the_client_is_killed_with_sigterm():
+    with running_server() as server:
+        terminal = Pty(server.address[1])
+        try:
+            terminal.wait_for_row(r"^name: $")
+            terminal.process.send_signal(signal.SIGTERM)
+            assert terminal.process.wait(WAIT) == 128 + signal.SIGTERM
+            assert termios.tcgetattr(terminal.slave) == terminal.attributes_before
+        finally:
+            terminal.close()
+
+# ------------------------------------------------------------------ reconnect
+
+
+class CuttableProxy:
+    """A loopback TCP relay whose client side the test can cut, leaving the
+    server side open: a dropped connection the server has not noticed."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.links: list[tuple[socket.socket, socket.socket]] = []
+        self.accepted = threading.Semaphore(0)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.links.append((client, server))
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+            self.accepted.release()
+
+    @staticmethod
+    def _pump(source, target):
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass  # the cut: the other pump's socket was shut down
+
+    def cut_client_side(self):
+        """Reset the client's connection; the server's stays open and silent."""
+        client, _ = self.links[-1]
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.shutdown(socket.SHUT_RDWR)
+        client.close()
+
+    def close(self):
+        self.listener.close()
+        for client, server in self.links:
+            client.close()
+            server.close()
+
+
+def test_reconnect_reclaims_the_name_and_shows_exactly_the_missed_messages():
+    with running_server() as server, ChatClient(server.address, "bob") as bob:
+        proxy = CuttableProxy(server.address)
+        try:
+            with Cli(proxy.port, "--name", "alice", "--room", "dev") as alice:
+                alice.out.wait_for("you joined #dev")
+                bob.send({"type": "join", "room": "dev"})
+                bob.send({"type": "say", "room": "dev", "text": "seen live"})
+                alice.out.wait_for("<bob> seen live")
+                proxy.cut_client_side()
+                # The server still holds alice's old connection: these reach
+                # the proxy's dead end, never alice.
+                for text in ("missed 1", "missed 2"):
+                    bob.send({"type": "say", "room": "dev", "text": text})
+                alice.err.wait_for(r"reconnected as alice; rejoining #lobby, #dev")
+                alice.out.wait_for("<bob> missed 2")
+                bob.send({"type": "say", "room": "dev", "text": "after"})
+                alice.out.wait_for("<bob> after")
+                assert alice.chat() == ["<bob> seen live", "<bob> missed 1",
+                                        "<bob> missed 2", "<bob> after"]
+                assert any("connection lost" in line for line in alice.err.lines)
+                assert alice.finish() == 0
+        finally:
+            proxy.close()
+
+
+def test_reconnect_after_the_server_restarts_on_the_same_port():
+    with ServerProcess() as first:
+        port = first.port
+        with Cli(port, "--name", "alice", "--room", "dev") as alice:
+            alice.out.wait_for("you joined #dev")
+            alice.type("before the restart")
+            alice.out.wait_for("<alice> before the restart")
+            assert first.stop() == 0
+            alice.err.wait_for("server closed the connection: shutdown")
+            # Several failed attempts, each announced with its growing delay.
+            alice.err.wait_for(r"retrying in 1 s \(attempt 4\)")
+            with ServerProcess("--port", str(port)) as second, \
+                    ChatClient((second.host, second.port), "bob") as bob:
+                bob.send({"type": "join", "room": "dev"})
+                bob.send({"type": "say", "room": "dev", "text": "said on the new server"})
+                bob.next_of("msg")
+                alice.err.wait_for(r"reconnected as alice; rejoining #lobby, #dev")
+                alice.out.wait_for("<bob> said on the new server")
+                alice.type("back again")
+                assert bob.next(lambda m: m["type"] == "msg" and m["from"] == "alice")["text"] \
+                    == "back again"
+                assert alice.finish() == 0
+        assert alice.chat() == ["<alice> before the restart", "<bob> said on the new server",
+                                "<alice> back again"]
+        assert any("the server restarted" in line for line in alice.err.lines)
