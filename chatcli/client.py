@@ -38,6 +38,8 @@ PIPE_ATTEMPTS = 6
 # big input is paced by the server's rate limit instead of held in memory.
 PIPE_BACKLOG = 64
 RECV_SIZE = 65_536
+# Seconds to wait for the server's bye after our quit before leaving anyway.
+QUIT_WAIT = 2.0
 # Exit statuses.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -58,6 +60,7 @@ class Client:
         self.failures = 0              # connection attempts failed in a row
         self.retry_at = 0.0
         self.exit_status: int | None = None
+        self.quit_deadline: float | None = None
 
     # -------------------------------------------------------------- the loop
 
@@ -75,7 +78,7 @@ class Client:
     def _turn(self) -> None:
         now = time.monotonic()
         session = self.session
-        self.ui.after_turn()
+        self.ui.prepare_turn()
         if self.sock is None and self._wants_connection() and now >= self.retry_at:
             self._connect()
         if self.sock is not None and not self.connecting:
@@ -84,7 +87,9 @@ class Client:
             else:
                 for message in session.take_requests(now):
                     self._send(framing.encode(message))
-        self._check_finished()
+                    if self.sock is None:  # the send found the connection gone
+                        break
+        self._check_finished(now)
         if self.exit_status is not None:
             return
         for key, mask in self.selector.select(self._timeout(now)):
@@ -93,7 +98,7 @@ class Client:
             ready()
 
     def _timeout(self, now: float) -> float | None:
-        deadlines = [self.session.next_deadline(now)]
+        deadlines = [self.session.next_deadline(now), self.quit_deadline]
         if self.sock is None and self._wants_connection():
             deadlines.append(self.retry_at)
         deadlines = [d for d in deadlines if d is not None]
@@ -106,8 +111,10 @@ class Client:
         return (session.name is not None and not session.finished
                 and session.fatal is None and not session.quitting)
 
-    def _check_finished(self) -> None:
+    def _check_finished(self, now: float) -> None:
         session = self.session
+        if session.quitting and self.quit_deadline is None:
+            self.quit_deadline = now + QUIT_WAIT
         if session.fatal is not None:
             self.show([display.error(session.fatal)])
             self.exit_status = EXIT_FAILED
@@ -115,7 +122,7 @@ class Client:
             self.exit_status = self.ui.exit_status()
         elif session.name_rejected and not self.interactive:
             self.exit_status = EXIT_FAILED
-        elif session.quitting and self.sock is None:
+        elif session.quitting and (self.sock is None or now >= self.quit_deadline):
             self.exit_status = self.ui.exit_status()
 
     def show(self, lines: list) -> None:
@@ -297,7 +304,7 @@ class TerminalUI:
         self._update_prompt()
         self.terminal.show([line.render(self.color) for line in lines], self.editor)
 
-    def after_turn(self) -> None:
+    def prepare_turn(self) -> None:
         if self._update_prompt() or self.terminal.resized:
             self.terminal.redraw(self.editor)
 
@@ -388,7 +395,7 @@ class PipeUI:
     def always_ready(self) -> list:
         return [self._on_input] if self._always_ready and self._watching() else []
 
-    def after_turn(self) -> None:
+    def prepare_turn(self) -> None:
         session = self.client.session
         if self._eof:
             if session.name is None and not session.name_rejected:

@@ -242,6 +242,8 @@ class Session:
             # Resolved later: "the current room" may not be known yet, or be
             # about to change (a /join in flight).
             self._held.append(command)
+            if self.ever_welcomed and not self.connected:
+                return [display.status("not connected: sent once reconnected")]
             return []
         return self._perform(command)
 
@@ -482,6 +484,10 @@ class Session:
         if not lines:
             return [display.notice(f"no messages in #{room}")]
         return lines
+
+    def _on_pong(self, event: dict) -> list:
+        self._answered(event)
+        return []
 
     def _on_bye(self, event: dict) -> list:
         reason = event["reason"]

@@ -195,3 +195,13 @@ def test_a_silent_connection_is_declared_dead_after_an_unanswered_ping():
     assert ping["type"] == "ping"
     assert not session.is_dead(keepalive + 1)
     assert session.is_dead(session.next_deadline(keepalive) + 0.1)
+
+
+def test_a_pong_keeps_the_connection_alive_and_leaves_nothing_pending():
+    session, _ = welcomed_session()
+    keepalive = session.next_deadline(0.0)
+    (ping,) = session.take_requests(keepalive)
+    session.receive(answer(ping, type="pong"), keepalive + 1)
+    assert not session.is_dead(keepalive + 100)
+    assert session.pending == {}
+    assert session.next_deadline(keepalive + 1) == keepalive * 2
