@@ -40,12 +40,13 @@ def running_server(**settings):
 class ServerProcess:
     """chatd as a subprocess, stderr collected by a thread so the pipe never fills."""
 
-    def __init__(self, *flags: str, env=None):
+    def __init__(self, *flags: str, env=None, program=(sys.executable, "-m", "chatd"),
+                 preexec_fn=None):
+        """`program` is how chatd is started; `preexec_fn` runs in the child first."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", "0",
-             "--log-level", "info", *flags],
+            [*program, "--host", "127.0.0.1", "--port", "0", "--log-level", "info", *flags],
             cwd=REPO, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})})
+            env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._collect, daemon=True).start()
