@@ -172,7 +172,7 @@ class Client:
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
         self.retry_at = time.monotonic() + delay
         self.show([display.status(f"cannot connect to {self.host}:{self.port}: {reason}; "
-                                  f"retrying in {delay:g} s (attempt {self.failures + 1})")])
+                                  f"retrying in {delay:g} s (retry {self.failures})")])
 
     def _send(self, data: bytes) -> None:
         if not self.output:
@@ -250,7 +250,7 @@ class Client:
             delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
             self.retry_at = time.monotonic() + delay
             self.show([display.status(f"reconnecting in {delay:g} s "
-                                      f"(attempt {self.failures})")])
+                                      f"(retry {self.failures})")])
 
     def _close_socket(self) -> None:
         if self.sock is None:

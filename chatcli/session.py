@@ -527,8 +527,8 @@ class Session:
                 # was said while we were away.
                 self.last_seen[key] = None
                 self._ask_history(key, 0, "all")
-                return [display.status(f"#{self.rooms[key]}: the server restarted; "
-                                       f"showing its history")]
+                return [display.status(f"#{self.rooms[key]}: the server's history "
+                                       f"starts afresh (a restart); showing all of it")]
             else:
                 lines.append(display.status(
                     f"#{self.rooms[key]}: messages {seen.id + 1} to {first['id'] - 1} "

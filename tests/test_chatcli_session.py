@@ -103,7 +103,7 @@ def test_a_restarted_server_is_recognised_and_its_whole_history_shown():
     # The new server's message 1 is another message: not the one we saw.
     lines = session.receive(answer(verify, type="history", room="lobby",
                                    messages=[msg("lobby", 1, text="after", ts=5000.0)]), 1.0)
-    assert "the server restarted" in lines[0].text
+    assert "starts afresh (a restart)" in lines[0].text
     (everything,) = session.take_requests(1.0)
     assert everything["since"] == 0
     lines = session.receive(answer(everything, type="history", room="lobby",
