@@ -1,0 +1,312 @@
+"""The generator's side of one connection, in each wire dialect the benchmark drives.
+
+`Chat1Client` speaks chat/1 through `framing`; `RespClient` speaks the RESP
+subset of Redis pub/sub (SUBSCRIBE, PUBLISH, PING).  Both take whatever one
+recv() returned and keep counts: messages delivered, the sender's own
+messages acknowledged, and the delivery check of every message number.
+
+The receive path is built so the generator is not the bottleneck: frame
+headers are walked in a tight loop, the message numbers of a whole read are
+pulled out by one regular-expression scan and compared with the expected
+run in one list comparison, and only the first frame of one read in 8 is fully decoded
+(to check the scan against the real decoder and to sample latency).  Any
+read that is not all `msg` frames is decoded frame by frame instead.
+"""
+
+import re
+import struct
+import time
+
+import framing
+from framing import EVENTS
+
+from .delivery import DeliveryCheck
+from .histogram import LogHistogram
+
+_unpack_length = struct.Struct(">I").unpack_from
+# `,"` cannot occur inside a JSON string (the quote would be escaped), so in a
+# msg payload these bytes can only be the members themselves.
+_MSG_START = b'{"type":"msg",'
+_MSG_ID = re.compile(rb',"id":(\d+)')
+# One read in 8 has its first frame decoded in full (a power of two, less one).
+SAMPLE_MASK = 7
+# Every chat/1 stream a chat/1 target serves is one room: the lobby.
+ROOM_STREAM = "room"
+
+
+def message_text(sender: int, seq: int, intended: float, size: int) -> str:
+    """A message body that says who sent it, its number and when it was due."""
+    head = f"{sender:04d}:{seq:010d}:{intended:.6f}:"
+    return head + "x" * max(0, size - len(head))
+
+
+def intended_time(text) -> float:
+    """The send time carried by `message_text` (str or bytes)."""
+    return float(text.split(":" if type(text) is str else b":")[2])
+
+
+class LoadClient:
+    """Socket, unsent bytes and the counters the scenarios read."""
+
+    __slots__ = ("sock", "name", "sender", "out", "welcomed", "failed", "events",
+                 "delivered", "acked", "sent", "checks", "bad_frames", "latency_sample",
+                 "pending")
+
+    def __init__(self, sock, name: str, sender: int | None, latency_sample: LogHistogram):
+        self.sock = sock
+        self.name = name
+        self.sender = sender          # the sender's index, None for a receiver
+        self.out = bytearray()
+        self.welcomed = False
+        self.failed: str | None = None  # why the handshake failed, if it did
+        self.events: list = []        # decoded frames other than msg, for the scenario
+        self.delivered = 0            # msg frames received
+        self.acked = 0                # own messages acknowledged
+        self.sent = 0                 # own messages sent
+        self.checks: dict[object, DeliveryCheck] = {}
+        self.bad_frames = 0           # frames that failed to decode or disagreed with the scan
+        self.latency_sample = latency_sample
+        self.pending = b""
+
+    def flush(self) -> bool:
+        """Send what the socket takes; True once nothing is left."""
+        out = self.out
+        if out:
+            try:
+                sent = self.sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                return False
+            del out[:sent]
+        return not out
+
+
+class Chat1Client(LoadClient):
+    """A chat/1 member; a sender's own `msg` echo is its acknowledgement."""
+
+    __slots__ = ("own_marker", "reads")
+
+    def __init__(self, sock, name, sender, latency_sample):
+        super().__init__(sock, name, sender, latency_sample)
+        self.own_marker = f',"from":"{name}",'.encode() if sender is not None else None
+        self.checks[ROOM_STREAM] = DeliveryCheck(1)
+        self.reads = 0
+
+    def hello(self) -> None:
+        self.out += framing.encode({"type": "hello", "name": self.name})
+
+    def say(self, text: str) -> None:
+        self.out += framing.encode({"type": "say", "text": text})
+        self.sent += 1
+
+    def ping(self, data: int) -> None:
+        self.out += framing.encode({"type": "ping", "data": data})
+
+    def feed(self, data: bytes) -> None:
+        buffer = self.pending + data if self.pending else data
+        position, available, frames = 0, len(buffer), 0
+        while available - position >= 4:
+            end = position + 4 + _unpack_length(buffer, position)[0]
+            if end > available:
+                break
+            position = end
+            frames += 1
+        self.pending = buffer[position:] if position < available else b""
+        if not frames:
+            return
+        if buffer.count(_MSG_START, 0, position) == frames:
+            ids = list(map(int, _MSG_ID.findall(buffer, 0, position)))
+            if len(ids) == frames:
+                self.checks[ROOM_STREAM].add_run(ids)
+                self.delivered += frames
+                if self.own_marker is not None:
+                    self.acked += buffer.count(self.own_marker, 0, position)
+                self.reads += 1
+                if not self.reads & SAMPLE_MASK:
+                    self._sample(buffer, ids[0])
+                return
+        self._feed_each(buffer, position)
+
+    def _sample(self, buffer: bytes, scanned_id: int) -> None:
+        """Decode the read's first frame in full and hold the scan to it."""
+        end = 4 + _unpack_length(buffer, 0)[0]
+        try:
+            message = framing.parse_payload(buffer[4:end], EVENTS)
+        except framing.MessageError:
+            self.bad_frames += 1
+            return
+        if message["type"] != "msg" or message["id"] != scanned_id:
+            self.bad_frames += 1
+            return
+        try:
+            self.latency_sample.record(time.monotonic() - intended_time(message["text"]))
+        except (ValueError, IndexError):
+            pass  # not a text this generator wrote
+
+    def _feed_each(self, buffer: bytes, stop: int) -> None:
+        position = 0
+        check = self.checks[ROOM_STREAM]
+        while position < stop:
+            end = position + 4 + _unpack_length(buffer, position)[0]
+            try:
+                message = framing.parse_payload(buffer[position + 4:end], EVENTS)
+            except framing.MessageError as exc:
+                self.bad_frames += 1
+                self.events.append({"type": "bad_frame", "error": str(exc)})
+                position = end
+                continue
+            position = end
+            if message["type"] != "msg":
+                if message["type"] == "welcome":
+                    self.welcomed = True
+                elif message["type"] == "error" and not self.welcomed:
+                    self.failed = f"{message['code']}: {message['message']}"
+                self.events.append(message)
+                continue
+            check.add(message["id"])
+            self.delivered += 1
+            if message["from"] == self.name:
+                self.acked += 1
+
+
+# RESP: a subscriber's push is an array of "message", the channel, the payload.
+_CHANNEL = b"lobby"
+_PUSH_START = b"*3\r\n$7\r\nmessage\r\n$5\r\nlobby\r\n$"
+_PUSH_PAYLOAD = re.compile(rb"\$\d+\r\n(\d+):(\d+):")
+
+
+def resp_command(*words: bytes) -> bytes:
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        parts.append(b"$%d\r\n%s\r\n" % (len(word), word))
+    return b"".join(parts)
+
+
+def parse_resp(buffer: bytes, position: int):
+    """One RESP2 reply at `position`: (value, end), or None when incomplete."""
+    line_end = buffer.find(b"\r\n", position)
+    if line_end < 0:
+        return None
+    kind, line = buffer[position:position + 1], buffer[position + 1:line_end]
+    if kind in (b"+", b"-"):
+        return (kind + line).decode(errors="replace"), line_end + 2
+    if kind == b":":
+        return int(line), line_end + 2
+    if kind == b"$":
+        size = int(line)
+        if size < 0:
+            return None, line_end + 2
+        end = line_end + 2 + size
+        if end + 2 > len(buffer):
+            return None
+        return buffer[line_end + 2:end], end + 2
+    if kind == b"*":
+        items, position = [], line_end + 2
+        for _ in range(int(line)):
+            parsed = parse_resp(buffer, position)
+            if parsed is None:
+                return None
+            item, position = parsed
+            items.append(item)
+        return items, position
+    raise ValueError(f"not RESP: {buffer[position:position + 20]!r}")
+
+
+class RespClient(LoadClient):
+    """A Redis pub/sub client: receivers SUBSCRIBE, senders PUBLISH.
+
+    Redis numbers nothing, so each sender numbers its own messages and a
+    receiver checks one stream per sender.  A sender is not subscribed (in
+    RESP2 a subscribed connection may not PUBLISH); PUBLISH's integer reply
+    is its acknowledgement.
+    """
+
+    __slots__ = ()
+
+    def hello(self) -> None:
+        self.out += resp_command(b"SUBSCRIBE", _CHANNEL) if self.sender is None \
+            else resp_command(b"PING")
+
+    def say(self, text: str) -> None:
+        self.out += resp_command(b"PUBLISH", _CHANNEL, text.encode())
+        self.sent += 1
+
+    def ping(self, data: int) -> None:
+        self.out += resp_command(b"PING", b"%d" % data)
+
+    def feed(self, data: bytes) -> None:
+        buffer = self.pending + data if self.pending else data
+        available = len(buffer)
+        position = 0
+        while position < available:
+            if self.sender is not None and buffer[position] == 58:  # b":"
+                line_end = buffer.find(b"\r\n", position)
+                if line_end < 0:
+                    break
+                self.acked += 1
+                position = line_end + 2
+                continue
+            if buffer.startswith(_PUSH_START, position):
+                start = position + len(_PUSH_START)
+                line_end = buffer.find(b"\r\n", start)
+                if line_end < 0:
+                    break
+                end = line_end + 2 + int(buffer[start:line_end]) + 2
+                if end > available:
+                    break
+                position = self._pushes(buffer, position, end)
+                continue
+            parsed = parse_resp(buffer, position)
+            if parsed is None:
+                break
+            reply, position = parsed
+            self._reply(reply)
+        self.pending = buffer[position:] if position < available else b""
+
+    def _pushes(self, buffer: bytes, position: int, first_end: int) -> int:
+        """Walk the run of pushes starting at `position`; return where it stops."""
+        available, prefix, skip = len(buffer), _PUSH_START, len(_PUSH_START)
+        start, end = position, first_end
+        count = 0
+        while True:
+            count += 1
+            position = end
+            if not buffer.startswith(prefix, position):
+                break
+            line_end = buffer.find(b"\r\n", position + skip)
+            if line_end < 0:
+                break
+            end = line_end + 2 + int(buffer[position + skip:line_end]) + 2
+            if end > available:
+                break
+        numbers = _PUSH_PAYLOAD.findall(buffer, start, position)
+        if len(numbers) != count:
+            self.bad_frames += count - len(numbers)
+        checks = self.checks
+        for sender, seq in numbers:
+            check = checks.get(sender)
+            if check is None:
+                check = checks[sender] = DeliveryCheck(1)
+            check.add(int(seq))
+        self.delivered += count
+        payload_start = buffer.find(b"\r\n", start + skip) + 2
+        try:
+            self.latency_sample.record(
+                time.monotonic() - intended_time(buffer[payload_start:first_end - 2]))
+        except (ValueError, IndexError):
+            self.bad_frames += 1
+        return position
+
+    def _reply(self, reply) -> None:
+        if type(reply) is list and reply[:1] == [b"subscribe"]:
+            self.welcomed = True
+        elif type(reply) is list and reply[:1] == [b"pong"]:
+            self.events.append({"type": "pong", "data": int(reply[1])})
+        elif reply == "+PONG" and self.sender is not None:
+            self.welcomed = True
+        elif type(reply) is str and reply.startswith("-"):
+            if not self.welcomed:
+                self.failed = reply
+            self.bad_frames += 1
+            self.events.append({"type": "error", "message": reply})
+        else:
+            self.events.append(reply)

@@ -1,0 +1,101 @@
+"""The final table: one row per scenario and target, then chatd's ratio to each baseline."""
+
+_COLUMNS = ("scenario", "target", "conns", "msgs/s", "deliveries/s", "p50 ms", "p90 ms",
+            "p99 ms", "p99.9 ms", "max ms", "RSS MiB", "KiB/conn", "loss/dup/reord",
+            "gen CPU", "srv CPU")
+# A generator this busy is the bottleneck: its figures bound the server's from below.
+GENERATOR_BOUND = 0.9
+# The number each scenario is judged by, and whether more of it is better.
+HEADLINE = {"fanout": ("deliveries_per_s", True), "rate": ("p99_ms", False),
+            "conns": ("p99_ms", False)}
+
+
+def _number(value, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _row(result: dict) -> list[str]:
+    if "error" in result:
+        return [result["scenario"], result["target"], "failed: " + result["error"][:60]]
+    latency = result["latency"]
+    return [
+        result["scenario"], result["target"], f"{result['connections']:,}",
+        _number(result["msgs_per_s"]) if result["scenario"] != "conns" else "-",
+        _number(result["deliveries_per_s"]) if result["scenario"] != "conns" else "-",
+        *(_number(latency[key], 3) for key in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms",
+                                                 "max_ms")),
+        _number(result["rss_loaded_bytes"] / 2**20, 1),
+        _number(result["rss_per_connection_bytes"] / 1024, 2),
+        f"{result['losses']}/{result['duplicates']}/{result['reorders']}"
+        + ("" if result["drained"] else " !"),
+        f"{100 * result['generator_cpu']:.0f}%"
+        + (" *" if result["generator_cpu"] >= GENERATOR_BOUND else ""),
+        f"{100 * result['server_cpu']:.0f}%",
+    ]
+
+
+def headline(result: dict):
+    key, _ = HEADLINE[result["scenario"]]
+    return result.get(key, result.get("latency", {}).get(key))
+
+
+def ratios(results: list) -> list[str]:
+    """chatd against every other target, per scenario, on the headline number."""
+    lines = []
+    by_scenario: dict = {}
+    for result in results:
+        if "error" not in result:
+            by_scenario.setdefault(result["scenario"], {})[result["target"]] = result
+    for scenario, targets in by_scenario.items():
+        chatd = targets.get("chatd")
+        if chatd is None:
+            continue
+        key, more_is_better = HEADLINE[scenario]
+        parts = []
+        for name, other in targets.items():
+            mine, theirs = headline(chatd), headline(other)
+            if name == "chatd" or not mine or not theirs:
+                continue
+            ratio = mine / theirs if more_is_better else theirs / mine
+            parts.append(f"{ratio:.2f}x {name}")
+        if parts:
+            what = "deliveries/s" if more_is_better else key.replace("_ms", " latency") \
+                + " (their/ours)"
+            lines.append(f"chatd {scenario} {what}: " + ", ".join(parts))
+    return lines
+
+
+def format_table(report: dict) -> str:
+    rows = [list(_COLUMNS)] + [_row(result) for result in report["results"]]
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(_COLUMNS))]
+    lines = []
+    for row in rows:
+        lines.append("  ".join(cell.rjust(widths[i]) if i > 1 else cell.ljust(widths[i])
+                               for i, cell in enumerate(row)).rstrip())
+    settings = report["settings"]
+    machine = report["machine"]
+    pinned = report["pinning"]
+    lines += [
+        "",
+        *ratios(report["results"]),
+        "",
+        f"fanout/rate: R={settings['receivers']} receivers + S={settings['senders']} senders "
+        f"in one room, {settings['text_size']} B text, W={settings['window']} in flight (fanout), "
+        f"{settings['rate']:,.0f} msg/s (rate); warm-up {settings['warmup']:g}s, "
+        f"measured {settings['duration']:g}s; conns: {settings['conns']:,} connections, "
+        f"{settings['ping_sample']:,} pinged one at a time.",
+        "deliveries/s counts msg frames received by the R receivers only (chat/1 senders also "
+        "get their echo; it is not counted). Latency: fanout/rate from each message's due time "
+        "to its sender's acknowledgement; conns: ping round trip. loss/dup/reord: summed over "
+        "every member's delivery check.",
+        f"* generator at >= {GENERATOR_BOUND:.0%} of its core: the load, not the server, "
+        "was the limit; that row's throughput is a lower bound for the server. "
+        "! the drain ended by its time limit: messages still under way count as lost.",
+        f"chatd ran with {report['chatd_flags']}. "
+        + (f"Server pinned to CPU {pinned['server_cpu']}, generator to CPU "
+           f"{pinned['generator_cpu']} (taskset)." if pinned else "No CPU pinning.")
+        + f" gen/srv CPU: share of one core. {settings['procs']} generator process(es).",
+        f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}, "
+        f"Python {machine['python']}.",
+    ]
+    return "\n".join(lines)
