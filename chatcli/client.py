@@ -283,7 +283,7 @@ class TerminalUI:
         client.selector.register(self._wakeup_reader, selectors.EVENT_READ, self._on_wakeup)
         client.selector.register(self.terminal.fd_in, selectors.EVENT_READ, self._on_input)
         if client.session.name is None:
-            self.show([display.status("choose a name: " + NAME_RULE)])
+            self.show([display.status("choose a username: " + NAME_RULE)])
         self._update_prompt()
         self.terminal.redraw(self.editor)
 
@@ -312,7 +312,7 @@ class TerminalUI:
         """Set the prompt from the session; True if it changed."""
         session = self.client.session
         if session.name is None:
-            prompt = "name: "
+            prompt = "username: "
         else:
             room = session.current_name
             prompt = (f"#{room}> " if room else "> ")

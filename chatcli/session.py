@@ -169,7 +169,7 @@ class Session:
             if isinstance(item, Pending):
                 message = dict(item.message)
                 del message["ref"]
-                self._request(message, "user", gate=item.gate and "join")
+                self._request(message, "user", gate=item.gate)
             else:
                 self._notes += self._perform(item)
 
@@ -191,7 +191,7 @@ class Session:
             if pending is None:
                 self._outbox.popleft()
                 continue
-            # quit is never limited; before welcome only hello goes out.
+            # chat/1 never rate-limits quit.
             if pending.message["type"] != "quit" and self._rate and self._tokens < 1:
                 break
             self._outbox.popleft()

@@ -224,7 +224,7 @@ def test_terminal_keeps_the_half_typed_line_under_incoming_messages():
     with running_server() as server, ChatClient(server.address, "bob") as bob:
         terminal = Pty(server.address[1])
         try:
-            terminal.wait_for_row(r"^name: $")
+            terminal.wait_for_row(r"^username: $")
             terminal.type("Bob\r")  # taken: the server's reason, and asked again
             terminal.wait_for_row(r"name_taken: 'Bob' is taken")
             terminal.type("alice\r")
@@ -257,7 +257,7 @@ def test_terminal_is_restored_when_the_client_is_killed_with_sigterm():
     with running_server() as server:
         terminal = Pty(server.address[1])
         try:
-            terminal.wait_for_row(r"^name: $")
+            terminal.wait_for_row(r"^username: $")
             terminal.process.send_signal(signal.SIGTERM)
             assert terminal.process.wait(WAIT) == 128 + signal.SIGTERM
             assert termios.tcgetattr(terminal.slave) == terminal.attributes_before
