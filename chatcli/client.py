@@ -219,7 +219,6 @@ class Client:
         if not data:
             self._lost()
             return
-        now = time.monotonic()
         for item in self.decoder.feed(data):
             if isinstance(item, framing.FrameError):
                 self._lost(display.error(f"server sent a bad frame: {item.message}"))
@@ -228,7 +227,7 @@ class Client:
                 # A new event type or member from a newer server: skip it.
                 continue
             was_welcomed = self.session.welcomed
-            self.show(self.session.receive(item, now))
+            self.show(self.session.receive(item))
             if self.session.welcomed and not was_welcomed:
                 self.failures = 0
             if item["type"] == "bye":

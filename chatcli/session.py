@@ -290,7 +290,7 @@ class Session:
 
     # ---------------------------------------------------------------- events
 
-    def receive(self, event: dict, now: float) -> list:
+    def receive(self, event: dict) -> list:
         """One decoded frame from the server -> lines to show."""
         self._ping_sent_at = None
         handler = getattr(self, "_on_" + event["type"], None)

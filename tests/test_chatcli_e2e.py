@@ -183,12 +183,12 @@ class Screen:
 class Pty:
     """chatcli on a pseudo-terminal; the test types and watches the screen."""
 
-    def __init__(self, port: int, columns: int = 80):
+    def __init__(self, port: int, *options: str, columns: int = 80):
         self.master, slave = os.openpty()
         termios.tcsetwinsize(slave, (24, columns))
         self.attributes_before = termios.tcgetattr(slave)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "chatcli", "--port", str(port)], cwd=REPO,
+            [sys.executable, "-m", "chatcli", "--port", str(port), *options], cwd=REPO,
             stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
             env={**os.environ, "NO_COLOR": "1", "TERM": "xterm"})
         self.slave = slave
@@ -249,6 +249,24 @@ def test_terminal_keeps_the_half_typed_line_under_incoming_messages():
             assert bob.next_of("left") == {"type": "left", "room": "lobby", "name": "alice",
                                            "reason": "quit"}
             assert termios.tcgetattr(terminal.slave) == terminal.attributes_before
+        finally:
+            terminal.close()
+
+
+def test_terminal_resize_redraws_the_line_to_fit():
+    with running_server() as server:
+        terminal = Pty(server.address[1], "--name", "alice")
+        try:
+            terminal.wait_for_row(r"connected as alice")
+            line = "".join(chr(ord("a") + i % 26) for i in range(60))
+            terminal.type(line)
+            terminal.wait_for(lambda screen: screen.rows[-1] == "#lobby> " + line)
+            termios.tcsetwinsize(terminal.slave, (24, 30))
+            terminal.process.send_signal(signal.SIGWINCH)
+            # 30 columns: the prompt, the end of the line, the last column free.
+            visible = "#lobby> " + line[-(30 - len("#lobby> ") - 1):]
+            terminal.wait_for(lambda screen: screen.rows[-1] == visible)
+            assert terminal.screen.column == 29
         finally:
             terminal.close()
 

@@ -38,11 +38,11 @@ def welcomed_session(now=0.0, **options):
     session.connection_made(now)
     (hello,) = session.take_requests(now)
     assert hello["type"] == "hello" and hello["name"] == "alice"
-    session.receive(answer(hello, **welcome()), now)
+    session.receive(answer(hello, **welcome()))
     requests = session.take_requests(now)
     baseline = requests[0]
     assert baseline == {"type": "history", "room": "lobby", "limit": 1, "ref": baseline["ref"]}
-    session.receive(answer(baseline, type="history", room="lobby", messages=[]), now)
+    session.receive(answer(baseline, type="history", room="lobby", messages=[]))
     return session, requests[1:]
 
 
@@ -54,39 +54,39 @@ def test_lines_typed_before_welcome_wait_and_follow_a_join_into_its_room():
     session.connection_made(0.0)
     (hello,) = session.take_requests(0.0)
     assert session.take_requests(0.0) == []
-    session.receive(answer(hello, **welcome()), 0.0)
+    session.receive(answer(hello, **welcome()))
     baseline, join_dev = session.take_requests(0.0)
     assert join_dev["type"] == "join" and join_dev["room"] == "dev"
-    session.receive({"type": "joined", "room": "dev", "name": "alice"}, 0.0)
-    session.receive(answer(join_dev, type="users", room="dev", names=["alice"]), 0.0)
+    session.receive({"type": "joined", "room": "dev", "name": "alice"})
+    session.receive(answer(join_dev, type="users", room="dev", names=["alice"]))
     requests = session.take_requests(0.0)
     # Everything typed goes once the --room join is done; after /join ops the
     # rest waits again, because "the current room" is about to change.
     assert [(r["type"], r.get("room"), r.get("text")) for r in requests[1:]] == [
         ("say", "dev", "first"), ("join", "ops", None)]
     join_ops = requests[2]
-    session.receive(answer(join_ops, type="users", room="ops", names=["alice"]), 0.0)
+    session.receive(answer(join_ops, type="users", room="ops", names=["alice"]))
     say = session.take_requests(0.0)[-1]
     assert (say["type"], say["room"], say["text"]) == ("say", "ops", "second")
 
 
 def test_reconnect_shows_exactly_the_missed_messages_and_no_duplicates():
     session, _ = welcomed_session()
-    session.receive(msg("lobby", 1), 0.0)
-    session.receive(msg("lobby", 2), 0.0)
+    session.receive(msg("lobby", 1))
+    session.receive(msg("lobby", 2))
     session.connection_lost()
     session.submit("typed while away")
     session.connection_made(1.0)
     (hello,) = session.take_requests(1.0)
     assert hello["token"] == "t1"
-    session.receive(answer(hello, **welcome(token="t2")), 1.0)
+    session.receive(answer(hello, **welcome(token="t2")))
     (catch_up,) = session.take_requests(1.0)
     # From the last seen message itself, to check it is still the same one.
     assert (catch_up["type"], catch_up["room"], catch_up["since"]) == ("history", "lobby", 1)
     # A live message arriving before the answer waits its turn.
-    assert session.receive(msg("lobby", 5), 1.0) == []
+    assert session.receive(msg("lobby", 5)) == []
     lines = session.receive(answer(catch_up, type="history", room="lobby",
-                                   messages=[msg("lobby", i) for i in (2, 3, 4, 5)]), 1.0)
+                                   messages=[msg("lobby", i) for i in (2, 3, 4, 5)]))
     assert texts(lines) == ["<bob> m3", "<bob> m4", "<bob> m5"]
     (say,) = session.take_requests(1.0)
     assert say["text"] == "typed while away" and say["room"] == "lobby"
@@ -94,20 +94,20 @@ def test_reconnect_shows_exactly_the_missed_messages_and_no_duplicates():
 
 def test_a_restarted_server_is_recognised_and_its_whole_history_shown():
     session, _ = welcomed_session()
-    session.receive(msg("lobby", 1, text="before restart"), 0.0)
+    session.receive(msg("lobby", 1, text="before restart"))
     session.connection_lost()
     session.connection_made(1.0)
     (hello,) = session.take_requests(1.0)
-    session.receive(answer(hello, **welcome()), 1.0)
+    session.receive(answer(hello, **welcome()))
     (verify,) = session.take_requests(1.0)
     # The new server's message 1 is another message: not the one we saw.
     lines = session.receive(answer(verify, type="history", room="lobby",
-                                   messages=[msg("lobby", 1, text="after", ts=5000.0)]), 1.0)
+                                   messages=[msg("lobby", 1, text="after", ts=5000.0)]))
     assert "starts afresh (a restart)" in lines[0].text
     (everything,) = session.take_requests(1.0)
     assert everything["since"] == 0
     lines = session.receive(answer(everything, type="history", room="lobby",
-                                   messages=[msg("lobby", 1, text="after", ts=5000.0)]), 1.0)
+                                   messages=[msg("lobby", 1, text="after", ts=5000.0)]))
     assert texts(lines) == ["<bob> after"]
 
 
@@ -115,19 +115,19 @@ def test_rooms_are_rejoined_before_their_catch_up():
     session, _ = welcomed_session()
     session.submit("/join dev")
     (join,) = session.take_requests(0.0)
-    session.receive({"type": "joined", "room": "dev", "name": "alice"}, 0.0)
-    session.receive(answer(join, type="users", room="dev", names=["alice"]), 0.0)
+    session.receive({"type": "joined", "room": "dev", "name": "alice"})
+    session.receive(answer(join, type="users", room="dev", names=["alice"]))
     (baseline,) = session.take_requests(0.0)
     session.receive(answer(baseline, type="history", room="dev",
-                           messages=[msg("dev", 7)]), 0.0)
+                           messages=[msg("dev", 7)]))
     session.connection_lost()
     session.connection_made(1.0)
     (hello,) = session.take_requests(1.0)
-    session.receive(answer(hello, **welcome()), 1.0)
+    session.receive(answer(hello, **welcome()))
     rejoin, lobby_catch_up = session.take_requests(1.0)
     assert (rejoin["type"], rejoin["room"]) == ("join", "dev")
     assert (lobby_catch_up["room"], lobby_catch_up["since"]) == ("lobby", 0)
-    session.receive(answer(rejoin, type="users", room="dev", names=["alice"]), 1.0)
+    session.receive(answer(rejoin, type="users", room="dev", names=["alice"]))
     (dev_catch_up,) = session.take_requests(1.0)
     assert (dev_catch_up["room"], dev_catch_up["since"]) == ("dev", 6)
     assert session.current_name == "dev"
@@ -141,10 +141,10 @@ def test_a_line_sent_before_a_drop_is_sent_again_unless_it_arrived():
     session.connection_lost()
     session.connection_made(1.0)
     (hello,) = session.take_requests(1.0)
-    session.receive(answer(hello, **welcome()), 1.0)
+    session.receive(answer(hello, **welcome()))
     (catch_up,) = session.take_requests(1.0)
     session.receive(answer(catch_up, type="history", room="lobby",
-                           messages=[msg("lobby", 1, sender="alice", text="arrived")]), 1.0)
+                           messages=[msg("lobby", 1, sender="alice", text="arrived")]))
     (again,) = session.take_requests(1.0)
     assert again["text"] == "lost"
 
@@ -158,7 +158,7 @@ def test_rate_limited_lines_are_paced_and_retried_in_order():
     assert len(first) == 18
     deadline = session.next_deadline(0.0)
     assert 0 < deadline <= 0.1
-    session.receive(answer(first[5], type="error", code="rate_limited", message="slow"), 0.0)
+    session.receive(answer(first[5], type="error", code="rate_limited", message="slow"))
     later = session.take_requests(1.0)
     assert later[0]["text"] == "line 5" and len(later) == 10
     assert not session.settled
@@ -169,7 +169,7 @@ def test_a_refused_name_is_forgotten_with_the_servers_reason():
     session.connection_made(0.0)
     (hello,) = session.take_requests(0.0)
     lines = session.receive(answer(hello, type="error", code="name_taken",
-                                   message="'alice' is taken"), 0.0)
+                                   message="'alice' is taken"))
     assert session.name is None and "is taken" in session.name_rejected
     assert lines[0].text == "! name_taken: 'alice' is taken"
     session.set_name("alice2")
@@ -183,7 +183,7 @@ def test_errors_and_unknown_commands_are_one_line_and_counted():
     session.submit("/msg nobody hi")
     (dm,) = session.take_requests(0.0)
     lines = session.receive(answer(dm, type="error", code="no_such_user",
-                                   message="no user 'nobody'"), 0.0)
+                                   message="no user 'nobody'"))
     assert [line.text for line in lines] == ["! no_such_user: no user 'nobody'"]
     assert session.refused == 2 and session.settled
 
@@ -201,7 +201,7 @@ def test_a_pong_keeps_the_connection_alive_and_leaves_nothing_pending():
     session, _ = welcomed_session()
     keepalive = session.next_deadline(0.0)
     (ping,) = session.take_requests(keepalive)
-    session.receive(answer(ping, type="pong"), keepalive + 1)
+    session.receive(answer(ping, type="pong"))
     assert not session.is_dead(keepalive + 100)
     assert session.pending == {}
     assert session.next_deadline(keepalive + 1) == keepalive * 2
