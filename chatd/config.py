@@ -124,7 +124,10 @@ def load_config(argv=None, environ=None) -> Config:
     config_file = arguments.config or environ.get(ENV_PREFIX + "CONFIG")
     if config_file:
         with open(config_file, "rb") as file:
-            table = tomllib.load(file)
+            try:
+                table = tomllib.load(file)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{config_file}: not TOML: {exc}") from None
         for key, value in table.items():
             name = key.replace("-", "_")
             if name not in SETTINGS:
