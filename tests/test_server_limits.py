@@ -288,3 +288,72 @@ def test_a_client_dying_mid_broadcast_costs_no_one_that_message_or_the_next(deat
         finally:
             for reader in readers:
                 reader.close()
+
+
+# ------------------------------------------------------------- the defaults
+
+def test_default_rate_limit_is_a_burst_of_20_then_10_per_second():
+    with running_server() as server, ChatClient(server.address, "alice") as alice:
+        # The hello took one token of the burst of 20; 30 says arrive at once.
+        alice.send_raw(framing.encode({"type": "say", "text": "x"}) * 30)
+        frames = [alice.next() for _ in range(30)]
+        accepted = len(ids_of(frames))
+        # 19 from the burst, plus 10/s refilled while they were handled.
+        assert 19 <= accepted <= 24, frames
+        assert [f["code"] for f in frames if f["type"] == "error"] == \
+            ["rate_limited"] * (30 - accepted)
+
+
+def test_default_twenty_bad_messages_close_the_connection():
+    with running_server() as server, ChatClient(server.address, "alice") as alice:
+        alice.send_raw(framing.frame(b"[]") * 25)
+        frames = alice.frames_until_close()
+        assert [f.get("code") for f in frames[:20]] == ["bad_message"] * 20
+        assert frames[20:] == [{"type": "error", "code": "bad_message",
+                                "message": frames[20]["message"]},
+                               {"type": "bye", "reason": "abuse"}]
+
+
+def test_default_max_frame_is_64_kib():
+    with running_server() as server, ChatClient(server.address, "alice") as alice:
+        payload = b'{"type":"ping","data":"' + b"x" * 65_500 + b'"}'
+        alice.send_raw(framing.frame(payload, 65_536))
+        assert alice.next() == {"type": "pong", "data": "x" * 65_500}
+        alice.send_raw((65_537).to_bytes(4, "big"))
+        frames = alice.frames_until_close()
+        assert [(f["type"], f.get("code") or f.get("reason")) for f in frames] == [
+            ("error", "frame_too_large"), ("bye", "frame_too_large")]
+
+
+@pytest.mark.parametrize("retained, second_id", [(1, 2), (0, 1)])
+def test_an_emptied_room_keeps_its_ids_within_retained_rooms(retained, second_id):
+    with serve(retained_rooms=retained) as server, ChatClient(server.address, "alice") as alice:
+        ids = []
+        for _ in range(2):
+            alice.send({"type": "join", "room": "dev"})
+            alice.send({"type": "say", "room": "dev", "text": "hi"})
+            alice.send({"type": "leave", "room": "dev"})  # the room vanishes
+            ids.append(alice.next_of("msg")["id"])
+            alice.next_of("left")
+        assert ids == [1, second_id]
+
+
+def test_private_pairs_keep_their_ids_within_max_conversations():
+    with serve(max_conversations=1) as server, ChatClient(server.address, "ann") as ann, \
+            ChatClient(server.address, "bob") as bob, ChatClient(server.address, "cy"):
+        ids = []
+        for to in ("bob", "bob", "cy", "bob"):  # ann-cy evicts ann-bob, the oldest
+            ann.send({"type": "dm", "to": to, "text": "hi"})
+            ids.append(ann.next_of("msg")["id"])
+        assert ids == [1, 2, 1, 1]
+        bob.send({"type": "history", "with": "ann"})
+        assert [m["id"] for m in bob.next_of("history")["messages"]] == [1]
+
+
+def test_the_shutdown_flush_deadline_closes_a_client_that_never_hangs_up():
+    with serve(shutdown_timeout=0.3) as server, ChatClient(server.address, "stubborn") as c:
+        server.request_shutdown()
+        assert c.next() == {"type": "bye", "reason": "shutdown"}
+        # stubborn never closes; the server closes it at the deadline.
+        assert c.frames_until_close() == []
+        assert server.disconnects == {"shutdown": 1}
