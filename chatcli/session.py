@@ -417,6 +417,9 @@ class Session:
         if display.same_name(name, self.name):
             key = room.lower()
             self.rooms.pop(key, None)
+            # What was said while we were out is not ours to fetch, and an
+            # emptied room may come back with its ids starting again at 1.
+            self.last_seen.pop(key, None)
             if self.current == key:
                 self.current = next(iter(self.rooms), None)
             self._answer_unreferenced("leave", "room", room)

@@ -133,6 +133,27 @@ def test_rooms_are_rejoined_before_their_catch_up():
     assert session.current_name == "dev"
 
 
+def test_a_room_left_and_joined_again_may_number_from_1_again():
+    session, _ = welcomed_session()
+    session.submit("/join dev")
+    (join,) = session.take_requests(0.0)
+    session.receive(answer(join, type="users", room="dev", names=["alice"]))
+    (baseline,) = session.take_requests(0.0)
+    session.receive(answer(baseline, type="history", room="dev", messages=[]))
+    session.receive(msg("dev", 5))
+    session.submit("/leave")
+    session.take_requests(0.0)
+    session.receive({"type": "left", "room": "dev", "name": "alice"})
+    assert session.current_name == "lobby"
+    session.submit("/join dev")
+    (join,) = session.take_requests(0.0)
+    session.receive(answer(join, type="users", room="dev", names=["alice"]))
+    (baseline,) = session.take_requests(0.0)
+    session.receive(answer(baseline, type="history", room="dev", messages=[]))
+    assert texts(session.receive(msg("dev", 1, text="fresh"))) == ["<bob> fresh"]
+    assert session.settled
+
+
 def test_a_line_sent_before_a_drop_is_sent_again_unless_it_arrived():
     session, _ = welcomed_session()
     session.submit("arrived")
