@@ -302,7 +302,7 @@ class Session:
     def _answered(self, event: dict) -> Pending | None:
         """The pending request this event answers (and no longer pending)."""
         ref = event.get("ref")
-        if ref is None or (type(ref) is not int):
+        if type(ref) is not int:  # ours are ints; anything else is not ours
             return None
         pending = self.pending.get(ref)
         if pending is not None and not event.get("more"):
@@ -310,7 +310,8 @@ class Session:
         return pending
 
     def _answer_unreferenced(self, kind: str, member: str, value: str) -> None:
-        """`left` and `renamed` carry no ref: match them to the request."""
+        """chat/1 does not promise a ref on `left` and `renamed`: match them
+        to the request by what they are about."""
         for ref, pending in self.pending.items():
             message = pending.message
             if message["type"] == kind and display.same_name(message[member], value):
