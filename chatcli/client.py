@@ -83,7 +83,7 @@ class Client:
             self._connect()
         if self.sock is not None and not self.connecting:
             if session.is_dead(now):
-                self._lost(display.status("no answer to a ping; reconnecting"))
+                self._lost("no answer to a ping")
             else:
                 for message in session.take_requests(now):
                     self._send(framing.encode(message))
@@ -161,18 +161,21 @@ class Client:
         self.session.connection_made(time.monotonic())
 
     def _failed(self, exc: OSError) -> None:
-        """A connection attempt failed: schedule the next one, or give up."""
-        self.failures += 1
         reason = exc.strerror or str(exc)
-        if not self.interactive and (self.failures >= PIPE_ATTEMPTS
-                                     or not self.session.ever_welcomed):
-            self.show([display.error(f"cannot connect to {self.host}:{self.port}: {reason}")])
+        self._retry_later(f"cannot connect to {self.host}:{self.port}: {reason}",
+                          give_up=not self.session.ever_welcomed)
+
+    def _retry_later(self, why: str, give_up: bool = False) -> None:
+        """Count a failure and plan the next attempt; without a terminal,
+        give up at once when asked, or after PIPE_ATTEMPTS in a row."""
+        self.failures += 1
+        if not self.interactive and (give_up or self.failures >= PIPE_ATTEMPTS):
+            self.show([display.error(f"{why}; giving up")])
             self.exit_status = EXIT_FAILED
             return
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
         self.retry_at = time.monotonic() + delay
-        self.show([display.status(f"cannot connect to {self.host}:{self.port}: {reason}; "
-                                  f"retrying in {delay:g} s (retry {self.failures})")])
+        self.show([display.status(f"{why}; retrying in {delay:g} s (retry {self.failures})")])
 
     def _send(self, data: bytes) -> None:
         if not self.output:
@@ -181,7 +184,7 @@ class Client:
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
-                self._lost(display.status(f"connection lost: {exc.strerror or exc}"))
+                self._lost(f"connection lost: {exc.strerror or exc}")
                 return
             data = data[sent:]
             if not data:
@@ -202,7 +205,7 @@ class Client:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._lost(display.status(f"connection lost: {exc.strerror or exc}"))
+            self._lost(f"connection lost: {exc.strerror or exc}")
             return
         del self.output[:sent]
         if not self.output:
@@ -214,14 +217,14 @@ class Client:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._lost(display.status(f"connection lost: {exc.strerror or exc}"))
+            self._lost(f"connection lost: {exc.strerror or exc}")
             return
         if not data:
             self._lost()
             return
         for item in self.decoder.feed(data):
             if isinstance(item, framing.FrameError):
-                self._lost(display.error(f"server sent a bad frame: {item.message}"))
+                self._lost(f"server sent a bad frame: {item.message}")
                 return
             if isinstance(item, framing.MessageError):
                 # A new event type or member from a newer server: skip it.
@@ -234,22 +237,12 @@ class Client:
                 self._lost()
                 return
 
-    def _lost(self, line=None) -> None:
-        """The connection is gone (or given up): tell the session, plan a retry."""
+    def _lost(self, why: str = "connection lost") -> None:
+        """The connection is gone: tell the session, plan a retry if wanted."""
         self._close_socket()
-        lines = [line] if line is not None else []
-        self.show(lines + self.session.connection_lost())
+        self.session.connection_lost()
         if self._wants_connection():
-            self.failures += 1
-            if not self.interactive and self.failures >= PIPE_ATTEMPTS:
-                self.show([display.error("giving up after "
-                                         f"{self.failures} failed attempts")])
-                self.exit_status = EXIT_FAILED
-                return
-            delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
-            self.retry_at = time.monotonic() + delay
-            self.show([display.status(f"reconnecting in {delay:g} s "
-                                      f"(retry {self.failures})")])
+            self._retry_later(why)
 
     def _close_socket(self) -> None:
         if self.sock is None:

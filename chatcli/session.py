@@ -119,9 +119,8 @@ class Session:
         if self.name is not None:
             self._send_hello()
 
-    def connection_lost(self) -> list:
+    def connection_lost(self) -> None:
         """The socket is gone: keep what the user asked for, drop the rest."""
-        was_welcomed = self.welcomed
         self.connected = self.welcomed = False
         unanswered = [p for ref, p in sorted(self.pending.items()) if p.purpose == "user"]
         self._held.extendleft(reversed(unanswered))
@@ -132,8 +131,6 @@ class Session:
         self._rate = 0.0
         if self.quitting:
             self.finished = True
-            return []
-        return [display.status("connection lost")] if was_welcomed else []
 
     def set_name(self, name: str) -> list:
         """The name the user typed at the prompt (or the first piped line)."""
