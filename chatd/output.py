@@ -29,6 +29,17 @@ class OutputQueue:
 
         Raises what sendmsg raises (BlockingIOError when the socket is full).
         """
+        chunks = self.chunks
+        if self.size <= budget and len(chunks) <= _MAX_BUFFERS:
+            # The fan-out case: everything fits, so no Python loop over frames
+            # unless the kernel takes only part of it.
+            sent = sock.sendmsg(chunks)
+            if sent == self.size:
+                chunks.clear()
+                self.size = 0
+            else:
+                self._consume(sent)
+            return sent
         batch, total = [], 0
         for chunk in self.chunks:
             if total + len(chunk) > budget:

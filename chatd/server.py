@@ -250,32 +250,58 @@ class Server:
             return
         conn.last_frame_at = time.monotonic()
         core, client = self.core, conn.client
+        outbox = core.outbox
+        # Consecutive broadcasts to one room from this read are queued as one
+        # joined chunk: each member then costs one append per read, not one
+        # per message.  Only a `say` may join a run, because it cannot change
+        # who is in the room; anything else delivers the run first.
+        run_members, run_frames = None, []
         for item in items:
+            if run_frames and (type(item) is not dict or item["type"] != "say"):
+                self._queue(run_members, b"".join(run_frames))
+                run_frames = []
             core.receive(client, item)
+            if len(outbox) == 1 and type(outbox[0][0]) is dict and not core.closing:
+                members, data = outbox.pop()
+                if run_frames and members is not run_members:
+                    self._queue(run_members, b"".join(run_frames))
+                    run_frames = []
+                run_members = members
+                run_frames.append(data)
+                continue
+            if run_frames:
+                self._queue(run_members, b"".join(run_frames))
+                run_frames = []
             self._deliver()
             if client.ended:
                 break
+        if run_frames:
+            self._queue(run_members, b"".join(run_frames))
 
     def _deliver(self) -> None:
-        """Queue what the core produced; the hot path of every broadcast."""
+        """Queue what the core produced."""
         core = self.core
-        dirty = self._dirty
         for recipients, data in core.outbox:
-            size = len(data)
-            for client in recipients:
-                conn = client.conn
-                output = conn.output
-                output.chunks.append(data)
-                output.size += size
-                if not conn.dirty:
-                    conn.dirty = True
-                    dirty.append(conn)
+            self._queue(recipients, data)
         core.outbox.clear()
         if core.closing:
             closing = core.closing[:]
             core.closing.clear()
             for client, reason in closing:
                 self._begin_close(client.conn, reason)
+
+    def _queue(self, recipients, data: bytes) -> None:
+        """Give `data` to every recipient's output; the hot path of every broadcast."""
+        size = len(data)
+        dirty = self._dirty
+        for client in recipients:
+            conn = client.conn
+            output = conn.output
+            output.chunks.append(data)
+            output.size += size
+            if not conn.dirty:
+                conn.dirty = True
+                dirty.append(conn)
 
     def _take_signals(self) -> None:
         try:
