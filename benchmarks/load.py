@@ -151,16 +151,24 @@ class Run:
                 reasons = sorted({reason for r in ready for reason in r["failures"]})
                 raise RuntimeError(f"{failed} handshakes failed: {'; '.join(reasons)}")
             rss_loaded = server.rss_bytes()
-            cpu_before = server.cpu_seconds()
-            started = time.monotonic()
             start_at = time.monotonic() + START_DELAY
             for pipe in pipes:
                 pipe.send(("go", start_at))
             limit = START_DELAY + self.arguments.warmup + self.arguments.duration + \
                 DRAIN_SECONDS + 30
-            results = self._collect(pipes, "result", limit, progress=True)
-            server_cpu = server.cpu_seconds() - cpu_before
-            elapsed = time.monotonic() - started
+            # The server's CPU is read at the edges of the measured window.
+            window = [start_at + self.arguments.warmup,
+                      start_at + self.arguments.warmup + self.arguments.duration]
+            if self.scenario == "conns":
+                window = [start_at, start_at + self.arguments.duration]
+            readings: list = []
+            results = self._collect(pipes, "result", limit, progress=True,
+                                    at_moments=(window, lambda: readings.append(
+                                        (time.monotonic(), server.cpu_seconds()))))
+            if len(readings) < 2:  # the run ended before the window did
+                readings.append((time.monotonic(), server.cpu_seconds()))
+            (then, cpu_then), (now, cpu_now) = readings[0], readings[-1]
+            server_cpu = (cpu_now - cpu_then) / max(now - then, 1e-9)
             rss_after = server.rss_bytes()
         finally:
             for process in processes:
@@ -169,9 +177,12 @@ class Run:
                     process.kill()
                     process.join(5)
         return self._summarise(results, connected, rss_idle, rss_loaded, rss_after,
-                               server_cpu / elapsed)
+                               server_cpu)
 
-    def _collect(self, pipes, kind: str, timeout: float, progress: bool = False) -> list:
+    def _collect(self, pipes, kind: str, timeout: float, progress: bool = False,
+                 at_moments=((), None)) -> list:
+        """Wait for `kind` from every process; call at_moments[1] at each of at_moments[0]."""
+        moments, action = list(at_moments[0]), at_moments[1]
         deadline = time.monotonic() + timeout
         answers: dict = {}
         latest: dict = {}
@@ -181,6 +192,11 @@ class Run:
             if remaining <= 0:
                 raise RuntimeError(f"no {kind} from {len(pipes) - len(answers)} "
                                    f"generator processes within {timeout:g}s")
+            while moments and moments[0] <= time.monotonic():
+                moments.pop(0)
+                action()
+            if moments:
+                remaining = min(remaining, max(0.0, moments[0] - time.monotonic()))
             for pipe in wait([p for p in pipes if p not in answers], remaining):
                 try:
                     message, body = pipe.recv()
@@ -248,6 +264,11 @@ class Run:
             "rss_per_connection_bytes": (rss_loaded - rss_idle) / max(connected, 1),
             "generator_cpu": sum(r["cpu"] for r in results) / seconds,
             "server_cpu": server_cpu,
+            # Server CPU per delivery: what the server costs even when the
+            # generator, not the server, set the pace.
+            "server_us_per_delivery": (1e6 * server_cpu * seconds
+                                       / max(1, sum(r["delivered"] for r in results))
+                                       if self.scenario != "conns" else None),
         }
 
 

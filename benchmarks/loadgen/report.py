@@ -2,7 +2,7 @@
 
 _COLUMNS = ("scenario", "target", "conns", "msgs/s", "deliveries/s", "p50 ms", "p90 ms",
             "p99 ms", "p99.9 ms", "max ms", "RSS MiB", "KiB/conn", "loss/dup/reord",
-            "gen CPU", "srv CPU")
+            "gen CPU", "srv CPU", "srv µs/deliv")
 # A generator this busy is the bottleneck: its figures bound the server's from below.
 GENERATOR_BOUND = 0.9
 # The number each scenario is judged by, and whether more of it is better.
@@ -31,6 +31,7 @@ def _row(result: dict) -> list[str]:
         f"{100 * result['generator_cpu']:.0f}%"
         + (" *" if result["generator_cpu"] >= GENERATOR_BOUND else ""),
         f"{100 * result['server_cpu']:.0f}%",
+        _number(result.get("server_us_per_delivery"), 2),
     ]
 
 
@@ -57,7 +58,10 @@ def ratios(results: list) -> list[str]:
             if name == "chatd" or not mine or not theirs:
                 continue
             ratio = mine / theirs if more_is_better else theirs / mine
-            parts.append(f"{ratio:.2f}x {name}")
+            cost = other.get("server_us_per_delivery"), chatd.get("server_us_per_delivery")
+            parts.append(f"{ratio:.2f}x {name}" + (
+                f" (server CPU per delivery: {cost[0] / cost[1]:.2f}x less)"
+                if all(cost) else ""))
         if parts:
             what = "deliveries/s" if more_is_better else key.replace("_ms", " latency") \
                 + " (their/ours)"
@@ -94,7 +98,9 @@ def format_table(report: dict) -> str:
         f"chatd ran with {report['chatd_flags']}. "
         + (f"Server pinned to CPU {pinned['server_cpu']}, generator to CPU "
            f"{pinned['generator_cpu']} (taskset)." if pinned else "No CPU pinning.")
-        + f" gen/srv CPU: share of one core. {settings['procs']} generator process(es).",
+        + " gen/srv CPU: share of one core over the measured window; srv µs/deliv: server "
+        "CPU time per delivery, which holds even when the generator set the pace. "
+        f"{settings['procs']} generator process(es).",
         f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}, "
         f"Python {machine['python']}.",
     ]

@@ -50,6 +50,9 @@ class Worker:
         self.last_data_at = 0.0
         self.measuring = False
         self.window_start = self.window_end = 0.0
+        self.stop_at = 0.0            # when the senders stop; set by timed_run
+        self.send_times: dict = {}    # sender -> due times of its unacknowledged messages
+        self.top_up = None            # the closed loop's refill, called on acknowledgements
 
     # ------------------------------------------------------------- setup
 
@@ -170,8 +173,8 @@ class Worker:
         measure_at = start_at + spec["warmup"]
         stop_at = measure_at + spec["duration"]
         drain_until = stop_at + DRAIN_SECONDS
-        self.wait_until(start_at)
         self.stop_at = stop_at
+        self.wait_until(start_at)
         next_progress = start_at + PROGRESS_SECONDS
         window_counts = window_cpu = None
         started_counts = (0, 0)
@@ -249,14 +252,12 @@ class Worker:
             self.send(client)
 
         def send_due(now):
-            if not self.started:
-                self.started = True
+            if self.top_up is None:  # the first turn: every sender fills its window
+                self.top_up = top_up
                 for client in self.senders:
                     top_up(client, now)
             return now + 0.1
 
-        self.started = False
-        self.top_up = top_up
         return self.timed_run(start_at, send_due)
 
     def run_rate(self, start_at: float) -> dict:
@@ -268,7 +269,6 @@ class Worker:
         # Senders are spread evenly over one interval so sends interleave.
         due = {client: start_at + interval * client.sender / spec["senders_total"]
                for client in self.senders}
-        self.top_up = None
 
         def send_due(now):
             wake = now + 0.1
@@ -288,7 +288,7 @@ class Worker:
         return self.timed_run(start_at, send_due)
 
     def on_ack(self, client) -> None:
-        times = self.send_times.get(client) if hasattr(self, "send_times") else None
+        times = self.send_times.get(client)
         if times is None:
             return
         now = time.monotonic()
