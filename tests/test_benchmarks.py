@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import framing
-from benchmarks.loadgen.clients import Chat1Client, message_text
+from benchmarks.loadgen.clients import ROOM_STREAM, Chat1Client, message_text
 from benchmarks.loadgen.delivery import DeliveryCheck
 from benchmarks.loadgen.histogram import LogHistogram
 from support import REPO
@@ -87,7 +87,7 @@ def test_fast_scan_sees_a_swap_whatever_the_read_boundaries():
         client = Chat1Client(None, "r0", None, LogHistogram())
         for start in range(0, len(stream), step):
             client.feed(stream[start:start + step])
-        check = client.checks["room"]
+        check = client.checks[ROOM_STREAM]
         assert (client.delivered, check.unique, check.reorders, check.duplicates) == (6, 6, 1, 0)
         assert client.bad_frames == 0 and client.pending == b""
 

@@ -5,12 +5,16 @@ subset of Redis pub/sub (SUBSCRIBE, PUBLISH, PING).  Both take whatever one
 recv() returned and keep counts: messages delivered, the sender's own
 messages acknowledged, and the delivery check of every message number.
 
-The receive path is built so the generator is not the bottleneck: frame
-headers are walked in a tight loop, the message numbers of a whole read are
-pulled out by one regular-expression scan and compared with the expected
-run in one list comparison, and only the first frame of one read in 32 is fully decoded
-(to check the scan against the real decoder and to sample latency).  Any
-read that is not all `msg` frames is decoded frame by frame instead.
+The chat/1 receive path keeps the generator's cost per message low: frame
+headers are walked in a tight loop, the `id`s of a whole read are pulled
+out by one regular-expression scan and compared with the expected run in
+one list comparison, and only the first frame of one read in 32 is fully
+decoded (to hold the scan to the real decoder and to sample latency).  A
+read that is not all `msg` frames is decoded frame by frame instead.  The
+RESP path checks each push in a Python loop, so it costs more per message.
+It is still Python: about 0.5 µs per message, which on two cores makes the
+generator, not the server, the limit of a fan-out run; the report prints
+the generator's CPU so that shows.
 """
 
 import re

@@ -60,7 +60,7 @@ def ratios(results: list) -> list[str]:
             ratio = mine / theirs if more_is_better else theirs / mine
             cost = other.get("server_us_per_delivery"), chatd.get("server_us_per_delivery")
             parts.append(f"{ratio:.2f}x {name}" + (
-                f" (server CPU per delivery: {cost[0] / cost[1]:.2f}x less)"
+                f" (its server CPU per delivery / chatd's: {cost[0] / cost[1]:.2f})"
                 if all(cost) else ""))
         if parts:
             what = "deliveries/s" if more_is_better else key.replace("_ms", " latency") \

@@ -11,7 +11,7 @@ import socket
 import time
 from collections import deque
 
-from .clients import Chat1Client, RespClient, message_text
+from .clients import ROOM_STREAM, Chat1Client, RespClient, message_text
 from .histogram import LogHistogram
 
 # Handshakes left unanswered at once per process, so a connect storm stays
@@ -216,7 +216,7 @@ class Worker:
     def result(self, window_counts, window_cpu, drained: bool) -> dict:
         accepted: dict = {}
         for client in self.senders:
-            key = "room" if self.spec["dialect"] == "chat1" else b"%04d" % client.sender
+            key = ROOM_STREAM if self.spec["dialect"] == "chat1" else b"%04d" % client.sender
             accepted[key] = accepted.get(key, 0) + client.acked
         members = self.receivers + (self.senders if self.spec["dialect"] == "chat1" else [])
         unique = duplicates = reorders = 0
