@@ -166,3 +166,29 @@ def welcomed_soon(server_address, name: str) -> dict:
 
 def backoffs(server: ServerProcess) -> int:
     return sum("accept failed" in line for line in list(server.lines))
+
+
+def test_a_signal_while_accepts_are_paused_still_shuts_down_cleanly():
+    with ServerProcess(preexec_fn=limit_open_files(64, 64)) as server:
+        with ChatClient(address(server), "alice") as alice:
+            crowd = []
+            try:
+                for _ in range(60):
+                    crowd.append(ChatClient(address(server)))
+                server.wait_for_log(r"accept failed \(Too many open files\); pausing")
+                # The listener is out of the selector for most of each back-off.
+                server.process.send_signal(signal.SIGTERM)
+                server.wait_for_log(r"SIGTERM: closing")
+            finally:
+                for client in crowd:
+                    client.close()
+            assert alice.next_of("bye") == {"type": "bye", "reason": "shutdown"}
+        assert server.process.wait(10) == 0
+
+
+def test_it_serves_on_ipv6_loopback():
+    with ServerProcess("--host", "::1") as server:
+        assert server.host == "::1"
+        with ChatClient(address(server), "alice") as alice:
+            assert alice.welcome["name"] == "alice"
+        assert server.stop() == 0
