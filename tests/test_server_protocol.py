@@ -389,6 +389,15 @@ def test_bad_payloads_are_bad_message_and_the_connection_stays(payload):
         expect(alice, type="msg", text="still here")
 
 
+def test_a_lone_surrogate_in_a_text_or_name_member_is_bad_text_or_bad_name():
+    with serve() as server, ChatClient(server.address) as client:
+        client.send_raw(framing.frame(b'{"type":"hello","name":"a\\ud800","ref":1}'))
+        expect(client, type="error", code="bad_name", ref=1)
+        client.hello("alice")
+        client.send_raw(framing.frame(b'{"type":"say","text":"a\\udc00b","ref":2}'))
+        expect(client, type="error", code="bad_text", ref=2)
+
+
 def test_nesting_of_exactly_32_levels_is_accepted():
     with serve() as server, ChatClient(server.address, "alice") as alice:
         data = b"[" * 31 + b"]" * 31  # the object is level 1
