@@ -20,6 +20,8 @@ the generator's CPU so that shows.
 import re
 import struct
 import time
+from itertools import groupby
+from operator import itemgetter
 
 import framing
 from framing import EVENTS
@@ -176,6 +178,7 @@ class Chat1Client(LoadClient):
 _CHANNEL = b"lobby"
 _PUSH_START = b"*3\r\n$7\r\nmessage\r\n$5\r\nlobby\r\n$"
 _PUSH_PAYLOAD = re.compile(rb"\$\d+\r\n(\d+):(\d+):")
+_sender_of, _number_of = itemgetter(0), itemgetter(1)
 
 
 def resp_command(*words: bytes) -> bytes:
@@ -267,32 +270,32 @@ class RespClient(LoadClient):
         self.pending = buffer[position:] if position < available else b""
 
     def _pushes(self, buffer: bytes, position: int, first_end: int) -> int:
-        """Walk the run of pushes starting at `position`; return where it stops."""
-        available, prefix, skip = len(buffer), _PUSH_START, len(_PUSH_START)
-        start, end = position, first_end
-        count = 0
-        while True:
+        """Walk the run of pushes starting at `position`; return where it stops.
+
+        Pushes of one payload size share their header bytes, so the walk
+        only compares headers; a push of another size ends the run and the
+        caller carries on from there.  Each sender's numbers are checked as
+        one run: a stable sort by sender keeps each sender's arrival order.
+        """
+        available, skip = len(buffer), len(_PUSH_START)
+        payload_start = buffer.find(b"\r\n", position + skip) + 2
+        header, size = buffer[position:payload_start], first_end - position
+        start, count = position, 1
+        position = first_end
+        while buffer.startswith(header, position) and position + size <= available:
+            position += size
             count += 1
-            position = end
-            if not buffer.startswith(prefix, position):
-                break
-            line_end = buffer.find(b"\r\n", position + skip)
-            if line_end < 0:
-                break
-            end = line_end + 2 + int(buffer[position + skip:line_end]) + 2
-            if end > available:
-                break
         numbers = _PUSH_PAYLOAD.findall(buffer, start, position)
         if len(numbers) != count:
-            self.bad_frames += count - len(numbers)
+            self.bad_frames += abs(count - len(numbers))
+        numbers.sort(key=_sender_of)
         checks = self.checks
-        for sender, seq in numbers:
+        for sender, run in groupby(numbers, _sender_of):
             check = checks.get(sender)
             if check is None:
                 check = checks[sender] = DeliveryCheck(1)
-            check.add(int(seq))
+            check.add_run(list(map(int, map(_number_of, run))))
         self.delivered += count
-        payload_start = buffer.find(b"\r\n", start + skip) + 2
         try:
             self.latency_sample.record(
                 time.monotonic() - intended_time(buffer[payload_start:first_end - 2]))
