@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import framing
-from benchmarks.loadgen.clients import ROOM_STREAM, Chat1Client, message_text
+from benchmarks.loadgen.clients import (ROOM_STREAM, Chat1Client, RespClient, message_text,
+                                        resp_command)
 from benchmarks.loadgen.delivery import DeliveryCheck
 from benchmarks.loadgen.histogram import LogHistogram
 from support import REPO
@@ -98,6 +99,22 @@ def test_sender_counts_its_own_echoes_as_acknowledgements():
                             "id": 3, "ts": 1.0})
     client.feed(msg_stream([1, 2]) + other)
     assert (client.acked, client.delivered) == (2, 3)
+
+
+def test_resp_scan_checks_each_sender_in_its_own_order():
+    def push(sender: int, number: int) -> bytes:
+        # What Redis sends a subscriber: an array of "message", the channel, the payload.
+        return resp_command(b"message", b"lobby", message_text(sender, number, 1.0, 64).encode())
+
+    stream = push(1, 1) + push(2, 1) + push(1, 3) + push(1, 2) + push(2, 2) + push(2, 2)
+    for step in (1, 50, len(stream)):
+        client = RespClient(None, "r0", None, LogHistogram())
+        for start in range(0, len(stream), step):
+            client.feed(stream[start:start + step])
+        counts = {sender: (check.unique, check.reorders, check.duplicates)
+                  for sender, check in client.checks.items()}
+        assert counts == {b"0001": (3, 1, 0), b"0002": (2, 0, 1)}
+        assert client.delivered == 6 and client.bad_frames == 0
 
 
 def test_histogram_percentiles_within_two_percent():
