@@ -40,13 +40,16 @@ _HISTORY_OVERHEAD = 1024
 class Client:
     """One connection's chat state; `conn` belongs to the shell."""
 
-    __slots__ = ("name", "key", "token", "rooms", "bad_messages", "allowance",
-                 "refilled_at", "ended", "bye_ref", "conn")
+    __slots__ = ("name", "key", "token", "identity", "rooms", "bad_messages",
+                 "allowance", "refilled_at", "ended", "bye_ref", "conn")
 
     def __init__(self, burst: float, now: float):
         self.name: str | None = None  # set by welcome
         self.key: str | None = None   # casefolded name, the registry key
         self.token: str | None = None
+        # Who this user is for private history: kept across nick and a token
+        # reclaim, new for anyone who takes a freed name.
+        self.identity: int | None = None
         self.rooms: dict[str, Room] = {}
         self.bad_messages = 0
         self.allowance = burst        # token bucket for the rate limit
@@ -66,9 +69,13 @@ class Room:
         self.history = history
 
 
-def _pair_key(a: str, b: str) -> tuple[str, str]:
-    """The key of the private conversation between two casefolded names."""
-    return (a, b) if a <= b else (b, a)
+def _pair_key(a: Client, b: Client) -> tuple[int, int]:
+    """The key of the private conversation between two users.
+
+    Keyed by identity, not name: whoever takes a freed name must not read
+    its previous holder's private messages, and a `nick` keeps the pair.
+    """
+    return (a.identity, b.identity) if a.identity <= b.identity else (b.identity, a.identity)
 
 
 class ChatCore:
@@ -84,6 +91,7 @@ class ChatCore:
         self.rooms: dict[str, Room] = {}
         self.retired_rooms = RetainedHistories(config.retained_rooms, config.history)
         self.conversations = RetainedHistories(config.max_conversations, config.history)
+        self._identities = itertools.count(1)
         self.outbox: list[tuple[tuple | dict, bytes]] = []
         self.closing: list[tuple[Client, str]] = []
         self.lobby = self._open_room(LOBBY)
@@ -278,6 +286,9 @@ class ChatCore:
                 self._error(client, "name_taken", f"{name!r} is taken", ref)
                 return
             self._close(holder, "replaced")
+            client.identity = holder.identity
+        else:
+            client.identity = next(self._identities)
         client.name, client.key = name, key
         client.token = secrets.token_urlsafe(24)
         self.users[key] = client
@@ -309,7 +320,7 @@ class ChatCore:
         if recipient is None:
             self._error(client, "no_such_user", f"no user {message['to']!r}", ref)
             return
-        history = self.conversations.get_or_new(_pair_key(client.key, recipient.key))
+        history = self.conversations.get_or_new(_pair_key(client, recipient))
         recipients = (recipient,) if recipient is client else (recipient, client)
         self._post(client, history, recipients,
                    {"type": "msg", "to": recipient.name, "from": client.name,
@@ -387,7 +398,11 @@ class ChatCore:
                 return
             history, envelope = room.history, {"type": "history", "room": room.name}
         else:
-            history = self.conversations.get(_pair_key(client.key, message["with"].lower()))
+            peer = self.users.get(message["with"].lower())
+            if peer is None:
+                self._error(client, "no_such_user", f"no user {message['with']!r}", ref)
+                return
+            history = self.conversations.get(_pair_key(client, peer))
             envelope = {"type": "history", "with": message["with"]}
         limit = min(message.get("limit", DEFAULT_HISTORY_LIMIT), self.config.history)
         payloads = history.select(message.get("since"), limit) if history else []

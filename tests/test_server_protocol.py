@@ -296,6 +296,37 @@ def test_history_of_a_room_with_since_limit_and_paging():
         expect(alice, type="error", code="bad_message")
 
 
+def test_private_history_follows_the_user_not_the_name():
+    with serve() as server, ChatClient(server.address, "alice") as alice:
+        with ChatClient(server.address, "bob") as bob:
+            alice.send({"type": "dm", "to": "bob", "text": "for bob only"})
+            expect(bob, type="msg", id=1)
+            bob.send({"type": "nick", "name": "robert"})
+            expect(bob, type="renamed")
+            alice.send({"type": "dm", "to": "robert", "text": "still you"})
+            assert expect(bob, type="msg")["id"] == 2  # the pair survives a nick
+            bob.send({"type": "quit"})
+            expect(bob, type="bye")
+        # Whoever takes the freed name meets a new, empty conversation.
+        with ChatClient(server.address, "robert") as impostor:
+            impostor.send({"type": "history", "with": "alice"})
+            assert expect(impostor, type="history")["messages"] == []
+            impostor.send({"type": "dm", "to": "alice", "text": "hi"})
+            assert expect(impostor, type="msg")["id"] == 1
+
+
+def test_a_token_reclaim_keeps_the_private_history():
+    with serve() as server, ChatClient(server.address, "alice") as alice, \
+            ChatClient(server.address, "bob") as bob:
+        alice.send({"type": "dm", "to": "bob", "text": "before the drop"})
+        expect(bob, type="msg", id=1)
+        with ChatClient(server.address) as again:
+            again.hello("bob", token=bob.welcome["token"])
+            again.send({"type": "history", "with": "alice"})
+            assert [m["text"] for m in expect(again, type="history")["messages"]] == [
+                "before the drop"]
+
+
 def test_history_with_a_user_returns_the_private_pair_and_only_to_members():
     with serve(history=3) as server, ChatClient(server.address, "alice") as alice, \
             ChatClient(server.address, "bob") as bob:
@@ -308,7 +339,7 @@ def test_history_with_a_user_returns_the_private_pair_and_only_to_members():
         assert answer["with"] == "ALICE" and answer["ref"] == 2
         assert [m["text"] for m in answer["messages"]] == ["d3", "d4", "d5"]  # ring of 3
         bob.send({"type": "history", "with": "carol"})
-        assert expect(bob, type="history", **{"with": "carol"})["messages"] == []
+        expect(bob, type="error", code="no_such_user")
         bob.send({"type": "join", "room": "dev"})
         alice.send({"type": "history", "room": "dev", "ref": 1})
         expect(alice, type="error", code="not_in_room", ref=1)
