@@ -68,6 +68,11 @@ class OutputQueue:
             done += 1
         del chunks[:done]
 
+    def clear(self) -> None:
+        """Forget everything queued (the connection is gone)."""
+        self.chunks.clear()
+        self.size = 0
+
     def drop_unsent(self) -> int:
         """Forget every frame not yet started; return the bytes dropped.
 
@@ -75,8 +80,7 @@ class OutputQueue:
         """
         keep = self.chunks[0] if self.chunks and type(self.chunks[0]) is memoryview else None
         dropped = self.size - (len(keep) if keep is not None else 0)
-        self.chunks.clear()
-        self.size = 0
+        self.clear()
         if keep is not None:
             self.append(keep)
         return dropped

@@ -422,6 +422,9 @@ class Server:
         del self.connections[conn.sock.fileno()]
         conn.sock.close()
         conn.client.conn = None
+        # Its timers keep the connection until they fall due or are purged:
+        # its unsent output (up to the hard limit) is freed now instead.
+        conn.output.clear()
 
     def _close_everything(self) -> None:
         for conn in list(self.connections.values()):

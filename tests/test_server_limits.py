@@ -189,6 +189,22 @@ def test_a_client_that_never_reads_is_cut_off_too_slow_and_the_others_go_on(limi
         assert bob.next_of("users")["names"] == ["alice", "bob"]
 
 
+def test_a_reset_connection_frees_its_queued_output_at_once():
+    # A generous hard limit, so the backlog stays queued until the reset.
+    with serve(output_hard_limit=64 << 20) as server, \
+            ChatClient(server.address, "alice") as alice:
+        slow = slow_client(server, "slow")
+        slow_conn = connection_of(server, "slow")
+        push_until(server, alice, [], lambda: slow_conn.output.size > (512 << 10))
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        slow.close()
+        alice.send({"type": "say", "text": "the server notices the reset"})
+        wait_until(lambda: slow_conn.sock.fileno() == -1, what="the reset seen")
+        wait_until(lambda: not slow_conn.output.chunks, what="its queue freed")
+        # ... while its idle timer still holds the Connection object.
+        assert any(timer[3] is slow_conn for timer in tuple(server._timers))
+
+
 def test_frames_bigger_than_the_per_turn_write_budget_arrive_whole():
     with serve(write_per_turn=512) as server, ChatClient(server.address, "alice") as alice:
         texts = [str(i) * 4000 for i in range(10)]
