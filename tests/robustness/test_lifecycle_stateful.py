@@ -43,14 +43,19 @@ class Lifecycle(RuleBasedStateMachine):
         self.first_id[peer] = len(self.texts) + 1
 
     @precondition(lambda self: self._members(reading=True))
-    @rule(data=st.data(), size=st.integers(1, 3_990))  # plus the id prefix: <= 4,000
-    def send(self, data, size):
+    @rule(data=st.data(), count=st.sampled_from([1, 1, 2, 10, 400]),
+          size=st.integers(1, 3_990))  # plus the id prefix: <= 4,000
+    def send(self, data, count, size):
+        """`count` lines at once: 400 of the largest fill the kernel's buffers
+        towards a stalled reader, so the server has to queue."""
         peer = data.draw(st.sampled_from(self._members(reading=True)))
-        text = f"{len(self.texts) + 1}:" + "x" * size
-        self.crowd.send(peer, {"type": "say", "room": self.room, "text": text})
+        texts = [f"{len(self.texts) + 1 + index}:" + "x" * size for index in range(count)]
+        for text in texts:
+            self.crowd.send(peer, {"type": "say", "room": self.room, "text": text})
         # The echo is the acceptance: wait for it so the model's ids are exact.
-        self.crowd.run_until(lambda: peer.has("msg", text=text), 5, "the echo")
-        self.texts[len(self.texts) + 1] = text
+        self.crowd.run_until(lambda: peer.has("msg", text=texts[-1]), 10, "the echoes")
+        for text in texts:
+            self.texts[len(self.texts) + 1] = text
 
     @precondition(lambda self: self._members())
     @rule(data=st.data(), abrupt=st.booleans())
@@ -94,7 +99,10 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 def test_connection_lifecycle_in_random_order_loses_nothing():
-    with ServerProcess("--rate-limit", "0") as server:
+    # Output limits far above what an example queues: a stalled reader is
+    # served late, never cut off, so the model stays exact.
+    with ServerProcess("--rate-limit", "0", "--output-hard-limit", str(256 << 20),
+                       "--output-soft-limit", str(256 << 20)) as server:
         Lifecycle.server = server
         # Each example is up to 50 steps of real round trips: 25 examples
         # keep this test to seconds even under CI's 200-example profile.

@@ -94,10 +94,19 @@ def test_a_client_that_never_reads_is_cut_off_at_the_limit_and_the_rest_chat_on(
         assert_healthy(server)
 
 
-def test_a_tiny_receive_window_gets_a_megabyte_exact_and_in_order():
-    # Limits above the test's megabyte: the slow reader must be served, not cut.
-    with ServerProcess("--rate-limit", "0", "--output-hard-limit", str(8 * MIB),
-                       "--output-soft-limit", str(8 * MIB)) as server, \
+def _kernel_send_buffer_max() -> int:
+    """The most a socket's send buffer can grow to (tcp_wmem's maximum)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as limits:
+        return int(limits.read().split()[2])
+
+
+def test_a_tiny_receive_window_is_served_megabytes_exact_and_in_order():
+    # The kernel's buffers hold the first few MiB; a megabyte beyond them
+    # must wait in the server's queue and leave it in partial sends.
+    volume = _kernel_send_buffer_max() + MIB
+    limit = str(2 * volume)   # served, not cut off as too slow
+    with ServerProcess("--rate-limit", "0", "--output-hard-limit", limit,
+                       "--output-soft-limit", limit) as server, \
             Crowd((server.host, server.port)) as crowd:
         sender, = crowd.open(["sender"])
         reader, = crowd.open(["reader"], rcvbuf=4096)
@@ -107,8 +116,8 @@ def test_a_tiny_receive_window_gets_a_megabyte_exact_and_in_order():
             "users", room="bulk"), 5, "both in the bulk room")
         crowd.pause(reader)
         # Accepted (echoed to the sender) means queued for the paused reader too.
-        sent = _flood(crowd, sender, "bulk", MIB // TEXT_CHARS + 1, lambda: False)
-        assert sum(len(text) for text in sent) >= MIB
+        sent = _flood(crowd, sender, "bulk", volume // TEXT_CHARS + 1, lambda: False)
+        assert sum(len(text) for text in sent) >= volume
         crowd.pause(reader, False)
         crowd.run_until(lambda: len(_room_lines(reader, "bulk")) >= len(sent), 20,
                         "the reader catching up")
