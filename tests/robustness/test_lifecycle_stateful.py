@@ -7,7 +7,8 @@ import itertools
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (RuleBasedStateMachine, precondition, rule,
+                                 run_state_machine_as_test)
 
 from crowd import Crowd
 from probes import assert_healthy

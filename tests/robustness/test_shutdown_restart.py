@@ -63,6 +63,7 @@ def test_sigterm_under_load_flushes_every_accepted_message_then_bye_and_exits_ze
             crowd.pump(0.005)
         assert server.process.wait(10) == 0
         exited_after = time.monotonic() - signalled_at
+        print(f"\nSIGTERM: exit 0 after {exited_after:.2f}s")
         assert exited_after < 5.0, f"exit took {exited_after:.1f}s"
         for reader in readers:
             got = [m["text"] for m in reader.of_type("msg") if m.get("room") == "bulk"]

@@ -4,6 +4,7 @@ while the well-behaved clients keep chatting undisturbed."""
 
 import time
 
+import framing
 from chatters import Chatters, percentile
 from crowd import Crowd
 from probes import MIB, PeakRss, assert_healthy, cpu_seconds, rss_bytes
@@ -67,7 +68,7 @@ def test_a_client_that_never_reads_is_cut_off_at_the_limit_and_the_rest_chat_on(
             return any("too slow" in line for line in server.lines[-20:])
 
         with PeakRss(server.pid) as memory:
-            # Flood for two seconds at least, so the chatters' latency is
+            # Flood for two seconds (at most 50,000 lines), so the chatters' latency is
             # measured under load, and on until the stuck client is cut.
             began = time.monotonic()
             sent = _flood(crowd, sender, "flood", 50_000,
@@ -87,6 +88,9 @@ def test_a_client_that_never_reads_is_cut_off_at_the_limit_and_the_rest_chat_on(
         assert len(got) < len(sent), "the stuck client was cut off only after it caught up"
 
         latencies = chatters.check()
+        print(f"\nstuck client cut after {len(got)} of {len(sent)} lines; server RSS peak "
+              f"+{(memory.peak - baseline) / MIB:.1f} MiB; chatters' p99 "
+              f"{percentile(latencies, 0.99) * 1000:.1f} ms over {len(latencies)} lines")
         assert percentile(latencies, 0.99) < 0.100, \
             f"chatters' p99 {percentile(latencies, 0.99) * 1000:.0f} ms"
         assert memory.peak < baseline + 20 * MIB, \
@@ -135,8 +139,8 @@ def test_slowloris_clients_are_timed_out_while_newcomers_get_in_at_once():
                        ) as server, \
             Chatters((server.host, server.port)) as chatters, \
             Crowd((server.host, server.port)) as crowd:
-        hello = b'\x00\x00\x00\x1c{"type":"hello","name":"slow"}'
-        say = b'\x00\x00\x00\x1b{"type":"say","text":"hi"}'
+        hello = framing.encode({"type": "hello", "name": "slow"})
+        say = framing.encode({"type": "say", "text": "hi"})
         # Half never finish hello; half are welcomed, then never finish a frame.
         strangers = crowd.open([None] * 100)
         members = crowd.open([f"loris{index}" for index in range(100)])
@@ -159,8 +163,12 @@ def test_slowloris_clients_are_timed_out_while_newcomers_get_in_at_once():
             assert [f for f in peer.frames if f["type"] in ("error", "bye")][-2:] == [
                 {"type": "error", "code": "timeout", "message": peer.frames[-2]["message"]},
                 {"type": "bye", "reason": "timeout"}]
-        assert max(p.eof_at for p in strangers) - started < handshake + 1.5
-        assert max(p.eof_at for p in members) - started < idle + 1.5
+        strangers_out = max(p.eof_at for p in strangers) - started
+        members_out = max(p.eof_at for p in members) - started
+        assert strangers_out < handshake + 1.5
+        assert members_out < idle + 1.5
+        print(f"\nslowloris: strangers dropped by {strangers_out:.2f}s, members by "
+              f"{members_out:.2f}s; slowest newcomer welcome {max(welcome_times) * 1000:.1f} ms")
         assert max(welcome_times) < 0.100, f"welcome took {max(welcome_times) * 1000:.0f} ms"
         chatters.check()
         assert_healthy(server)
@@ -187,6 +195,8 @@ def test_a_frame_then_a_half_close_is_delivered_then_closed_and_the_server_idles
         before, began = cpu_seconds(server.pid), time.monotonic()
         crowd.run_for(1.0)
         used = (cpu_seconds(server.pid) - before) / (time.monotonic() - began)
+        print(f"\nhalf-close: closed after {(leaver.eof_at - closed_at) * 1000:.1f} ms; "
+              f"idle CPU {used:.1%}")
         assert used < 0.05, f"server CPU {used:.0%} while idle"
         assert_healthy(server)
 

@@ -157,6 +157,8 @@ def test_each_hostile_payload_gets_its_error_and_the_chat_goes_on():
             attack()
         chatters.check()
         assert_healthy(server)
+        print(f"\nfuzzing: slowest close after a bad header {slowest_close * 1000:.1f} ms; "
+              f"RSS peak +{(memory.peak - baseline) / MIB:.1f} MiB")
         assert slowest_close < 1.0, f"a bad header took {slowest_close:.2f}s to close"
         assert memory.peak < baseline + 20 * MIB, \
             f"RSS grew from {baseline / MIB:.1f} to {memory.peak / MIB:.1f} MiB"
