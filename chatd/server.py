@@ -254,14 +254,18 @@ class Server:
         # Consecutive broadcasts to one room from this read are queued as one
         # joined chunk: each member then costs one append per read, not one
         # per message.  Only a `say` may join a run, because it cannot change
-        # who is in the room; anything else delivers the run first.
+        # who is in the room; anything else delivers the run first.  A say
+        # that became one broadcast to the room's member set (a dict; chosen
+        # recipients come as a tuple: a ref'd echo, an error) joins the run.
         run_members, run_frames = None, []
         for item in items:
-            if run_frames and (type(item) is not dict or item["type"] != "say"):
+            is_say = type(item) is dict and item["type"] == "say"
+            if run_frames and not is_say:
                 self._queue(run_members, b"".join(run_frames))
                 run_frames = []
             core.receive(client, item)
-            if len(outbox) == 1 and type(outbox[0][0]) is dict and not core.closing:
+            if is_say and len(outbox) == 1 and type(outbox[0][0]) is dict \
+                    and not core.closing:
                 members, data = outbox.pop()
                 if run_frames and members is not run_members:
                     self._queue(run_members, b"".join(run_frames))

@@ -296,6 +296,32 @@ def test_history_of_a_room_with_since_limit_and_paging():
         expect(alice, type="error", code="bad_message")
 
 
+def test_a_mixed_burst_in_one_read_is_served_in_order_to_each_member():
+    with serve() as server, ChatClient(server.address, "alice") as alice, \
+            ChatClient(server.address, "bob") as bob:
+        expect(alice, type="joined", name="bob")
+        burst = [{"type": "say", "text": "A"}, {"type": "say", "text": "B"},
+                 {"type": "join", "room": "dev"}, {"type": "say", "room": "dev", "text": "C"},
+                 {"type": "say", "text": "D"}, {"type": "dm", "to": "bob", "text": "E"},
+                 {"type": "say", "text": "F", "ref": 6}, {"type": "leave", "room": "dev"},
+                 {"type": "say", "room": "dev", "text": "G"}, {"type": "say", "text": "H"},
+                 {"type": "say", "text": "I"}, {"type": "leave", "room": "lobby"}]
+        alice.send_raw(b"".join(map(framing.encode, burst)))
+
+        def seen(client, count):
+            return [(f["type"], f.get("text") or f.get("room") or f.get("code"), f.get("id"))
+                    for f in (client.next() for _ in range(count))]
+        assert seen(alice, 11) == [
+            ("msg", "A", 1), ("msg", "B", 2), ("joined", "dev", None), ("users", "dev", None),
+            ("msg", "C", 1), ("msg", "D", 3), ("msg", "E", 1), ("msg", "F", 4),
+            ("left", "dev", None), ("error", "no_such_room", None), ("msg", "H", 5)]
+        # The run of says before a leave still reaches the leaver.
+        assert seen(alice, 2) == [("msg", "I", 6), ("left", "lobby", None)]
+        assert seen(bob, 8) == [("msg", "A", 1), ("msg", "B", 2), ("msg", "D", 3),
+                                ("msg", "E", 1), ("msg", "F", 4), ("msg", "H", 5),
+                                ("msg", "I", 6), ("left", "lobby", None)]
+
+
 def test_private_history_follows_the_user_not_the_name():
     with serve() as server, ChatClient(server.address, "alice") as alice:
         with ChatClient(server.address, "bob") as bob:
