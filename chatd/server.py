@@ -341,16 +341,21 @@ class Server:
             if conn.state == _CLOSED:
                 continue
             output = conn.output
-            if output.size > config.output_hard_limit and conn.state == _OPEN:
-                self._cut_slow(conn, f"over {config.output_hard_limit} bytes queued")
             if output.size:
+                # Past the soft limit the per-turn cap would be what keeps the
+                # backlog growing (many senders, one reader): offer the kernel
+                # all of it, so only a peer that does not read stays behind.
+                budget = (config.write_per_turn if output.size <= config.output_soft_limit
+                          else output.size)
                 try:
-                    output.send(conn.sock, config.write_per_turn)
+                    output.send(conn.sock, budget)
                 except (BlockingIOError, InterruptedError):
                     pass
                 except OSError:
                     self._force_close(conn, "reset")
                     continue
+            if output.size > config.output_hard_limit and conn.state == _OPEN:
+                self._cut_slow(conn, f"over {config.output_hard_limit} bytes queued")
             if output.size > config.output_soft_limit:
                 if conn.soft_since is None:
                     conn.soft_since = time.monotonic()

@@ -189,6 +189,35 @@ def test_a_client_that_never_reads_is_cut_off_too_slow_and_the_others_go_on(limi
         assert bob.next_of("users")["names"] == ["alice", "bob"]
 
 
+def test_readers_that_keep_reading_are_not_cut_by_many_flooding_senders():
+    # Each turn reads up to 64 KiB from every sender; a reader must be written
+    # more than write_per_turn then, or its queue grows with the sender count.
+    senders_count, per_sender = 4, 3000
+    with serve(output_hard_limit=256 << 10, output_soft_limit=64 << 10) as server:
+        reader = ChatClient(server.address, "reader")
+        senders = [ChatClient(server.address, f"s{i}") for i in range(senders_count)]
+        try:
+            flood = framing.encode({"type": "say", "text": "x" * 200}) * per_sender
+            total = senders_count * per_sender
+
+            def send_and_read_echoes(sender):
+                sender.send_raw(flood)
+                for _ in range(per_sender):
+                    sender.next_of("msg", timeout=30)
+            threads = [threading.Thread(target=send_and_read_echoes, args=(s,), daemon=True)
+                       for s in senders]
+            for thread in threads:
+                thread.start()
+            ids = [reader.next_of("msg", timeout=30)["id"] for _ in range(total)]
+            assert ids == list(range(1, total + 1))
+            for thread in threads:
+                thread.join(30)
+            assert server.disconnects["too_slow"] == 0
+        finally:
+            for client in (reader, *senders):
+                client.close()
+
+
 def test_a_reset_connection_frees_its_queued_output_at_once():
     # A generous hard limit, so the backlog stays queued until the reset.
     with serve(output_hard_limit=64 << 20) as server, \
