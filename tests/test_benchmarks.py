@@ -93,19 +93,121 @@ def test_fast_scan_sees_a_swap_whatever_the_read_boundaries():
         assert client.bad_frames == 0 and client.pending == b""
 
 
+def feed_in_turns(streams: dict, step: int) -> None:
+    """Feed each client its bytes `step` at a time, the clients taking turns."""
+    for start in range(0, max(len(data) for data in streams.values()), step):
+        for client, data in streams.items():
+            if start < len(data):
+                client.feed(memoryview(data)[start:start + step])
+
+
+def room_counts(client) -> tuple:
+    client.settle()
+    check = client.checks[ROOM_STREAM]
+    return client.delivered, check.unique, check.reorders, check.duplicates, check.missing
+
+
+def test_members_on_a_shared_stream_check_it_once_and_count_everything():
+    stream = msg_stream(list(range(1, 41)))
+    for steps in ((1, 7, 64), (500, 3, len(stream)), (len(stream),) * 3):
+        shared = Chat1Client.new_stream()
+        members = [Chat1Client(None, f"r{n}", None, LogHistogram(), shared) for n in range(3)]
+        for member in members:
+            member.feed(b"")  # as after the handshake: joins the (empty) stream
+        for member, step in zip(members, steps):
+            feed_in_turns({member: stream}, step)
+        for member in members:
+            assert member.position is not None, "fell back to checking on its own"
+            assert room_counts(member) == (40, 40, 0, 0, set())
+            assert member.bad_frames == 0 and member.pending == b""
+        assert shared.numbers == list(range(1, 41)) and shared.bad_frames == 0
+
+
+def test_a_member_whose_bytes_differ_from_the_shared_stream_sees_the_fault():
+    good = msg_stream(list(range(1, 13)))
+    faults = {  # ids this member gets -> (delivered, unique, reorders, duplicates, missing)
+        (1, 2, 3, 5, 4, 6, 7, 8, 9, 10, 11, 12): (12, 12, 1, 0, set()),
+        (1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12): (11, 11, 0, 0, {6}),
+        (1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12): (13, 12, 0, 1, set()),
+        (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 12): (13, 12, 0, 1, set()),
+    }
+    for ids, expected in faults.items():
+        bad = msg_stream(list(ids))
+        for step in (1, 5, 131, 400, len(bad)):
+            # Who reads a stretch first: the faulty member, the healthy one (taking
+            # turns), or the healthy one all of it (the faulty member then leaves
+            # the stream mid-frame).
+            for lead in ("faulty", "healthy", "healthy, whole"):
+                shared = Chat1Client.new_stream()
+                healthy = Chat1Client(None, "r0", None, LogHistogram(), shared)
+                faulty = Chat1Client(None, "r1", None, LogHistogram(), shared)
+                for member in (healthy, faulty):
+                    member.feed(b"")
+                if lead == "faulty":
+                    feed_in_turns({faulty: bad, healthy: good}, step)
+                elif lead == "healthy":
+                    feed_in_turns({healthy: good, faulty: bad}, step)
+                else:
+                    healthy.feed(good)
+                    feed_in_turns({faulty: bad}, step)
+                assert room_counts(faulty) == expected, (ids, step, lead)
+                assert room_counts(healthy) == (12, 12, 0, 0, set())
+                assert faulty.bad_frames == healthy.bad_frames == shared.bad_frames == 0
+
+
+def test_the_stream_forgets_what_every_member_read_and_still_counts_right():
+    good = msg_stream(list(range(1, 21)))
+    bad = msg_stream([*range(1, 15), 16, 15, *range(17, 21)])
+    ahead = len(msg_stream(list(range(1, 16)))) + 3  # 3 bytes into the frame of id 16
+    half = len(msg_stream(list(range(1, 11)))) + 7  # 7 bytes into the frame of id 11
+    shared = Chat1Client.new_stream()
+    healthy = Chat1Client(None, "r0", None, LogHistogram(), shared)
+    faulty = Chat1Client(None, "r1", None, LogHistogram(), shared)
+    for member in (healthy, faulty):
+        member.feed(b"")
+    healthy.feed(good[:ahead])
+    faulty.feed(bad[:half])
+    shared.trim(min(shared.frames_before(m.position) for m in (healthy, faulty)))
+    assert (shared.first, shared.numbers[0]) == (10, 11)
+    healthy.feed(good[ahead:])
+    faulty.feed(bad[half:])
+    assert room_counts(healthy) == (20, 20, 0, 0, set())
+    assert room_counts(faulty) == (20, 20, 1, 0, set())
+
+
+def test_a_frame_only_one_member_gets_is_decoded_and_it_rejoins_the_stream():
+    joined = framing.encode({"type": "joined", "room": "lobby", "name": "late"})
+    first, rest = msg_stream([1, 2, 3]), msg_stream(list(range(4, 80)))
+    shared = Chat1Client.new_stream()
+    plain = Chat1Client(None, "r0", None, LogHistogram(), shared)
+    told = Chat1Client(None, "r1", None, LogHistogram(), shared)
+    for member in (plain, told):
+        member.feed(b"")
+    feed_in_turns({plain: first + rest, told: first + joined + rest}, 250)
+    assert [event["type"] for event in told.events] == ["joined"]
+    assert told.position is not None, "never read on the stream again"
+    assert room_counts(told) == room_counts(plain) == (79, 79, 0, 0, set())
+
+
 def test_sender_counts_its_own_echoes_as_acknowledgements():
-    client = Chat1Client(None, "s0", 0, LogHistogram())
     other = framing.encode({"type": "msg", "room": "lobby", "from": "s01", "text": "x",
                             "id": 3, "ts": 1.0})
-    client.feed(msg_stream([1, 2]) + other)
-    assert (client.acked, client.delivered) == (2, 3)
+    stream = msg_stream([1, 2]) + other + msg_stream([4])
+    for shared in (None, Chat1Client.new_stream()):
+        for step in (1, 9, len(stream)):
+            client = Chat1Client(None, "s0", 0, LogHistogram(), shared)
+            client.feed(b"")
+            feed_in_turns({client: stream}, step)
+            assert (client.acked, client.delivered) == (3, 4)
+            shared = shared and Chat1Client.new_stream()
+
+
+def push(sender: int, number: int) -> bytes:
+    # What Redis sends a subscriber: an array of "message", the channel, the payload.
+    return resp_command(b"message", b"lobby", message_text(sender, number, 1.0, 64).encode())
 
 
 def test_resp_scan_checks_each_sender_in_its_own_order():
-    def push(sender: int, number: int) -> bytes:
-        # What Redis sends a subscriber: an array of "message", the channel, the payload.
-        return resp_command(b"message", b"lobby", message_text(sender, number, 1.0, 64).encode())
-
     stream = push(1, 1) + push(2, 1) + push(1, 3) + push(1, 2) + push(2, 2) + push(2, 2)
     for step in (1, 50, len(stream)):
         client = RespClient(None, "r0", None, LogHistogram())
@@ -124,3 +226,24 @@ def test_histogram_percentiles_within_two_percent():
     assert abs(histogram.percentile(0.5) - 5e-3) / 5e-3 < 0.02
     assert abs(histogram.percentile(0.99) - 9.9e-3) / 9.9e-3 < 0.02
     assert histogram.summary()["max_ms"] == 10.0
+
+
+def test_resp_subscribers_on_a_shared_stream_check_each_sender():
+    good = b"".join(push(sender, number) for number in range(1, 6) for sender in (1, 2))
+    bad = b"".join(push(sender, number) for number, sender in
+                   [(1, 1), (1, 2), (2, 1), (3, 1), (2, 2), (3, 2), (3, 2), (5, 1), (4, 2)])
+    for step in (1, 50, 333, len(good)):
+        shared = RespClient.new_stream()
+        members = [RespClient(None, f"r{n}", None, LogHistogram(), shared) for n in range(3)]
+        for member in members:
+            member.feed(b"")
+        feed_in_turns({members[0]: good, members[1]: bad, members[2]: good}, step)
+        counts = []
+        for member in members:
+            member.settle()
+            counts.append({sender: (check.unique, check.reorders, check.duplicates,
+                                    check.missing) for sender, check in member.checks.items()})
+        assert counts[0] == counts[2] == {b"0001": (5, 0, 0, set()), b"0002": (5, 0, 0, set())}
+        assert counts[1] == {b"0001": (4, 0, 0, {4}), b"0002": (4, 0, 1, set())}, step
+        assert [m.delivered for m in members] == [10, 9, 10]
+        assert members[0].position is not None and members[2].position is not None

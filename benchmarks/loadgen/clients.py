@@ -5,16 +5,17 @@ subset of Redis pub/sub (SUBSCRIBE, PUBLISH, PING).  Both take whatever one
 recv() returned and keep counts: messages delivered, the sender's own
 messages acknowledged, and the delivery check of every message number.
 
-The chat/1 receive path keeps the generator's cost per message low: frame
-headers are walked in a tight loop, the `id`s of a whole read are pulled
-out by one regular-expression scan and compared with the expected run in
-one list comparison, and only the first frame of one read in 32 is fully
-decoded (to hold the scan to the real decoder and to sample latency).  A
-read that is not all `msg` frames is decoded frame by frame instead.  The
-RESP path checks each push in a Python loop, so it costs more per message.
-It is still Python: about 0.5 µs per message, which on two cores makes the
-generator, not the server, the limit of a fan-out run; the report prints
-the generator's CPU so that shows.
+A member of the room reads on the process's shared `RoomStream`: what it
+read is compared with the checked stream at its position (one memcmp per
+read), and only the member that reads a stretch first checks its frames
+(see stream.py).  One read in 32 has one frame decoded in full, to hold
+the scan to the real decoder and to sample delivery latency.  A member
+whose bytes differ from the stream, and everything before the room's first
+message (handshake, presence), is checked on its own, frame by frame: the
+chat/1 path walks frame headers, pulls the `id`s of a read out with one
+regular-expression scan and compares them with the expected run in one
+list comparison; a read that is not all `msg` frames is decoded frame by
+frame.
 """
 
 import re
@@ -28,6 +29,7 @@ from framing import EVENTS
 
 from .delivery import DeliveryCheck
 from .histogram import LogHistogram
+from .stream import RoomStream
 
 _unpack_length = struct.Struct(">I").unpack_from
 # `,"` cannot occur inside a JSON string (the quote would be escaped), so in a
@@ -52,13 +54,15 @@ def intended_time(text) -> float:
 
 
 class LoadClient:
-    """Socket, unsent bytes and the counters the scenarios read."""
+    """Socket, unsent bytes, the counters the scenarios read, and the place in the room stream."""
 
     __slots__ = ("sock", "name", "sender", "out", "welcomed", "failed", "events",
-                 "delivered", "acked", "sent", "checks", "bad_frames", "latency_sample",
-                 "pending")
+                 "own_delivered", "acked", "sent", "checks", "bad_frames", "latency_sample",
+                 "pending", "reads", "stream", "position", "aligned_index", "aligned_counts",
+                 "acked_through", "own_marker")
 
-    def __init__(self, sock, name: str, sender: int | None, latency_sample: LogHistogram):
+    def __init__(self, sock, name: str, sender: int | None, latency_sample: LogHistogram,
+                 stream=None):
         self.sock = sock
         self.name = name
         self.sender = sender          # the sender's index, None for a receiver
@@ -66,13 +70,34 @@ class LoadClient:
         self.welcomed = False
         self.failed: str | None = None  # why the handshake failed, if it did
         self.events: list = []        # decoded frames other than msg, for the scenario
-        self.delivered = 0            # msg frames received
+        self.own_delivered = 0        # msg frames received, but those read on the stream
         self.acked = 0                # own messages acknowledged
         self.sent = 0                 # own messages sent
         self.checks: dict[object, DeliveryCheck] = {}
         self.bad_frames = 0           # frames that failed to decode or disagreed with the scan
         self.latency_sample = latency_sample
-        self.pending = b""
+        self.pending = b""            # received bytes of a frame still arriving
+        self.reads = 0
+        # The shared room stream (None: always check on its own), and while this
+        # member reads on it: its position, the frame index and per-key frame
+        # counts where it joined, and the frames its acknowledgements are counted to.
+        self.stream = stream if self.reads_room() else None
+        self.position: int | None = None
+        self.aligned_index = 0
+        self.aligned_counts: dict = {}
+        self.acked_through = 0
+        self.own_marker: bytes | None = None  # bytes only this sender's own messages carry
+
+    def reads_room(self) -> bool:
+        """Whether this connection receives the room's messages."""
+        return True
+
+    @property
+    def delivered(self) -> int:
+        """Messages received."""
+        if self.position is None:
+            return self.own_delivered
+        return self.own_delivered + self.stream.frames_before(self.position) - self.aligned_index
 
     def flush(self) -> bool:
         """Send what the socket takes; True once nothing is left."""
@@ -85,17 +110,143 @@ class LoadClient:
             del out[:sent]
         return not out
 
+    def feed(self, data) -> None:
+        """Take the bytes one recv() returned (any bytes-like object)."""
+        position = self.position
+        if position is None:
+            self.feed_own(bytes(data))
+            self._join_stream()
+            return
+        stream = self.stream
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        log = stream.log
+        offset = position - stream.base
+        size = len(data)
+        known = len(log) - offset
+        if size <= known:
+            if not log.startswith(data, offset):
+                self._leave_stream(data)
+                return
+            self.position = position + size
+        else:
+            if known and not log.startswith(data[:known], offset):
+                self._leave_stream(data)
+                return
+            stop = stream.extend(data, known)
+            if stop is None:
+                self._leave_stream(data)
+                return
+            self.position = position + stop
+            if stop < size:
+                self.pending = bytes(data[stop:])
+        self.reads += 1
+        if self.own_marker is not None:
+            self._count_acks()
+        if not self.reads & SAMPLE_MASK:
+            index = stream.frames_before(position)
+            if index < stream.frames_before(self.position):
+                intended = stream.sample(index)
+                if intended is not None:
+                    self.latency_sample.record(time.monotonic() - intended)
+
+    def feed_own(self, data: bytes) -> None:
+        """Check `data` on this connection's own, frame by frame."""
+        raise NotImplementedError
+
+    def _count_acks(self) -> None:
+        stream = self.stream
+        done = stream.frames_before(self.position)
+        if done > self.acked_through:
+            base = stream.base
+            self.acked += stream.log.count(self.own_marker,
+                                           stream.frame_start(self.acked_through) - base,
+                                           stream.frame_start(done) - base)
+            self.acked_through = done
+
+    def _join_stream(self) -> None:
+        """Read on the shared stream from here on, if it holds where this member is."""
+        stream = self.stream
+        if stream is None:
+            return
+        index = stream.align_index({key: check.expected - 1 for key, check in self.checks.items()
+                                    if check.expected > 1})
+        if index is None:
+            return
+        self.position = stream.frame_start(index)
+        self.aligned_index = self.acked_through = index
+        self.aligned_counts = stream.state_at(index)[1]
+        pending, self.pending = self.pending, b""
+        if pending:
+            self.feed(pending)
+
+    def settle(self) -> None:
+        """Bring the delivery checks up to date with what was read on the stream."""
+        if self.position is not None:
+            self._settle(self.stream.frames_before(self.position))
+
+    def _settle(self, index: int) -> None:
+        last, counts = self.stream.state_at(index)
+        for key, number in last.items():
+            check = self.checks.get(key)
+            if check is None:
+                check = self.checks[key] = DeliveryCheck(1)
+            check.advance(number, counts[key] - self.aligned_counts.get(key, 0))
+        self.own_delivered += index - self.aligned_index
+        self.aligned_index, self.aligned_counts = index, counts
+
+    def _leave_stream(self, data) -> None:
+        """Bytes that differ from the stream: check on our own from the frame they are in."""
+        stream = self.stream
+        index = stream.frames_before(self.position)
+        self._settle(index)
+        start = stream.frame_start(index) - stream.base
+        partial = bytes(stream.log[start:self.position - stream.base])
+        self.position = None
+        self.pending = b""
+        self.feed_own(partial + bytes(data))
+
+
+def scan_msgs(chunk: bytes):
+    """The complete chat/1 frames of `chunk`: (ends, keys, ids), or None if one is not a msg."""
+    ends = []
+    position, available = 0, len(chunk)
+    while available - position >= 4:
+        end = position + 4 + _unpack_length(chunk, position)[0]
+        if end > available:
+            break
+        if not chunk.startswith(_MSG_START, position + 4):
+            return None
+        ends.append(end)
+        position = end
+    ids = list(map(int, _MSG_ID.findall(chunk, 0, position)))
+    if len(ids) != len(ends):
+        return None
+    return ends, [ROOM_STREAM] * len(ends), ids
+
+
+def decode_msg(frame: bytes) -> tuple:
+    """(stream key, id, intended send time) of one whole chat/1 `msg` frame."""
+    message = framing.parse_payload(frame[4:], EVENTS)
+    if message["type"] != "msg":
+        raise ValueError(f"a {message['type']} frame, not msg")
+    return ROOM_STREAM, message["id"], intended_time(message["text"])
+
 
 class Chat1Client(LoadClient):
     """A chat/1 member; a sender's own `msg` echo is its acknowledgement."""
 
-    __slots__ = ("own_marker", "reads")
+    __slots__ = ()
 
-    def __init__(self, sock, name, sender, latency_sample):
-        super().__init__(sock, name, sender, latency_sample)
+    def __init__(self, sock, name, sender, latency_sample, stream=None):
+        super().__init__(sock, name, sender, latency_sample, stream)
         self.own_marker = f',"from":"{name}",'.encode() if sender is not None else None
         self.checks[ROOM_STREAM] = DeliveryCheck(1)
-        self.reads = 0
+
+    @staticmethod
+    def new_stream() -> RoomStream:
+        return RoomStream(scan_msgs, decode_msg)
 
     def hello(self) -> None:
         self.out += framing.encode({"type": "hello", "name": self.name})
@@ -107,7 +258,7 @@ class Chat1Client(LoadClient):
     def ping(self, data: int) -> None:
         self.out += framing.encode({"type": "ping", "data": data})
 
-    def feed(self, data: bytes) -> None:
+    def feed_own(self, data: bytes) -> None:
         buffer = self.pending + data if self.pending else data
         position, available, frames = 0, len(buffer), 0
         while available - position >= 4:
@@ -123,7 +274,7 @@ class Chat1Client(LoadClient):
             ids = list(map(int, _MSG_ID.findall(buffer, 0, position)))
             if len(ids) == frames:
                 self.checks[ROOM_STREAM].add_run(ids)
-                self.delivered += frames
+                self.own_delivered += frames
                 if self.own_marker is not None:
                     self.acked += buffer.count(self.own_marker, 0, position)
                 self.reads += 1
@@ -169,7 +320,7 @@ class Chat1Client(LoadClient):
                 self.events.append(message)
                 continue
             check.add(message["id"])
-            self.delivered += 1
+            self.own_delivered += 1
             if message["from"] == self.name:
                 self.acked += 1
 
@@ -218,6 +369,39 @@ def parse_resp(buffer: bytes, position: int):
     raise ValueError(f"not RESP: {buffer[position:position + 20]!r}")
 
 
+def scan_pushes(chunk: bytes):
+    """The complete pushes of `chunk`: (ends, sender keys, numbers), or None if one is not a push."""
+    ends = []
+    position, available, skip = 0, len(chunk), len(_PUSH_START)
+    while position < available:
+        if not chunk.startswith(_PUSH_START, position):
+            if _PUSH_START.startswith(chunk[position:]):
+                break  # the header itself is still arriving
+            return None
+        line_end = chunk.find(b"\r\n", position + skip)
+        if line_end < 0:
+            break
+        end = line_end + 2 + int(chunk[position + skip:line_end]) + 2
+        if end > available:
+            break
+        ends.append(end)
+        position = end
+    found = _PUSH_PAYLOAD.findall(chunk, 0, position)
+    if len(found) != len(ends):
+        return None
+    return ends, list(map(_sender_of, found)), list(map(int, map(_number_of, found)))
+
+
+def decode_push(frame: bytes) -> tuple:
+    """(sender key, number, intended send time) of one whole push."""
+    parsed = parse_resp(frame, 0)
+    if parsed is None or parsed[1] != len(frame) or type(parsed[0]) is not list \
+            or parsed[0][:2] != [b"message", _CHANNEL]:
+        raise ValueError(f"not a push: {frame[:40]!r}")
+    sender, number, _ = parsed[0][2].split(b":", 2)
+    return sender, int(number), intended_time(parsed[0][2])
+
+
 class RespClient(LoadClient):
     """A Redis pub/sub client: receivers SUBSCRIBE, senders PUBLISH.
 
@@ -228,6 +412,13 @@ class RespClient(LoadClient):
     """
 
     __slots__ = ()
+
+    def reads_room(self) -> bool:
+        return self.sender is None
+
+    @staticmethod
+    def new_stream() -> RoomStream:
+        return RoomStream(scan_pushes, decode_push)
 
     def hello(self) -> None:
         self.out += resp_command(b"SUBSCRIBE", _CHANNEL) if self.sender is None \
@@ -240,7 +431,7 @@ class RespClient(LoadClient):
     def ping(self, data: int) -> None:
         self.out += resp_command(b"PING", b"%d" % data)
 
-    def feed(self, data: bytes) -> None:
+    def feed_own(self, data: bytes) -> None:
         buffer = self.pending + data if self.pending else data
         available = len(buffer)
         position = 0
@@ -295,7 +486,7 @@ class RespClient(LoadClient):
             if check is None:
                 check = checks[sender] = DeliveryCheck(1)
             check.add_run(list(map(int, map(_number_of, run))))
-        self.delivered += count
+        self.own_delivered += count
         try:
             self.latency_sample.record(
                 time.monotonic() - intended_time(buffer[payload_start:first_end - 2]))

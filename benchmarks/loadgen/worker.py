@@ -17,9 +17,9 @@ from .histogram import LogHistogram
 # Handshakes left unanswered at once per process, so a connect storm stays
 # within the server's listen backlog.
 CONNECT_AHEAD = 256
-# 64 KiB: a bigger recv() buffer is past glibc's mmap threshold and costs an
-# mmap and munmap per call (12 µs against 1.4 µs here).
-RECV_SIZE = 64 * 1024
+# Reads go into one preallocated buffer (recv() of a new 256 KiB bytes object
+# cost an mmap and munmap per call), so a read may be as big as the socket holds.
+RECV_SIZE = 1024 * 1024
 # After the senders stop: the run is over once no byte came for this long...
 QUIET_SECONDS = 0.5
 # ...or after this long at most; what has not arrived by then is lost.
@@ -43,6 +43,9 @@ class Worker:
         self.by_fd: dict = {}
         self.sender_fds: set = set()
         self.client_class = Chat1Client if spec["dialect"] == "chat1" else RespClient
+        self.stream = self.client_class.new_stream()
+        self.recv_buffer = bytearray(RECV_SIZE)
+        self.recv_view = memoryview(self.recv_buffer)  # never resized, so never released
         self.delivery_sample = LogHistogram()
         self.latency = LogHistogram()
         self.receivers: list = []
@@ -73,7 +76,8 @@ class Worker:
         if command != "go":
             return
         result = getattr(self, "run_" + self.spec["scenario"])(start_at)
-        result["bad_frames"] = sum(c.bad_frames for c in self.receivers + self.senders)
+        result["bad_frames"] = sum(c.bad_frames for c in self.receivers + self.senders) \
+            + self.stream.bad_frames
         result["closed_by_server"] = self.closed
         self.pipe.send(("result", result))
 
@@ -87,7 +91,7 @@ class Worker:
             sock = socket.create_connection(spec["address"], timeout=spec["setup_timeout"])
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = self.client_class(sock, name, sender, self.delivery_sample)
+            client = self.client_class(sock, name, sender, self.delivery_sample, self.stream)
             (self.receivers if sender is None else self.senders).append(client)
             self.by_fd[sock.fileno()] = client
             if sender is not None:
@@ -132,6 +136,7 @@ class Worker:
             events = [e for e in events if e[0] in senders] + \
                 [e for e in events if e[0] not in senders]
         by_fd = self.by_fd
+        buffer, view = self.recv_buffer, self.recv_view
         got_data = False
         for fd, mask in events:
             client = by_fd.get(fd)
@@ -139,17 +144,17 @@ class Worker:
                 continue
             if mask & _READABLE:
                 try:
-                    data = client.sock.recv(RECV_SIZE)
+                    size = client.sock.recv_into(buffer)
                 except (BlockingIOError, InterruptedError):
-                    data = None
+                    size = None
                 except OSError:
-                    data = b""
-                if data:
-                    client.feed(data)
+                    size = 0
+                if size:
+                    client.feed(view[:size])
                     got_data = True
                     if client.sender is not None:
                         self.on_ack(client)
-                elif data == b"":
+                elif size == 0:
                     self.closed += 1
                     client.failed = client.failed or "closed by the server"
                     self.writing.discard(client)
@@ -201,6 +206,7 @@ class Worker:
                 self.pipe.send(("progress", {"delivered": delivered, "acked": acked,
                                              "cpu": time.process_time()}))
                 next_progress += PROGRESS_SECONDS
+                self.trim_stream()
             if now >= stop_at:
                 in_flight = sum(c.sent - c.acked for c in self.senders if c.failed is None)
                 if (not in_flight and now - self.last_data_at >= QUIET_SECONDS) \
@@ -213,7 +219,17 @@ class Worker:
                           stop_at) - now)
         return self.result(window_counts, window_cpu, now < drain_until)
 
+    def trim_stream(self) -> None:
+        """Drop the room stream every member reading on it is past."""
+        stream = self.stream
+        indexes = [stream.frames_before(c.position) for c in self.receivers + self.senders
+                   if c.position is not None]
+        if indexes:
+            stream.trim(min(indexes))
+
     def result(self, window_counts, window_cpu, drained: bool) -> dict:
+        for client in self.receivers + self.senders:
+            client.settle()
         accepted: dict = {}
         for client in self.senders:
             key = ROOM_STREAM if self.spec["dialect"] == "chat1" else b"%04d" % client.sender
