@@ -28,7 +28,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.room = f"life{next(_examples)}"   # a fresh room: its ids start at 1
         self.texts: dict[int, str] = {}
         self.first_id: dict = {}               # peer -> first id it must see
-        self.paused: set = set()
+        self.paused: list = []                 # in the order they stalled
         self.names = itertools.count()
 
     def _members(self, reading: bool | None = None) -> list:
@@ -64,21 +64,22 @@ class Lifecycle(RuleBasedStateMachine):
         peer = data.draw(st.sampled_from(self._members()))
         (self.crowd.reset if abrupt else self.crowd.close)(peer)
         del self.first_id[peer]
-        self.paused.discard(peer)
+        if peer in self.paused:
+            self.paused.remove(peer)
 
     @precondition(lambda self: self._members(reading=True))
     @rule(data=st.data())
     def stall(self, data):
         peer = data.draw(st.sampled_from(self._members(reading=True)))
         self.crowd.pause(peer)
-        self.paused.add(peer)
+        self.paused.append(peer)
 
     @precondition(lambda self: self.paused)
     @rule(data=st.data())
     def resume(self, data):
-        peer = data.draw(st.sampled_from(sorted(self.paused, key=id)))
+        peer = data.draw(st.sampled_from(self.paused))
         self.crowd.pause(peer, False)
-        self.paused.discard(peer)
+        self.paused.remove(peer)
 
     def teardown(self):
         try:
