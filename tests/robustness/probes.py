@@ -42,7 +42,7 @@ class PeakRss:
     def __init__(self, pid: int, period: float = 0.02):
         self.pid = pid
         self.period = period
-        self.peak = rss_bytes(pid)
+        self.baseline = self.peak = rss_bytes(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -52,6 +52,15 @@ class PeakRss:
                 self.peak = max(self.peak, rss_bytes(self.pid))
             except (FileNotFoundError, ProcessLookupError):
                 return
+
+    @property
+    def growth(self) -> int:
+        """Bytes the peak so far lies above the RSS at the start."""
+        return self.peak - self.baseline
+
+    def assert_bounded(self, limit: int = 20 * MIB) -> None:
+        assert self.growth < limit, (f"server RSS grew by {self.growth / MIB:.1f} MiB "
+                                     f"(from {self.baseline / MIB:.1f} MiB)")
 
     def __enter__(self):
         self._thread.start()

@@ -9,7 +9,7 @@ import time
 
 from chatters import Chatters
 from crowd import Crowd
-from probes import MIB, assert_healthy, cpu_seconds, open_fds, rss_bytes
+from probes import MIB, PeakRss, assert_healthy, cpu_seconds, open_fds, rss_bytes
 from support import ServerProcess, wait_until
 
 HELD = 10_000
@@ -33,6 +33,9 @@ def test_ten_thousand_connections_are_welcomed_and_still_answered():
         took = time.monotonic() - began
         rss_held = rss_bytes(server.pid)
         assert open_fds(server.pid) >= fds_before + HELD
+        # An idle connection costs a few KiB; 8 KiB each leaves room for the allocator.
+        assert rss_held - rss_before < HELD * 8 * 1024, \
+            f"{(rss_held - rss_before) / HELD / 1024:.1f} KiB per idle connection"
         sample = random.Random(6).sample(peers, 100)
         for index, peer in enumerate(sample):
             crowd.send(peer, {"type": "ping", "ref": index})
@@ -147,7 +150,8 @@ def test_twenty_thousand_connect_disconnect_cycles_leak_nothing():
 
 def test_no_loop_turn_over_50ms_with_500_clients_sending_5_per_second():
     clients, rate, seconds, room_size = 500, 5.0, 4.0, 10
-    with ServerProcess() as server, Crowd((server.host, server.port)) as crowd:
+    with ServerProcess() as server, PeakRss(server.pid) as memory, \
+            Crowd((server.host, server.port)) as crowd:
         peers = crowd.open([f"busy{index}" for index in range(clients)], timeout=30)
         for index, peer in enumerate(peers):
             crowd.send(peer, {"type": "join", "room": f"room{index // room_size}"})
@@ -174,6 +178,7 @@ def test_no_loop_turn_over_50ms_with_500_clients_sending_5_per_second():
             got = [m["id"] for m in peer.frames if m["type"] == "msg"]
             assert got == list(range(1, expected + 1)), f"{peer.name} lost messages"
             assert not peer.of_type("error"), peer.of_type("error")[:3]
+        memory.assert_bounded()
         assert server.stop() == 0
         line = server.wait_for_log(r"longest loop turn so far: [\d.]+ ms")
         longest = float(re.search(r"([\d.]+) ms", line).group(1))

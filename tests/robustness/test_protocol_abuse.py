@@ -6,7 +6,7 @@ import time
 
 from chatters import Chatters, percentile
 from crowd import Crowd
-from probes import assert_healthy
+from probes import PeakRss, assert_healthy
 from support import ServerProcess
 
 SMALL_FRAME = 8_192   # the smallest max_frame chatd accepts: history must page
@@ -17,7 +17,8 @@ def _replies(peer, *kinds):
 
 
 def test_a_flood_is_rate_limited_and_the_others_chat_on():
-    with ServerProcess() as server, Chatters((server.host, server.port)) as chatters, \
+    with ServerProcess() as server, PeakRss(server.pid) as memory, \
+            Chatters((server.host, server.port)) as chatters, \
             Crowd((server.host, server.port)) as crowd:
         flooder, = crowd.open(["flooder"])
         limits = flooder.frames[0]["limits"]
@@ -40,6 +41,7 @@ def test_a_flood_is_rate_limited_and_the_others_chat_on():
         assert not flooder.eof, "rate limiting is not a reason to disconnect"
         latencies = chatters.check()
         assert percentile(latencies, 0.99) < 0.100
+        memory.assert_bounded()
         assert_healthy(server)
 
 

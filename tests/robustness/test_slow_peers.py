@@ -7,7 +7,7 @@ import time
 import framing
 from chatters import Chatters, percentile
 from crowd import Crowd
-from probes import MIB, PeakRss, assert_healthy, cpu_seconds, rss_bytes
+from probes import MIB, PeakRss, assert_healthy, cpu_seconds
 from support import ChatClient, ServerProcess
 
 TEXT_CHARS = 4_000   # the largest text chat/1 allows: the fastest way to fill a queue
@@ -55,7 +55,6 @@ def test_a_client_that_never_reads_is_cut_off_at_the_limit_and_the_rest_chat_on(
     with ServerProcess("--rate-limit", "0") as server, \
             Chatters((server.host, server.port), interval=0.02) as chatters, \
             Crowd((server.host, server.port)) as crowd:
-        baseline = rss_bytes(server.pid)
         sender, = crowd.open(["sender"])
         stuck, = crowd.open(["stuck"], rcvbuf=4096)
         for peer in (sender, stuck):
@@ -89,12 +88,11 @@ def test_a_client_that_never_reads_is_cut_off_at_the_limit_and_the_rest_chat_on(
 
         latencies = chatters.check()
         print(f"\nstuck client cut after {len(got)} of {len(sent)} lines; server RSS peak "
-              f"+{(memory.peak - baseline) / MIB:.1f} MiB; chatters' p99 "
+              f"+{memory.growth / MIB:.1f} MiB; chatters' p99 "
               f"{percentile(latencies, 0.99) * 1000:.1f} ms over {len(latencies)} lines")
         assert percentile(latencies, 0.99) < 0.100, \
             f"chatters' p99 {percentile(latencies, 0.99) * 1000:.0f} ms"
-        assert memory.peak < baseline + 20 * MIB, \
-            f"RSS grew from {baseline / MIB:.1f} to {memory.peak / MIB:.1f} MiB"
+        memory.assert_bounded()
         assert_healthy(server)
 
 
@@ -136,7 +134,7 @@ def test_a_tiny_receive_window_is_served_megabytes_exact_and_in_order():
 def test_slowloris_clients_are_timed_out_while_newcomers_get_in_at_once():
     handshake, idle = 1.5, 2.5
     with ServerProcess("--handshake-timeout", str(handshake), "--idle-timeout", str(idle),
-                       ) as server, \
+                       ) as server, PeakRss(server.pid) as memory, \
             Chatters((server.host, server.port)) as chatters, \
             Crowd((server.host, server.port)) as crowd:
         hello = framing.encode({"type": "hello", "name": "slow"})
@@ -171,6 +169,7 @@ def test_slowloris_clients_are_timed_out_while_newcomers_get_in_at_once():
               f"{members_out:.2f}s; slowest newcomer welcome {max(welcome_times) * 1000:.1f} ms")
         assert max(welcome_times) < 0.100, f"welcome took {max(welcome_times) * 1000:.0f} ms"
         chatters.check()
+        memory.assert_bounded()
         assert_healthy(server)
 
 
@@ -202,7 +201,8 @@ def test_a_frame_then_a_half_close_is_delivered_then_closed_and_the_server_idles
 
 
 def test_clients_reset_during_a_storm_cost_the_survivors_nothing():
-    with ServerProcess("--rate-limit", "0") as server, Crowd((server.host, server.port)) as crowd:
+    with ServerProcess("--rate-limit", "0") as server, PeakRss(server.pid) as memory, \
+            Crowd((server.host, server.port)) as crowd:
         peers = crowd.open([f"user{index}" for index in range(50)])
         victims, survivors = peers[40:], peers[:40]
         senders = survivors[:5]
@@ -232,4 +232,5 @@ def test_clients_reset_during_a_storm_cost_the_survivors_nothing():
             assert not peer.eof and not peer.bad_frames
         for port in victim_ports:
             server.wait_for_log(rf"closing 127\.0\.0\.1:{port} ")
+        memory.assert_bounded()
         assert_healthy(server)
