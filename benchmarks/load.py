@@ -263,6 +263,9 @@ class Run:
             "rss_after_bytes": rss_after,
             "rss_per_connection_bytes": (rss_loaded - rss_idle) / max(connected, 1),
             "generator_cpu": sum(r["cpu"] for r in results) / seconds,
+            "generator_us_per_delivery": (1e6 * sum(r["cpu"] for r in results)
+                                          / max(1, sum(r["delivered"] for r in results))
+                                          if self.scenario != "conns" else None),
             "server_cpu": server_cpu,
             # Server CPU per delivery: what the server costs even when the
             # generator, not the server, set the pace.

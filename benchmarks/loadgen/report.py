@@ -2,7 +2,7 @@
 
 _COLUMNS = ("scenario", "target", "conns", "msgs/s", "deliveries/s", "p50 ms", "p90 ms",
             "p99 ms", "p99.9 ms", "max ms", "RSS MiB", "KiB/conn", "loss/dup/reord",
-            "gen CPU", "srv CPU", "srv µs/deliv")
+            "gen CPU", "gen µs/deliv", "srv CPU", "srv µs/deliv")
 # A generator this busy is the bottleneck: its figures bound the server's from below.
 GENERATOR_BOUND = 0.9
 # The number each scenario is judged by, and whether more of it is better.
@@ -30,6 +30,7 @@ def _row(result: dict) -> list[str]:
         + ("" if result["drained"] else " !"),
         f"{100 * result['generator_cpu']:.0f}%"
         + (" *" if result["generator_cpu"] >= GENERATOR_BOUND else ""),
+        _number(result.get("generator_us_per_delivery"), 3),
         f"{100 * result['server_cpu']:.0f}%",
         _number(result.get("server_us_per_delivery"), 2),
     ]
@@ -98,8 +99,10 @@ def format_table(report: dict) -> str:
         f"chatd ran with {report['chatd_flags']}. "
         + (f"Server pinned to CPU {pinned['server_cpu']}, generator to CPU "
            f"{pinned['generator_cpu']} (taskset)." if pinned else "No CPU pinning.")
-        + " gen/srv CPU: share of one core over the measured window; srv µs/deliv: server "
-        "CPU time per delivery, which holds even when the generator set the pace. "
+        + " gen/srv CPU: share of one core over the measured window; gen µs/deliv: generator "
+        "CPU time per delivery (senders' work included), so 1 / it is what one generator core "
+        "could absorb; srv µs/deliv: server CPU time per delivery, which holds even when the "
+        "generator set the pace. "
         f"{settings['procs']} generator process(es).",
         f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}, "
         f"Python {machine['python']}.",
