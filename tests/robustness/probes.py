@@ -50,8 +50,8 @@ class PeakRss:
         while not self._stop.wait(self.period):
             try:
                 self.peak = max(self.peak, rss_bytes(self.pid))
-            except (FileNotFoundError, ProcessLookupError):
-                return
+            except (FileNotFoundError, ProcessLookupError, AssertionError):
+                return  # the process has exited (an unreaped one has no VmRSS)
 
     @property
     def growth(self) -> int:
