@@ -163,8 +163,9 @@ def test_slowloris_clients_are_timed_out_while_newcomers_get_in_at_once():
                 {"type": "bye", "reason": "timeout"}]
         strangers_out = max(p.eof_at for p in strangers) - started
         members_out = max(p.eof_at for p in members) - started
-        assert strangers_out < handshake + 1.5
-        assert members_out < idle + 1.5
+        # Each by its own timer, on time: strangers well before the idle timeout.
+        assert strangers_out < handshake + 0.5 < idle
+        assert members_out < idle + 0.5
         print(f"\nslowloris: strangers dropped by {strangers_out:.2f}s, members by "
               f"{members_out:.2f}s; slowest newcomer welcome {max(welcome_times) * 1000:.1f} ms")
         assert max(welcome_times) < 0.100, f"welcome took {max(welcome_times) * 1000:.0f} ms"
