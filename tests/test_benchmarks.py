@@ -189,6 +189,13 @@ def test_a_frame_only_one_member_gets_is_decoded_and_it_rejoins_the_stream():
     assert room_counts(told) == room_counts(plain) == (79, 79, 0, 0, set())
 
 
+def test_a_say_is_what_framing_encodes():
+    for text in (message_text(3, 17, 1234.5, 64), 'quote " back \\ slash', "naïve\n"):
+        client = Chat1Client(None, "s0", 0, LogHistogram())
+        client.say(text)
+        assert bytes(client.out) == framing.encode({"type": "say", "text": text})
+
+
 def test_sender_counts_its_own_echoes_as_acknowledgements():
     other = framing.encode({"type": "msg", "room": "lobby", "from": "s01", "text": "x",
                             "id": 3, "ts": 1.0})

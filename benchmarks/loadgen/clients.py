@@ -36,6 +36,11 @@ _unpack_length = struct.Struct(">I").unpack_from
 # msg payload these bytes can only be the members themselves.
 _MSG_START = b'{"type":"msg",'
 _MSG_ID = re.compile(rb',"id":(\d+)')
+# A say's payload is framing's own around the text.  A text of only these
+# characters (message_text's are) is the same in JSON, so it is put in place
+# without running the JSON encoder, which was a fifth of the generator's CPU.
+_SAY_HEAD, _SAY_TAIL = framing.encode_payload({"type": "say", "text": "@"}).split(b"@")
+_PLAIN_TEXT = re.compile(r"[0-9A-Za-z:. _-]*")
 # One read in 32 has its first frame decoded in full (a power of two, less one).
 SAMPLE_MASK = 31
 # Every chat/1 stream a chat/1 target serves is one room: the lobby.
@@ -252,7 +257,10 @@ class Chat1Client(LoadClient):
         self.out += framing.encode({"type": "hello", "name": self.name})
 
     def say(self, text: str) -> None:
-        self.out += framing.encode({"type": "say", "text": text})
+        if _PLAIN_TEXT.fullmatch(text):
+            self.out += framing.frame(_SAY_HEAD + text.encode() + _SAY_TAIL)
+        else:
+            self.out += framing.encode({"type": "say", "text": text})
         self.sent += 1
 
     def ping(self, data: int) -> None:
