@@ -2,19 +2,22 @@
 descriptors, CPU time (from /proc), and whether it is still healthy."""
 
 import os
-import threading
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size (VmRSS) of the process."""
+def _status_bytes(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size (VmRSS) of the process."""
+    return _status_bytes(pid, "VmRSS")
 
 
 def open_fds(pid: int) -> int:
@@ -37,21 +40,21 @@ def assert_healthy(server) -> None:
 
 
 class PeakRss:
-    """Samples a process' RSS in a thread every `period` seconds; keeps the peak."""
+    """The process' peak RSS over a stretch of a test, exactly: the kernel's
+    high-water mark (VmHWM), reset when the stretch begins, so even an
+    allocation freed a moment later is seen."""
 
-    def __init__(self, pid: int, period: float = 0.02):
+    def __init__(self, pid: int):
         self.pid = pid
-        self.period = period
-        self.baseline = self.peak = rss_bytes(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.baseline = self._peak = 0
 
-    def _sample(self):
-        while not self._stop.wait(self.period):
-            try:
-                self.peak = max(self.peak, rss_bytes(self.pid))
-            except (FileNotFoundError, ProcessLookupError, AssertionError):
-                return  # the process has exited (an unreaped one has no VmRSS)
+    @property
+    def peak(self) -> int:
+        try:
+            self._peak = max(self._peak, _status_bytes(self.pid, "VmHWM"))
+        except (FileNotFoundError, ProcessLookupError, AssertionError):
+            pass  # the process has exited (an unreaped one has no VmHWM): keep the last
+        return self._peak
 
     @property
     def growth(self) -> int:
@@ -63,9 +66,10 @@ class PeakRss:
                                      f"(from {self.baseline / MIB:.1f} MiB)")
 
     def __enter__(self):
-        self._thread.start()
+        with open(f"/proc/{self.pid}/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")   # 5: reset the peak RSS to the current RSS
+        self.baseline = self._peak = rss_bytes(self.pid)
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
+        self.peak  # the last reading, while the process may still be there

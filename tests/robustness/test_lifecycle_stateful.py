@@ -37,8 +37,13 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule()
     def connect(self):
-        # A small window, so a stalled reader soon makes the server queue.
-        peer, = self.crowd.open([f"{self.room}m{next(self.names)}"], rcvbuf=4096)
+        # A modest window, so a stalled reader soon makes the server queue.
+        # Not 4 KiB: with many such sockets, loopback segments outgrow so
+        # small a buffer, the receiver drops them and TCP's retransmission
+        # backoff stalls the stream for many seconds (seen with ss: 2 MB in
+        # the server's Send-Q, the reader's queue empty); that is the
+        # kernel, not chatd.
+        peer, = self.crowd.open([f"{self.room}m{next(self.names)}"], rcvbuf=65_536)
         self.crowd.send(peer, {"type": "join", "room": self.room})
         self.crowd.run_until(lambda: peer.has("users", room=self.room), 5, "join")
         self.first_id[peer] = len(self.texts) + 1
