@@ -196,3 +196,64 @@ def wait_until(condition, timeout: float = WAIT, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout}s")
         time.sleep(0.005)
+
+
+class Output:
+    """Lines a stream produced, collected by a thread; wait on a pattern."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._collect, args=(stream,), daemon=True).start()
+
+    def _collect(self, stream):
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = WAIT, count: int = 1) -> list[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"no {pattern!r} (x{count}) in:\n" + "\n".join(self.lines)
+                self._changed.wait(remaining)
+
+
+class CliProcess:
+    """`python -m chatcli` in pipe mode, stdin a pipe we write to."""
+
+    def __init__(self, port: int, *options: str):
+        env = {**os.environ, "NO_COLOR": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chatcli", "--port", str(port), *options],
+            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.out = Output(self.process.stdout)
+        self.err = Output(self.process.stderr)
+
+    def type(self, *lines: str) -> None:
+        self.process.stdin.write("".join(line + "\n" for line in lines))
+        self.process.stdin.flush()
+
+    def finish(self) -> int:
+        """End of input: the client waits for its echoes, quits, exits."""
+        self.process.stdin.close()
+        return self.process.wait(WAIT)
+
+    def chat(self) -> list[str]:
+        """The chat lines seen, without the HH:MM."""
+        return [line[6:] for line in self.out.lines if re.match(r"\d\d:\d\d <", line)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(WAIT)

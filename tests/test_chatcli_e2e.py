@@ -17,68 +17,7 @@ import termios
 import threading
 import time
 
-from support import REPO, WAIT, ChatClient, ServerProcess, running_server
-
-
-class Output:
-    """Lines a stream produced, collected by a thread; wait on a pattern."""
-
-    def __init__(self, stream):
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        threading.Thread(target=self._collect, args=(stream,), daemon=True).start()
-
-    def _collect(self, stream):
-        for line in stream:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = WAIT, count: int = 1) -> list[str]:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [line for line in self.lines if regex.search(line)]
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"no {pattern!r} (x{count}) in:\n" + "\n".join(self.lines)
-                self._changed.wait(remaining)
-
-
-class Cli:
-    """`python -m chatcli` in pipe mode, stdin a pipe we write to."""
-
-    def __init__(self, port: int, *options: str):
-        env = {**os.environ, "NO_COLOR": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "chatcli", "--port", str(port), *options],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-        self.out = Output(self.process.stdout)
-        self.err = Output(self.process.stderr)
-
-    def type(self, *lines: str) -> None:
-        self.process.stdin.write("".join(line + "\n" for line in lines))
-        self.process.stdin.flush()
-
-    def finish(self) -> int:
-        """End of input: the client waits for its echoes, quits, exits."""
-        self.process.stdin.close()
-        return self.process.wait(WAIT)
-
-    def chat(self) -> list[str]:
-        """The chat lines seen, without the HH:MM."""
-        return [line[6:] for line in self.out.lines if re.match(r"\d\d:\d\d <", line)]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(WAIT)
+from support import REPO, WAIT, ChatClient, CliProcess, ServerProcess, running_server
 
 
 def run_cli(port: int, *options: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -92,7 +31,7 @@ def run_cli(port: int, *options: str, stdin: str = "") -> subprocess.CompletedPr
 def test_pipe_mode_two_clients_see_each_others_messages_in_order():
     with running_server() as server:
         port = server.address[1]
-        with Cli(port, "--name", "alice") as alice, Cli(port, "--name", "bob") as bob:
+        with CliProcess(port, "--name", "alice") as alice, CliProcess(port, "--name", "bob") as bob:
             alice.err.wait_for("connected as alice")
             bob.err.wait_for("connected as bob")
             alice.type("hi bob")
@@ -335,7 +274,7 @@ def test_reconnect_reclaims_the_name_and_shows_exactly_the_missed_messages():
     with running_server() as server, ChatClient(server.address, "bob") as bob:
         proxy = CuttableProxy(server.address)
         try:
-            with Cli(proxy.port, "--name", "alice", "--room", "dev") as alice:
+            with CliProcess(proxy.port, "--name", "alice", "--room", "dev") as alice:
                 alice.out.wait_for("you joined #dev")
                 bob.send({"type": "join", "room": "dev"})
                 bob.send({"type": "say", "room": "dev", "text": "seen live"})
@@ -360,7 +299,7 @@ def test_reconnect_reclaims_the_name_and_shows_exactly_the_missed_messages():
 def test_reconnect_after_the_server_restarts_on_the_same_port():
     with ServerProcess() as first:
         port = first.port
-        with Cli(port, "--name", "alice", "--room", "dev") as alice:
+        with CliProcess(port, "--name", "alice", "--room", "dev") as alice:
             alice.out.wait_for("you joined #dev")
             alice.type("before the restart")
             alice.out.wait_for("<alice> before the restart")

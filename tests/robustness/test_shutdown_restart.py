@@ -6,8 +6,7 @@ back by itself once a server listens on the port again."""
 import time
 
 from crowd import Crowd
-from support import ChatClient, ServerProcess
-from test_chatcli_e2e import Cli
+from support import ChatClient, CliProcess, ServerProcess
 
 SHUTDOWN_SECONDS = 3.0   # what the never-reading client can hold the exit up
 
@@ -91,7 +90,7 @@ def test_sigkill_closes_every_client_and_chatcli_reconnects_to_the_restarted_ser
     with ServerProcess() as first, Crowd((first.host, first.port)) as crowd:
         port = first.port
         peers = crowd.open([f"user{index}" for index in range(20)])
-        with Cli(port, "--name", "alice", "--room", "dev") as alice:
+        with CliProcess(port, "--name", "alice", "--room", "dev") as alice:
             alice.out.wait_for("you joined #dev")
             first.process.kill()
             assert first.process.wait(5) != 0
