@@ -51,17 +51,23 @@ def _assert_consecutive(messages: list[dict]) -> None:
     assert ids == list(range(ids[0], ids[0] + len(ids))), "gap or reorder in ids"
 
 
+def _sender_and_paused_reader(crowd: Crowd, room: str, reader_name: str):
+    """A sender and a reader (4 KiB receive window) both in `room`; the reader paused."""
+    sender, = crowd.open(["sender"])
+    reader, = crowd.open([reader_name], rcvbuf=4096)
+    for peer in (sender, reader):
+        crowd.send(peer, {"type": "join", "room": room})
+    crowd.run_until(lambda: reader.has("users", room=room) and sender.has(
+        "users", room=room), 5, f"both in the {room} room")
+    crowd.pause(reader)
+    return sender, reader
+
+
 def test_a_client_that_never_reads_is_cut_off_at_the_limit_and_the_rest_chat_on():
     with ServerProcess("--rate-limit", "0") as server, \
             Chatters((server.host, server.port), interval=0.02) as chatters, \
             Crowd((server.host, server.port)) as crowd:
-        sender, = crowd.open(["sender"])
-        stuck, = crowd.open(["stuck"], rcvbuf=4096)
-        for peer in (sender, stuck):
-            crowd.send(peer, {"type": "join", "room": "flood"})
-        crowd.run_until(lambda: stuck.has("users", room="flood") and sender.has(
-            "users", room="flood"), 5, "both in the flood room")
-        crowd.pause(stuck)
+        sender, stuck = _sender_and_paused_reader(crowd, "flood", "stuck")
 
         def cut():
             return any("too slow" in line for line in server.lines[-20:])
@@ -110,13 +116,7 @@ def test_a_tiny_receive_window_is_served_megabytes_exact_and_in_order():
     with ServerProcess("--rate-limit", "0", "--output-hard-limit", limit,
                        "--output-soft-limit", limit) as server, \
             Crowd((server.host, server.port)) as crowd:
-        sender, = crowd.open(["sender"])
-        reader, = crowd.open(["reader"], rcvbuf=4096)
-        for peer in (sender, reader):
-            crowd.send(peer, {"type": "join", "room": "bulk"})
-        crowd.run_until(lambda: reader.has("users", room="bulk") and sender.has(
-            "users", room="bulk"), 5, "both in the bulk room")
-        crowd.pause(reader)
+        sender, reader = _sender_and_paused_reader(crowd, "bulk", "reader")
         # Accepted (echoed to the sender) means queued for the paused reader too.
         sent = _flood(crowd, sender, "bulk", volume // TEXT_CHARS + 1, lambda: False)
         assert sum(len(text) for text in sent) >= volume
