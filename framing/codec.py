@@ -110,7 +110,9 @@ def check_ref(message: dict):
     if ref is None and "ref" not in message:
         return None
     kind = type(ref)
-    if (kind is str and len(ref) <= MAX_REF_CHARS) or kind is int:
+    # A lone surrogate would make every reply carrying the ref unencodable.
+    if (kind is str and len(ref) <= MAX_REF_CHARS and not has_lone_surrogate(ref)) \
+            or kind is int:
         return ref  # ints were already bounded to 64 bits by _parse_int
     raise BadMessage("ref must be a string of at most 128 characters "
                      "or a 64-bit integer")

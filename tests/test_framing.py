@@ -102,6 +102,7 @@ def test_max_frame_is_inclusive():
     (b'{"type":"ping","data":' + b"9" * 5000 + b"}", BadMessage),
     (b'{"type":"ping","data":"\\ud800"}', BadMessage),
     (b'{"type":"ping","\\udfff":1}', BadMessage),
+    (b'{"type":"ping","ref":"\\ud800"}', BadMessage),   # the ref cannot be echoed
     (b'{"type":"ping","ref":true}', BadMessage),
     (b'{"type":"ping","ref":"' + b"r" * 129 + b'"}', BadMessage),
     (b'{"type":"ping","ref":1.5}', BadMessage),
@@ -141,6 +142,12 @@ def test_nesting_limit_counts_the_top_object_as_level_one():
     assert type(decode_all(raw_frame(nested(33)))[0]) is BadMessage
     # Deep enough for json's C scanner to raise RecursionError.
     assert type(decode_all(raw_frame(nested(30000)), schema=None)[0]) is BadMessage
+
+
+def test_a_ref_that_cannot_be_encoded_is_not_carried_by_the_error():
+    out = decode_all(raw_frame(b'{"type":"say","text":"","ref":"\\ud800"}'))
+    assert type(out[0]) is BadMessage and out[0].ref is None
+    framing.encode({"type": "error", "code": out[0].code, "message": out[0].message})
 
 
 def test_error_carries_the_ref_of_its_request():
@@ -302,6 +309,18 @@ def test_arbitrary_json_text_never_escapes_the_codec(text):
 def test_is_name_is_exactly_the_contract_rule(value):
     rule = type(value) is str and re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", value) is not None
     assert framing.is_name(value) == rule
+
+
+@given(st.one_of(st.text(max_size=130), st.integers(), st.floats(allow_nan=False)),
+       st.sampled_from(["ping", "say", "shout"]))
+def test_every_error_can_be_sent_back_with_its_ref(ref, kind):
+    payload = json.dumps({"type": kind, "ref": ref}).encode()  # \ud800 for surrogates
+    for item in decode_all(raw_frame(payload)):
+        if isinstance(item, ProtocolError):
+            error = {"type": "error", "code": item.code, "message": item.message}
+            if item.ref is not None:
+                error["ref"] = item.ref
+            encode(error)  # must not raise: the server sends this back
 
 
 def test_package_exports_the_codec():

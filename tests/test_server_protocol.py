@@ -322,6 +322,17 @@ def test_a_mixed_burst_in_one_read_is_served_in_order_to_each_member():
                                 ("msg", "I", 6), ("left", "lobby", None)]
 
 
+@pytest.mark.parametrize("kind", ["ping", "say", "quit", "shout"])
+def test_a_ref_with_a_lone_surrogate_is_bad_message_and_the_server_lives(kind):
+    with serve() as server, ChatClient(server.address) as client:
+        client.send_raw(framing.frame(
+            b'{"type":"%s","text":"x","ref":"\\ud800"}' % kind.encode()))
+        assert "ref" not in expect(client, type="error", code="bad_message")
+        with ChatClient(server.address, "alice") as alice:  # still serving
+            alice.send({"type": "ping", "ref": "ok"})
+            expect(alice, type="pong", ref="ok")
+
+
 def test_private_history_follows_the_user_not_the_name():
     with serve() as server, ChatClient(server.address, "alice") as alice:
         with ChatClient(server.address, "bob") as bob:
