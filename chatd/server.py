@@ -395,18 +395,18 @@ class Server:
         conn.state = _CLOSING
         self.disconnects[counted_as or reason] += 1
         if self._shutdown_deadline is None:
-            # At shutdown nobody stays to be told who left.
             self.core.end(conn.client, counted_as or reason)
             self._deliver()
+            self._add_timer(time.monotonic() + LINGER_SECONDS, "linger", conn)
+        # At shutdown nobody stays to be told who left, so the core is not
+        # told (nothing is delivered any more), and the flush deadline, not
+        # the linger, bounds how long a slow reader is flushed.
         if error is not None:
             conn.output.append(error_frame(*error))
         conn.output.append(bye_frame(reason, conn.client.bye_ref))
         if not conn.dirty:
             conn.dirty = True
             self._dirty.append(conn)
-        if self._shutdown_deadline is None:
-            # At shutdown the flush deadline bounds every close instead.
-            self._add_timer(time.monotonic() + LINGER_SECONDS, "linger", conn)
         log.info("closing %s:%d (%s)", *conn.peer, counted_as or reason)
 
     def _drain(self, conn: Connection) -> None:
@@ -415,6 +415,9 @@ class Server:
             self._force_close(conn, None)
             return
         conn.state = _DRAINING
+        if self._shutdown_deadline is not None:
+            # Flushed in time: the peer gets the usual while to hang up.
+            self._add_timer(time.monotonic() + LINGER_SECONDS, "linger", conn)
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:

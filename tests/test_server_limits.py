@@ -395,6 +395,15 @@ def test_private_pairs_keep_their_ids_within_max_conversations():
         assert [m["id"] for m in bob.next_of("history")["messages"]] == [1]
 
 
+def test_at_shutdown_a_flushed_client_that_never_hangs_up_gets_the_linger_not_the_deadline():
+    with serve(shutdown_timeout=60) as server, ChatClient(server.address, "stubborn") as c:
+        server.request_shutdown()
+        assert c.next() == {"type": "bye", "reason": "shutdown"}
+        assert c.frames_until_close() == []  # the server's half-close
+        # c never closes its end; the server lets go after LINGER_SECONDS (2 s).
+        wait_until(lambda: not server.connections, timeout=10, what="the linger")
+
+
 def test_the_shutdown_flush_deadline_closes_a_client_that_never_hangs_up():
     with serve(shutdown_timeout=0.3) as server, ChatClient(server.address, "stubborn") as c:
         server.request_shutdown()
