@@ -99,8 +99,8 @@ class Server:
         # Seconds of the longest loop turn (wake-up to the end of its flush):
         # how long one client could have waited behind the others.
         self.longest_turn = 0.0
-        # One receive buffer for every connection (one thread): a read costs
-        # no allocation; the decoder copies only the bytes that came.
+        # One receive buffer for every connection (one thread): a read does
+        # not allocate 64 KiB; the decoder copies only the bytes that came.
         self._received = memoryview(bytearray(RECV_SIZE))
 
     # ------------------------------------------------------------ life cycle
@@ -264,26 +264,28 @@ class Server:
         for item in items:
             is_say = type(item) is dict and item["type"] == "say"
             if run_frames and not is_say:
-                self._queue(run_members, b"".join(run_frames))
-                run_frames = []
+                self._queue_run(run_members, run_frames)
             core.receive(client, item)
             if is_say and len(outbox) == 1 and type(outbox[0][0]) is dict \
                     and not core.closing:
                 members, data = outbox.pop()
                 if run_frames and members is not run_members:
-                    self._queue(run_members, b"".join(run_frames))
-                    run_frames = []
+                    self._queue_run(run_members, run_frames)
                 run_members = members
                 run_frames.append(data)
                 continue
             if run_frames:
-                self._queue(run_members, b"".join(run_frames))
-                run_frames = []
+                self._queue_run(run_members, run_frames)
             self._deliver()
             if client.ended:
                 break
         if run_frames:
-            self._queue(run_members, b"".join(run_frames))
+            self._queue_run(run_members, run_frames)
+
+    def _queue_run(self, members, frames: list) -> None:
+        """Queue a run of broadcasts to one room as one chunk, and empty it."""
+        self._queue(members, b"".join(frames))
+        frames.clear()
 
     def _deliver(self) -> None:
         """Queue what the core produced."""

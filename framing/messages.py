@@ -59,10 +59,8 @@ def _count(least: int):
     return check
 
 
-_check_id = _count(1)
-_check_since = _count(0)
-_check_limit = _count(1)
-_check_user_count = _count(0)
+_check_positive = _count(1)   # msg ids, history limits
+_check_natural = _count(0)    # history since, user counts
 
 
 def _check_string(member: str, value) -> None:
@@ -142,8 +140,8 @@ REQUESTS = {
     "who": _shape({}, {"room": check_name}),
     "rooms": _shape({}, {}),
     "history": _shape({}, {"room": check_name, "with": check_name,
-                           "since": _check_since,
-                           "limit": _check_limit},
+                           "since": _check_natural,
+                           "limit": _check_positive},
                       one_of=("room", "with")),
     "ping": _shape({}, {"data": _check_any}),
     "quit": _shape({}, {"reason": check_text}),
@@ -152,10 +150,10 @@ REQUESTS = {
 EVENTS = {
     "welcome": _shape({"name": check_name, "token": _check_string,
                        "rooms": _check_list, "users": _check_list,
-                       "user_count": _check_user_count,
+                       "user_count": _check_natural,
                        "server": _check_string, "limits": _check_object}, {}),
     "msg": _shape({"from": check_name, "text": check_text,
-                   "id": _check_id,
+                   "id": _check_positive,
                    "ts": _check_number},
                   {"room": check_name, "to": check_name}, one_of=("room", "to")),
     "joined": _shape({"room": check_name, "name": check_name}, {}),
