@@ -49,8 +49,10 @@ class OutputQueue:
                 break
             batch.append(chunk)
             total += len(chunk)
-            if len(batch) == _MAX_BUFFERS:
-                break
+        if len(batch) > _MAX_BUFFERS:
+            # Many small frames: join the tail so that one sendmsg still
+            # offers the whole budget (a slow path: the backlog is large).
+            batch[_MAX_BUFFERS - 1:] = [b"".join(batch[_MAX_BUFFERS - 1:])]
         sent = sock.sendmsg(batch)
         self._consume(sent)
         return sent
