@@ -229,10 +229,7 @@ class ChatCore:
                 # A copy: the shell delivers after later changes to the room.
                 self.outbox.append((tuple(room.members), data))
             if tell_actor:
-                if ref is not None:
-                    message["ref"] = ref
-                    data = framing.encode(message)
-                self.outbox.append(((client,), data))
+                self._tell_actor(client, message, data, ref)
         if not room.members and room is not self.lobby:
             del self.rooms[room.key]
             self.retired_rooms.put(room.key, room.history)
@@ -242,6 +239,12 @@ class ChatCore:
         if room is None:
             self._error(client, "no_such_room", f"no room {name!r}", ref)
         return room
+
+    def _user_or_error(self, client: Client, name: str, ref) -> Client | None:
+        user = self.users.get(name.lower())
+        if user is None:
+            self._error(client, "no_such_user", f"no user {name!r}", ref)
+        return user
 
     def _member_room(self, client: Client, name: str, ref) -> Room | None:
         room = client.rooms.get(name.lower())
@@ -316,9 +319,8 @@ class ChatCore:
                     "text": message["text"]}, ref)
 
     def _dm(self, client: Client, message: dict, ref) -> None:
-        recipient = self.users.get(message["to"].lower())
+        recipient = self._user_or_error(client, message["to"], ref)
         if recipient is None:
-            self._error(client, "no_such_user", f"no user {message['to']!r}", ref)
             return
         history = self.conversations.get_or_new(_pair_key(client, recipient))
         recipients = (recipient,) if recipient is client else (recipient, client)
@@ -342,8 +344,14 @@ class ChatCore:
             return
         others = tuple(member for member in recipients if member is not client)
         self.outbox.append((others, data))
-        msg["ref"] = ref
-        self.outbox.append(((client,), framing.encode(msg)))
+        self._tell_actor(client, msg, data, ref)
+
+    def _tell_actor(self, client: Client, message: dict, data: bytes, ref) -> None:
+        """The actor's copy of a broadcast: the same bytes, or with its ref."""
+        if ref is not None:
+            message["ref"] = ref
+            data = framing.encode(message)
+        self.outbox.append(((client,), data))
 
     def _join(self, client: Client, message: dict, ref) -> None:
         name = message["room"]
@@ -378,8 +386,9 @@ class ChatCore:
                 recipients.update(room.members)
         recipients.pop(client, None)
         renamed = {"type": "renamed", "old": old, "new": new}
-        self.outbox.append((tuple(recipients), framing.encode(renamed)))
-        self._send(client, renamed, ref)
+        data = framing.encode(renamed)
+        self.outbox.append((tuple(recipients), data))
+        self._tell_actor(client, renamed, data, ref)
 
     def _who(self, client: Client, message: dict, ref) -> None:
         room = self._room_or_error(client, message.get("room", LOBBY), ref)
@@ -398,9 +407,8 @@ class ChatCore:
                 return
             history, envelope = room.history, {"type": "history", "room": room.name}
         else:
-            peer = self.users.get(message["with"].lower())
+            peer = self._user_or_error(client, message["with"], ref)
             if peer is None:
-                self._error(client, "no_such_user", f"no user {message['with']!r}", ref)
                 return
             history = self.conversations.get(_pair_key(client, peer))
             envelope = {"type": "history", "with": message["with"]}
