@@ -28,13 +28,18 @@ def test_many_small_frames_go_out_beyond_one_sendmsg_worth_of_buffers():
         assert drain(reader, sent) == (FRAME * 3000)[:sent]
 
 
+def two_frames_the_first_sent_in_part(writer: socket.socket) -> OutputQueue:
+    queue = OutputQueue()
+    queue.append(b"a" * 100)
+    queue.append(b"b" * 100)
+    assert queue.send(writer, 30) == 30
+    return queue
+
+
 def test_a_budget_smaller_than_a_frame_sends_part_and_keeps_the_rest_in_order():
     writer, reader = socket.socketpair()
     with writer, reader:
-        queue = OutputQueue()
-        queue.append(b"a" * 100)
-        queue.append(b"b" * 100)
-        assert queue.send(writer, 30) == 30
+        queue = two_frames_the_first_sent_in_part(writer)
         while queue.size:
             queue.send(writer, 64)
         assert drain(reader, 200) == b"a" * 100 + b"b" * 100
@@ -43,10 +48,7 @@ def test_a_budget_smaller_than_a_frame_sends_part_and_keeps_the_rest_in_order():
 def test_drop_unsent_keeps_a_partly_sent_frame_whole():
     writer, reader = socket.socketpair()
     with writer, reader:
-        queue = OutputQueue()
-        queue.append(b"a" * 100)
-        queue.append(b"b" * 100)
-        queue.send(writer, 30)
+        queue = two_frames_the_first_sent_in_part(writer)
         assert queue.drop_unsent() == 100
         assert queue.size == 70
         queue.send(writer, 1000)
