@@ -74,10 +74,9 @@ class Config:
                      "shutdown_timeout"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
-        for name in ("rate_limit", "handshake_timeout", "idle_timeout", "output_soft_seconds",
-                     "shutdown_timeout"):
-            if not math.isfinite(getattr(self, name)):
-                problems.append(f"{name} must be a finite number")
+        for setting in dataclasses.fields(self):
+            if setting.type is float and not math.isfinite(getattr(self, setting.name)):
+                problems.append(f"{setting.name} must be a finite number")
         if not 0 <= self.port <= 65535:
             problems.append("port must be between 0 and 65535")
         if self.log_level.lower() not in LOG_LEVELS:
