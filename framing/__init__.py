@@ -8,9 +8,11 @@ from .codec import (HEADER_SIZE, MAX_DEPTH, MAX_FRAME, Decoder, encode,
 from .errors import (BadFrame, BadMessage, BadName, BadText, FrameError,
                      FrameTooLarge, LocalProtocolError, MessageError,
                      ProtocolError, UnknownType)
-from .messages import (EVENTS, MAX_NAME_CHARS, MAX_TEXT_CHARS,
-                       PROTOCOL_VERSION, REQUESTS, check_name, check_text,
-                       is_name)
+from .messages import (DEFAULT_HISTORY_LIMIT, DEFAULT_PORT, EVENTS, LOBBY,
+                       MAX_NAME_CHARS, MAX_TEXT_CHARS, PROTOCOL_VERSION,
+                       REQUESTS, TOKEN_BYTES, WELCOME_USERS, check_name,
+                       check_text, is_name)
+from .ratelimit import TokenBucket
 
 __all__ = [
     "HEADER_SIZE", "MAX_DEPTH", "MAX_FRAME", "Decoder", "encode",
@@ -18,6 +20,8 @@ __all__ = [
     "BadFrame", "BadMessage", "BadName", "BadText", "FrameError",
     "FrameTooLarge", "LocalProtocolError", "MessageError", "ProtocolError",
     "UnknownType",
-    "EVENTS", "MAX_NAME_CHARS", "MAX_TEXT_CHARS", "PROTOCOL_VERSION",
-    "REQUESTS", "check_name", "check_text", "is_name",
+    "DEFAULT_HISTORY_LIMIT", "DEFAULT_PORT", "EVENTS", "LOBBY",
+    "MAX_NAME_CHARS", "MAX_TEXT_CHARS", "PROTOCOL_VERSION", "REQUESTS",
+    "TOKEN_BYTES", "WELCOME_USERS", "check_name", "check_text", "is_name",
+    "TokenBucket",
 ]

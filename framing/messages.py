@@ -14,6 +14,14 @@ from .codec import has_lone_surrogate
 from .errors import BadMessage, BadName, BadText
 
 PROTOCOL_VERSION = 1
+# The plaintext port a server listens on and a client connects to unless told.
+DEFAULT_PORT = 7878
+# The room every user is in after welcome; it always exists.
+LOBBY = "lobby"
+# `welcome.users` lists up to this many lobby members, the newcomer first.
+WELCOME_USERS = 100
+# A `history` request without `limit` gets at most this many messages.
+DEFAULT_HISTORY_LIMIT = 100
 # chat/1 names: ASCII only, so no two names can look alike.
 MAX_NAME_CHARS = 32
 # chat/1 text: 1 to 4,000 code points.
@@ -21,6 +29,9 @@ MAX_TEXT_CHARS = 4_000
 # The reconnect token: the contract wants >= 128 random bits; we refuse
 # anything longer than any token we would hand out.
 MAX_TOKEN_CHARS = 128
+# Random bytes in a reconnect token the server hands out: 192 bits, 32
+# characters in URL-safe base64 (`secrets.token_urlsafe`).
+TOKEN_BYTES = 24
 
 _is_name = re.compile(r"[A-Za-z0-9_.\-]{1,32}").fullmatch
 
