@@ -4,7 +4,7 @@ import logging
 import sys
 
 from .config import load_config
-from .server import Server
+from .app import Server
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import framing
 
+from .core import ChatSettings
+
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -25,7 +27,7 @@ def _setting(default, reason: str):
 @dataclass(frozen=True)
 class Config:
     host: str = _setting("127.0.0.1", "address to listen on (loopback by default)")
-    port: int = _setting(7878, "TCP port; 0 picks a free one")
+    port: int = _setting(framing.DEFAULT_PORT, "TCP port; 0 picks a free one")
     max_frame: int = _setting(framing.MAX_FRAME,
                               "largest frame payload in bytes, both ways (frame_too_large)")
     max_clients: int = _setting(10_000, "connections served at once; more get server_full")
@@ -83,6 +85,14 @@ class Config:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+    def chat_settings(self, **overrides) -> ChatSettings:
+        """The chat core's group of these settings; `overrides` replace some
+        (the server lowers `max_clients` when the open-files limit is low)."""
+        values = {setting.name: getattr(self, setting.name)
+                  for setting in dataclasses.fields(ChatSettings)}
+        return ChatSettings(**{**values, **overrides})
 
 
 SETTINGS = {setting.name: setting for setting in dataclasses.fields(Config)}

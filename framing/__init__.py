@@ -4,7 +4,7 @@ Bytes in, messages out, and back; no I/O (see docs/protocol.md).
 """
 
 from .codec import (HEADER_SIZE, MAX_DEPTH, MAX_FRAME, Decoder, encode,
-                    encode_payload, frame, parse_payload)
+                    encode_payload, frame, frames, parse_payload)
 from .errors import (BadFrame, BadMessage, BadName, BadText, FrameError,
                      FrameTooLarge, LocalProtocolError, MessageError,
                      ProtocolError, UnknownType)
@@ -16,7 +16,7 @@ from .ratelimit import TokenBucket
 
 __all__ = [
     "HEADER_SIZE", "MAX_DEPTH", "MAX_FRAME", "Decoder", "encode",
-    "encode_payload", "frame", "parse_payload",
+    "encode_payload", "frame", "frames", "parse_payload",
     "BadFrame", "BadMessage", "BadName", "BadText", "FrameError",
     "FrameTooLarge", "LocalProtocolError", "MessageError", "ProtocolError",
     "UnknownType",

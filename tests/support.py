@@ -13,7 +13,7 @@ from pathlib import Path
 
 import framing
 from chatd.config import Config
-from chatd.server import Server
+from chatd.app import Server
 
 REPO = Path(__file__).resolve().parent.parent
 # How long a test waits for a frame it expects before failing.

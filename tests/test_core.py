@@ -9,22 +9,23 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initia
 
 import framing
 from chatd.config import Config
-from chatd.core import ChatCore
+from chatd.core import ChatCore, Close, Deliver, Session
 
 
 class Harness:
-    """Drives a ChatCore and decodes what it would deliver to whom."""
+    """Drives a ChatCore and decodes the effects it returns: who gets what, who is closed."""
 
     def __init__(self, **settings):
         settings.setdefault("rate_limit", 0)
         self.clock = 1000.0
-        self.core = ChatCore(Config(**settings), wall_clock=lambda: 1.7e9,
+        self.core = ChatCore(Config(**settings).chat_settings(), wall_clock=lambda: 1.7e9,
                              clock=lambda: self.clock)
+        self.max_frame = self.core.settings.max_frame
         self.inbox = {}
         self.closed = {}
 
     def connect(self, name=None):
-        client = self.core.connect()
+        client = Session()
         self.inbox[client] = []
         if name is not None:
             self.send(client, {"type": "hello", "name": name})
@@ -33,21 +34,20 @@ class Harness:
 
     def send(self, client, message):
         """Feed one message through the codec, as the shell would."""
-        items = framing.Decoder(self.core.max_frame, framing.REQUESTS).feed(
+        items = framing.Decoder(self.max_frame, framing.REQUESTS).feed(
             framing.encode(message))
         self.feed(client, items[0])
 
     def feed(self, client, item):
-        self.core.receive(client, item)
-        for recipients, data in self.core.outbox:
-            assert len(data) - 4 <= self.core.max_frame
-            message = json.loads(data[4:])
-            for recipient in recipients:
-                self.inbox[recipient].append(message)
-        self.core.outbox.clear()
-        for who, reason in self.core.closing:
-            self.closed[who] = reason
-        self.core.closing.clear()
+        for effect in self.core.receive(client, item):
+            if type(effect) is Deliver:
+                assert 0 < len(effect.payload) <= self.max_frame
+                message = json.loads(effect.payload)
+                for recipient in effect.recipients:
+                    self.inbox[recipient].append(message)
+            else:
+                assert type(effect) is Close
+                self.closed[effect.session] = effect.reason
 
     def take(self, client):
         frames, self.inbox[client] = self.inbox[client], []

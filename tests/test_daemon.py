@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import framing
-from chatd.server import ACCEPT_BACKOFF_SECONDS
+from chatd.listeners import ACCEPT_BACKOFF_SECONDS
 from support import WAIT, ChatClient, ServerProcess, wait_until
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "chatd"

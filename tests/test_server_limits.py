@@ -26,9 +26,9 @@ def ids_of(frames, kind="msg"):
 
 
 def connection_of(server, name: str):
-    """The server's Connection for the user `name` (read from the test thread)."""
-    return wait_until(lambda: next((conn for conn in tuple(server.connections.values())
-                                    if conn.client.name == name), None),
+    """The server's Transport for the user `name` (read from the test thread)."""
+    return wait_until(lambda: next((transport for transport in tuple(server.connections.open)
+                                    if transport.protocol.name == name), None),
                       what=f"connection of {name}")
 
 
@@ -64,7 +64,7 @@ def test_max_clients_answers_server_full_then_bye_and_frees_the_slot():
                 assert [(f["type"], f.get("code") or f.get("reason")) for f in frames] == [
                     ("error", "server_full"), ("bye", "server_full")]
             assert server.disconnects["server_full"] == 1
-        wait_until(lambda: len(server.connections) == 1, what="bob's slot freed")
+        wait_until(lambda: len(server.connections.open) == 1, what="bob's slot freed")
         with ChatClient(server.address, "carol") as carol:
             assert carol.welcome["users"] == ["carol", "alice"]
 
@@ -224,14 +224,16 @@ def test_a_reset_connection_frees_its_queued_output_at_once():
             ChatClient(server.address, "alice") as alice:
         slow = slow_client(server, "slow")
         slow_conn = connection_of(server, "slow")
+        watchdog = slow_conn.protocol.watchdog
         push_until(server, alice, [], lambda: slow_conn.output.size > (512 << 10))
         slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         slow.close()
         alice.send({"type": "say", "text": "the server notices the reset"})
         wait_until(lambda: slow_conn.sock.fileno() == -1, what="the reset seen")
         wait_until(lambda: not slow_conn.output.chunks, what="its queue freed")
-        # ... while its idle timer still holds the Connection object.
-        assert any(timer[3] is slow_conn for timer in tuple(server._timers))
+        # ... and its idle timer, cancelled, no longer holds the connection.
+        wait_until(lambda: watchdog.cancelled and watchdog.callback is None,
+                   what="its idle timer cancelled")
 
 
 def test_frames_bigger_than_the_per_turn_write_budget_arrive_whole():
@@ -304,7 +306,7 @@ def test_a_utf8_character_split_across_two_reads_decodes():
         cut = data.index("\U0001f600".encode()) + 2  # in the middle of the emoji
         alice.send_raw(data[:cut])
         conn = connection_of(server, "alice")
-        wait_until(lambda: conn.decoder.buffered == cut, what="first half read by itself")
+        wait_until(lambda: conn.protocol.decoder.buffered == cut, what="first half read by itself")
         alice.send_raw(data[cut:])
         assert alice.next()["text"] == text
 
@@ -401,7 +403,7 @@ def test_at_shutdown_a_flushed_client_that_never_hangs_up_gets_the_linger_not_th
         assert c.next() == {"type": "bye", "reason": "shutdown"}
         assert c.frames_until_close() == []  # the server's half-close
         # c never closes its end; the server lets go after LINGER_SECONDS (2 s).
-        wait_until(lambda: not server.connections, timeout=10, what="the linger")
+        wait_until(lambda: not server.connections.open, timeout=10, what="the linger")
 
 
 def test_the_shutdown_flush_deadline_closes_a_client_that_never_hangs_up():

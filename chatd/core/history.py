@@ -1,4 +1,4 @@
-"""Message retention: a bounded, id-numbered log per room and per private pair."""
+"""Message retention: a bounded, id-numbered log of payloads per room and per private pair."""
 
 from collections import OrderedDict, deque
 

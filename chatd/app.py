@@ -1,0 +1,108 @@
+"""The daemon's wiring: the loop, the listener bound to chat/1, the core, and shutdown.
+
+`Server(config).start()` binds; `serve_forever()` runs the loop until a
+signal (or `request_shutdown()`) has let every connection say goodbye.
+Each new capability plugs in here: another listener with its protocol
+factory, a worker whose completions come back through the loop.
+"""
+
+import logging
+import signal
+
+from .chat_protocol import ChatService
+from .config import Config
+from .core import ChatCore
+from .listeners import Listener, bind, raise_fd_limit
+from .loop import EventLoop
+from .transport import Connections, OutputLimits
+
+log = logging.getLogger("chatd")
+
+
+class Server:
+    """One chatd: `start()` -> (host, port) bound, `serve_forever()`, `request_shutdown()`.
+
+    Shutdown (first SIGTERM/SIGINT): stop accepting, send every client
+    `bye` {shutdown}, flush for up to `shutdown_timeout` seconds, then
+    stop; a second signal stops at once.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.loop = EventLoop()
+        self.connections = Connections(self.loop, OutputLimits(
+            write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
+            soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit))
+        self.max_clients = config.max_clients
+        self.chat: ChatService | None = None
+        self.listener: Listener | None = None
+        self.address = None
+        self._shutting_down = False
+
+    def start(self) -> tuple:
+        """Raise the open-files limit, bind and listen; return the address bound.
+
+        Raises OSError when the address cannot be bound.
+        """
+        config = self.config
+        self.max_clients = raise_fd_limit(config.max_clients)
+        core = ChatCore(config.chat_settings(max_clients=self.max_clients))
+        self.chat = ChatService(self.loop, self.connections, core,
+                                config.handshake_timeout, config.idle_timeout)
+        self.listener = Listener(self.loop, self.connections, bind(config.host, config.port),
+                                 self.chat.protocol, config.accepts_per_turn,
+                                 self.max_clients)
+        self.listener.start()
+        self.address = self.listener.address
+        log.info("listening on %s:%d", *self.address)
+        return self.address
+
+    @property
+    def core(self) -> ChatCore:
+        return self.chat.core
+
+    @property
+    def disconnects(self):
+        """Closed connections by reason (a Counter), as logged at exit."""
+        return self.chat.disconnects
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT begin the shutdown (main thread only)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(signum, self._on_signal)
+
+    def request_shutdown(self) -> None:
+        """What SIGTERM does, callable from any thread."""
+        self.loop.call_soon_threadsafe(self._on_signal, signal.SIGTERM)
+
+    def serve_forever(self) -> None:
+        try:
+            self.loop.run_forever()
+        finally:
+            self._close_everything()
+
+    def _on_signal(self, signum: int) -> None:
+        if self._shutting_down:
+            log.warning("second signal: exiting now")
+            self.loop.stop()
+            return
+        log.info("longest loop turn so far: %.1f ms", self.loop.longest_turn * 1000)
+        log.info("%s: closing %d connections", signal.Signals(signum).name,
+                 len(self.connections.open))
+        self._shutting_down = True
+        self.loop.call_later(self.config.shutdown_timeout, self.loop.stop)
+        self.listener.close()
+        self.connections.begin_shutdown(when_empty=self.loop.stop)
+        self.chat.shutting_down = True
+        for transport in list(self.connections.open):
+            transport.protocol.shutdown()
+
+    def _close_everything(self) -> None:
+        self.connections.close_all()
+        self.loop.run_ready()  # the reaps of those last closes
+        if self.listener is not None:
+            self.listener.close()
+        self.loop.close()
+        log.info("disconnects by reason: %s",
+                 ", ".join(f"{reason}={count}" for reason, count
+                           in sorted(self.disconnects.items())) or "none")

@@ -1,0 +1,212 @@
+"""chat/1 on a transport: bytes to requests for the core, the core's effects to frames.
+
+One `ChatProtocol` per connection, made by `ChatService.protocol`.  It owns
+the decoder and one watchdog timer (the hello deadline, then the idle
+timeout), feeds each decoded item to the chat core and carries out the
+effects that come back: `Deliver` is framed once and the same bytes
+appended to every recipient's output; `Close` says `bye` and closes.
+"""
+
+import logging
+import time
+from collections import Counter
+
+import framing
+from framing import REQUESTS, Decoder
+
+from .core import ChatCore, Deliver, Session
+from .transport import State
+
+log = logging.getLogger("chatd")
+
+_OPEN = State.OPEN
+
+
+class ChatService:
+    """What every chat/1 connection of one server shares: the core, the
+    timeouts, the disconnect counts and the fan-out.
+
+    `handshake_timeout` and `idle_timeout` are in seconds; `disconnects`
+    counts closed connections by reason (logged at exit).
+    """
+
+    def __init__(self, loop, connections, core: ChatCore, handshake_timeout: float,
+                 idle_timeout: float):
+        self.loop = loop
+        self.connections = connections
+        self.core = core
+        self.max_frame = core.settings.max_frame
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.disconnects: Counter[str] = Counter()
+        # Set at shutdown: closes no longer tell the core (nobody is left to
+        # hear who left) and nothing more is delivered.
+        self.shutting_down = False
+
+    def protocol(self) -> "ChatProtocol":
+        """A protocol for one new connection (the listener's factory)."""
+        return ChatProtocol(self)
+
+    def apply(self, effects: list) -> None:
+        """Carry out what the core returned, in order."""
+        for effect in effects:
+            if type(effect) is Deliver:
+                self.queue(effect.recipients, framing.frame(effect.payload, self.max_frame))
+            else:  # Close: the core has ended the session already
+                effect.session.begin_close(effect.reason, ref=effect.ref)
+
+    def queue(self, recipients, data: bytes) -> None:
+        """Give `data` to every recipient's output: the hot path of every broadcast.
+
+        Transport.write is inlined: a call per recipient would be a large
+        share of a fan-out's cost.  The same bytes object goes to everyone.
+        """
+        size = len(data)
+        schedule = self.connections.schedule
+        for session in recipients:
+            transport = session.transport
+            output = transport.output
+            output.chunks.append(data)
+            output.size += size
+            if not transport.scheduled:
+                schedule(transport)
+
+    def queue_run(self, room, payloads: list) -> None:
+        """Queue a run of `msg` payloads to `room`'s members as one chunk, and empty it."""
+        self.queue(room.members, framing.frames(payloads, self.max_frame))
+        payloads.clear()
+
+
+class ChatProtocol(Session):
+    """One chat/1 connection: the core's Session for it, and its transport's protocol.
+
+    One object instead of two saves a pointer hop per recipient on the
+    fan-out path; the core uses only the Session slots.
+    """
+
+    __slots__ = ("service", "transport", "decoder", "last_frame_at", "hello_deadline",
+                 "watchdog")
+
+    def __init__(self, service: ChatService):
+        Session.__init__(self)
+        self.service = service
+        self.transport = None
+        self.decoder = Decoder(service.max_frame, REQUESTS)
+        self.watchdog = None
+
+    # ------------------------------------------------------ transport events
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        now = self.service.loop.time()
+        self.last_frame_at = now
+        self.hello_deadline = now + self.service.handshake_timeout
+        self._arm_watchdog()
+
+    def data_received(self, data) -> None:
+        items = self.decoder.feed(data)
+        if not items:
+            return
+        self.last_frame_at = time.monotonic()
+        service = self.service
+        receive = service.core.receive
+        # Consecutive room broadcasts of this read to one room are queued as
+        # one joined chunk: each member then costs one append per read, not
+        # one per message.  Only a `say` may join a run (it cannot change
+        # who is in the room); anything else queues the run first.
+        run_room, run = None, []
+        for item in items:
+            is_say = type(item) is dict and item["type"] == "say"
+            if run and not is_say:
+                service.queue_run(run_room, run)
+            effects = receive(self, item)
+            if is_say and len(effects) == 1 and type(effects[0]) is Deliver \
+                    and effects[0].room is not None:
+                room = effects[0].room
+                if run and room is not run_room:
+                    service.queue_run(run_room, run)
+                run_room = room
+                run.append(effects[0].payload)
+                continue
+            if run:
+                service.queue_run(run_room, run)
+            service.apply(effects)
+            if self.ended:
+                break
+        if run:
+            service.queue_run(run_room, run)
+
+    def eof_received(self) -> None:
+        self.begin_close("quit", counted_as="disconnect")
+
+    def slow_consumer(self, why: str) -> None:
+        self.begin_close("too_slow", error=("too_slow", f"{why}; disconnecting"))
+
+    def over_capacity(self, limit: int) -> None:
+        self.begin_close("server_full",
+                         error=("server_full", f"{limit} connections already; try later"))
+
+    def shutdown(self) -> None:
+        self.begin_close("shutdown")
+
+    def connection_lost(self, reason: str | None) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        if reason is None:
+            return
+        service = self.service
+        service.disconnects[reason] += 1
+        service.apply(service.core.end(self, reason))
+        log.info("closing %s:%d (%s)", *self.transport.peer, reason)
+
+    # ----------------------------------------------------------------- closing
+
+    def begin_close(self, reason: str, error: tuple[str, str] | None = None,
+                    counted_as: str | None = None, ref=None) -> None:
+        """Stop serving: [error,] `bye` {reason[, ref]}, then close once flushed.
+
+        `counted_as` is the disconnect reason when it differs from the bye's
+        (end of input is counted as `disconnect` but said as `quit`).
+        """
+        transport = self.transport
+        if transport.state is not _OPEN:
+            return
+        service = self.service
+        counted = counted_as or reason
+        service.disconnects[counted] += 1
+        if not service.shutting_down:
+            service.apply(service.core.end(self, counted))
+        self.watchdog.cancel()
+        if error is not None:
+            transport.write(framing.encode({"type": "error", "code": error[0],
+                                            "message": error[1]}))
+        bye = {"type": "bye", "reason": reason}
+        if ref is not None:
+            bye["ref"] = ref
+        transport.write(framing.encode(bye))
+        transport.close()
+        log.info("closing %s:%d (%s)", *transport.peer, counted)
+
+    # ---------------------------------------------------------------- timers
+
+    def _arm_watchdog(self) -> None:
+        deadline = self.last_frame_at + self.service.idle_timeout
+        if self.name is None and self.hello_deadline < deadline:
+            deadline = self.hello_deadline
+        self.watchdog = self.service.loop.call_at(deadline, self._watch)
+
+    def _watch(self) -> None:
+        """The hello deadline or the idle timeout, whichever is due; else re-arm.
+
+        Re-armed lazily from `last_frame_at` instead of on every frame.
+        """
+        service = self.service
+        now = service.loop.time()
+        if self.name is None and now >= self.hello_deadline:
+            self.begin_close("timeout", error=(
+                "timeout", f"no hello within {service.handshake_timeout:g}s"))
+        elif now >= self.last_frame_at + service.idle_timeout:
+            self.begin_close("timeout", error=(
+                "timeout", f"no frame for {service.idle_timeout:g}s"))
+        else:
+            self._arm_watchdog()

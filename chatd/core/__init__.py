@@ -1,0 +1,12 @@
+"""The chat core: users, rooms, messages and history, with no sockets, threads or clocks of its own.
+
+`ChatCore.receive(session, item)` takes one decoded request (or codec error)
+and returns the effects it produced (`Deliver`, `Close`); see
+docs/architecture.md for the path of one message.
+"""
+
+from .chat import ChatCore, ChatSettings
+from .effects import Close, Deliver
+from .session import Session
+
+__all__ = ["ChatCore", "ChatSettings", "Close", "Deliver", "Session"]

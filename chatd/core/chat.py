@@ -1,0 +1,312 @@
+"""The chat core: sessions, rooms, messages and history in; effects out.
+
+Sans-IO, like h11: the caller hands it one decoded item of a session's
+input (`receive`) or the end of a session (`end`) and gets back what that
+produced, as a list of effects (`Deliver`, `Close`; see effects.py).  A
+broadcast is encoded once: every recipient gets the same payload object.
+Time comes from the injected clocks, so tests drive it.
+"""
+
+import dataclasses
+import hmac
+import itertools
+import secrets
+import time
+
+from framing import (DEFAULT_HISTORY_LIMIT, LOBBY, MAX_TEXT_CHARS, TOKEN_BYTES,
+                     WELCOME_USERS, ProtocolError, TokenBucket, encode_payload)
+from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
+
+from .effects import Close, Deliver, Outbox
+from .messages import Messages
+from .rooms import Room, Rooms
+from .session import Session
+
+SERVER_VERSION = "chatd/0.1.0"
+# Requests served before a successful hello (chat/1, Session).
+_BEFORE_WELCOME = frozenset(("hello", "ping", "quit"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatSettings:
+    """The core's share of chatd's settings (see chatd/config.py for each one's reason).
+
+    `max_clients` and `idle_timeout` are not the core's to enforce; it only
+    announces them in `welcome.limits`.
+    """
+
+    max_frame: int
+    rate_limit: float
+    rate_burst: int
+    presence_limit: int
+    history: int
+    retained_rooms: int
+    max_conversations: int
+    max_bad_messages: int
+    max_clients: int
+    idle_timeout: float
+
+
+class ChatCore:
+    """chat/1's rules over every session of one server.
+
+    `receive(session, item) -> [effect]` for each decoded request or codec
+    error; `end(session, reason) -> [effect]` once its connection is gone.
+    Handlers append to `self.out.effects`, the list the current call returns.
+    """
+
+    def __init__(self, settings: ChatSettings, wall_clock=time.time, clock=time.monotonic):
+        self.settings = settings
+        self.rate = settings.rate_limit
+        self.burst = float(settings.rate_burst)
+        self.wall_clock = wall_clock
+        self.clock = clock
+        self.users: dict[str, Session] = {}
+        self.rooms = Rooms(settings.presence_limit, settings.retained_rooms, settings.history)
+        self._identities = itertools.count(1)
+        self.out = Outbox(settings.max_frame)
+        self.messages = Messages(self.out, settings.max_conversations, settings.history,
+                                 wall_clock)
+        self.limits = {
+            "max_frame": settings.max_frame, "max_text": MAX_TEXT_CHARS,
+            "rate": settings.rate_limit, "burst": settings.rate_burst,
+            "presence_limit": settings.presence_limit, "history": settings.history,
+            "max_clients": settings.max_clients, "idle_timeout": settings.idle_timeout,
+        }
+        self._handlers = {
+            "hello": self._hello, "say": self._say, "dm": self._dm,
+            "join": self._join, "leave": self._leave, "nick": self._nick,
+            "who": self._who, "rooms": self._rooms, "history": self._history,
+            "ping": self._ping, "quit": self._quit,
+        }
+
+    # ---------------------------------------------------------- the callers' API
+
+    def receive(self, session: Session, item) -> list:
+        """Handle one item from the session's decoder: a request dict or a ProtocolError."""
+        out = self.out.begin()
+        if session.ended:
+            return out
+        if type(item) is not dict:
+            self._protocol_error(session, item)
+            return out
+        kind = item["type"]
+        ref = item.get("ref")
+        if kind != "quit" and self.rate:
+            now = self.clock()
+            bucket = session.bucket
+            if bucket is None:
+                bucket = session.bucket = TokenBucket(self.rate, self.burst, now)
+            if not bucket.take(now):
+                self.out.error(session, "rate_limited",
+                            f"more than {self.rate:g} requests/s (burst {self.burst:g}); "
+                            f"request dropped", ref)
+                return out
+        if session.name is None and kind not in _BEFORE_WELCOME:
+            self.out.error(session, "not_welcome", "send hello first", ref)
+            return out
+        self._handlers[kind](session, item, ref)
+        return out
+
+    def end(self, session: Session, reason: str) -> list:
+        """The session's connection is gone: leave every room, free the name (once).
+
+        Returns the `left` deliveries to the rooms it was in.
+        """
+        effects = self.out.begin()
+        self._end(session, reason)
+        return effects
+
+    @property
+    def user_count(self) -> int:
+        return len(self.users)
+
+    # --------------------------------------------------------- closing
+
+    def _end(self, session: Session, reason: str) -> None:
+        if session.ended:
+            return
+        session.ended = True
+        if session.name is None:
+            return
+        for room in list(session.rooms.values()):
+            self._part(session, room, reason, tell_actor=False)
+        del self.users[session.key]
+
+    def _close(self, session: Session, reason: str, left_reason: str | None = None,
+               ref=None) -> None:
+        """End the session and have it closed with `bye` {reason}."""
+        self._end(session, left_reason or reason)
+        self.out.effects.append(Close(session, reason, ref))
+
+    def _protocol_error(self, session: Session, error: ProtocolError) -> None:
+        self.out.error(session, error.code, error.message, error.ref)
+        if error.fatal:
+            self._close(session, error.code)
+            return
+        session.bad_messages += 1
+        if session.bad_messages >= self.settings.max_bad_messages:
+            self.out.error(session, "bad_message", f"{session.bad_messages} bad messages; closing")
+            self._close(session, "abuse")
+
+    def _send_users(self, session: Session, room: Room, ref=None) -> None:
+        self.out.pages(session, {"type": "users", "room": room.name}, "names",
+                       [member.name for member in room.members], NAME_ITEM_BYTES, ref)
+
+    # ------------------------------------------------------------- lookups
+
+    def _room_or_error(self, session: Session, name: str, ref) -> Room | None:
+        room = self.rooms.get(name)
+        if room is None:
+            self.out.error(session, "no_such_room", f"no room {name!r}", ref)
+        return room
+
+    def _user_or_error(self, session: Session, name: str, ref) -> Session | None:
+        user = self.users.get(name.lower())
+        if user is None:
+            self.out.error(session, "no_such_user", f"no user {name!r}", ref)
+        return user
+
+    def _member_room(self, session: Session, name: str, ref) -> Room | None:
+        room = session.rooms.get(name.lower())
+        if room is None and self._room_or_error(session, name, ref) is not None:
+            self.out.error(session, "not_in_room", f"you are not in {name!r}", ref)
+        return room
+
+    # ------------------------------------------------------------ membership
+
+    def _part(self, session: Session, room: Room, reason: str | None,
+              tell_actor: bool, ref=None) -> None:
+        message = {"type": "left", "room": room.name, "name": session.name}
+        if reason is not None:
+            message["reason"] = reason
+        announce = self.rooms.announces(room)
+        self.rooms.remove(session, room)
+        if announce or tell_actor:
+            payload = encode_payload(message)
+            if announce and room.members:
+                # A copy: the caller delivers after later changes to the room.
+                self.out.effects.append(Deliver(tuple(room.members), payload))
+            if tell_actor:
+                self.out.to_actor(session, message, payload, ref)
+
+    def _hello(self, session: Session, message: dict, ref) -> None:
+        if session.name is not None:
+            self.out.error(session, "bad_message", "already welcomed", ref)
+            return
+        name = message["name"]
+        key = name.lower()
+        holder = self.users.get(key)
+        if holder is not None:
+            token = message.get("token")
+            # As bytes: compare_digest refuses str with non-ASCII characters.
+            if token is None or not hmac.compare_digest(token.encode(),
+                                                        holder.token.encode()):
+                self.out.error(session, "name_taken", f"{name!r} is taken", ref)
+                return
+            self._close(holder, "replaced")
+            session.identity = holder.identity
+        else:
+            session.identity = next(self._identities)
+        session.name, session.key = name, key
+        session.token = secrets.token_urlsafe(TOKEN_BYTES)
+        self.users[key] = session
+        lobby = self.rooms.lobby
+        self.rooms.enter(session, lobby)
+        # islice: a walk over a 10,000-member lobby per hello would be O(N²).
+        others = [member.name for member in itertools.islice(lobby.members, WELCOME_USERS)
+                  if member is not session][:WELCOME_USERS - 1]
+        self.out.reply(session, {
+            "type": "welcome", "name": name, "token": session.token, "rooms": [LOBBY],
+            "users": [name] + others,
+            "user_count": len(lobby.members), "server": SERVER_VERSION,
+            "limits": self.limits,
+        }, ref)
+        if self.rooms.announces(lobby) and len(lobby.members) > 1:
+            self.out.deliver(tuple(m for m in lobby.members if m is not session),
+                          {"type": "joined", "room": LOBBY, "name": name})
+
+    def _join(self, session: Session, message: dict, ref) -> None:
+        name = message["room"]
+        room = self.rooms.get(name) or self.rooms.open(name)
+        joined = {"type": "joined", "room": room.name, "name": session.name}
+        if session not in room.members:
+            self.rooms.enter(session, room)
+            self.out.deliver(room.members if self.rooms.announces(room) else (session,), joined)
+        else:
+            self.out.reply(session, joined)
+        self._send_users(session, room, ref)
+
+    def _leave(self, session: Session, message: dict, ref) -> None:
+        room = self._member_room(session, message["room"], ref)
+        if room is not None:
+            self._part(session, room, None, tell_actor=True, ref=ref)
+
+    def _nick(self, session: Session, message: dict, ref) -> None:
+        new = message["name"]
+        key = new.lower()
+        holder = self.users.get(key)
+        if holder is not None and holder is not session:
+            self.out.error(session, "name_taken", f"{new!r} is taken", ref)
+            return
+        old = session.name
+        del self.users[session.key]
+        session.name, session.key = new, key
+        self.users[key] = session
+        recipients = {}
+        for room in session.rooms.values():
+            if self.rooms.announces(room):
+                recipients.update(room.members)
+        recipients.pop(session, None)
+        renamed = {"type": "renamed", "old": old, "new": new}
+        payload = self.out.deliver(tuple(recipients), renamed)
+        self.out.to_actor(session, renamed, payload, ref)
+
+    # -------------------------------------------------------- messages, listings
+
+    def _say(self, session: Session, message: dict, ref) -> None:
+        room = self._member_room(session, message.get("room", LOBBY), ref)
+        if room is not None:
+            self.messages.post(session, room.history, room.members,
+                               {"type": "msg", "room": room.name, "from": session.name,
+                                "text": message["text"]}, ref, room)
+
+    def _dm(self, session: Session, message: dict, ref) -> None:
+        recipient = self._user_or_error(session, message["to"], ref)
+        if recipient is not None:
+            self.messages.dm(session, recipient, message["text"], ref)
+
+    def _who(self, session: Session, message: dict, ref) -> None:
+        room = self._room_or_error(session, message.get("room", LOBBY), ref)
+        if room is not None:
+            self._send_users(session, room, ref)
+
+    def _rooms(self, session: Session, message: dict, ref) -> None:
+        listing = [{"name": room.name, "users": len(room.members)}
+                   for room in self.rooms.by_key.values()]
+        self.out.pages(session, {"type": "rooms"}, "rooms", listing, ROOM_ITEM_BYTES, ref)
+
+    def _history(self, session: Session, message: dict, ref) -> None:
+        if "room" in message:
+            room = self._member_room(session, message["room"], ref)
+            if room is None:
+                return
+            history, envelope = room.history, {"type": "history", "room": room.name}
+        else:
+            peer = self._user_or_error(session, message["with"], ref)
+            if peer is None:
+                return
+            history = self.messages.private_history(session, peer)
+            envelope = {"type": "history", "with": message["with"]}
+        limit = min(message.get("limit", DEFAULT_HISTORY_LIMIT), self.settings.history)
+        self.messages.answer_history(session, history, envelope, message.get("since"),
+                                     limit, ref)
+
+    def _ping(self, session: Session, message: dict, ref) -> None:
+        reply = {"type": "pong"}
+        if "data" in message:
+            reply["data"] = message["data"]
+        self.out.reply(session, reply, ref)
+
+    def _quit(self, session: Session, message: dict, ref) -> None:
+        self._close(session, "quit", message.get("reason"), ref)

@@ -1,0 +1,107 @@
+"""What the chat core asks its caller to do: effects, at the payload level.
+
+The core never touches a socket: `ChatCore.receive` and `ChatCore.end`
+return a list of these, in the order they must happen.  Payloads are JSON
+bytes without the chat/1 length prefix; the caller frames them (once per
+effect, whatever the number of recipients) for the transport it serves.
+"""
+
+from framing import encode_payload
+from framing.paging import paged
+
+
+class Deliver:
+    """Give one payload to each of `recipients`, in this order relative to other effects.
+
+    `recipients` is an iterable of `Session`s: a room's member dict (the
+    live set: deliver before the room changes) or a tuple.  `room` is set
+    only for a plain room broadcast of a `msg` (a `say` without `ref`): the
+    caller may then join consecutive broadcasts to the same room into one
+    chunk per member, because a `say` cannot change who is in the room.
+    """
+
+    __slots__ = ("recipients", "payload", "room")
+
+    def __init__(self, recipients, payload: bytes, room=None):
+        self.recipients = recipients
+        self.payload = payload
+        self.room = room
+
+    def __repr__(self):
+        return f"Deliver({len(self.recipients)} recipients, {self.payload!r})"
+
+
+class Close:
+    """Close `session` with `bye` {reason} (and `ref`, the quit's, when set).
+
+    The core has already ended the session (it left every room and its name
+    is free), so the caller only says goodbye and closes.
+    """
+
+    __slots__ = ("session", "reason", "ref")
+
+    def __init__(self, session, reason: str, ref=None):
+        self.session = session
+        self.reason = reason
+        self.ref = ref
+
+    def __repr__(self):
+        return f"Close({self.session!r}, {self.reason!r})"
+
+
+class Outbox:
+    """The effects one core call is producing, and the replies that build them.
+
+    The core starts a fresh `effects` list per call (`begin`) and returns
+    it; every helper appends.  `max_frame` bounds a reply (chat/1: every
+    frame the server sends fits it).
+    """
+
+    __slots__ = ("effects", "max_frame")
+
+    def __init__(self, max_frame: int):
+        self.effects: list = []
+        self.max_frame = max_frame
+
+    def begin(self) -> list:
+        self.effects = []
+        return self.effects
+
+    def deliver(self, recipients, message: dict) -> bytes:
+        """Encode `message` once for all `recipients`; return its payload."""
+        payload = encode_payload(message)
+        self.effects.append(Deliver(recipients, payload))
+        return payload
+
+    def reply(self, session, message: dict, ref=None) -> None:
+        """A direct reply; one that cannot fit a frame becomes bad_message."""
+        if ref is not None:
+            message["ref"] = ref
+        payload = encode_payload(message)
+        if len(payload) > self.max_frame:
+            self.error(session, "bad_message", f"the {message['type']} reply would exceed "
+                       f"max_frame {self.max_frame}", ref)
+            return
+        self.effects.append(Deliver((session,), payload))
+
+    def error(self, session, code: str, text: str, ref=None) -> None:
+        """`error` {code, message[, ref]} to `session` (chat/1's error codes)."""
+        message = {"type": "error", "code": code, "message": text}
+        if ref is not None:
+            message["ref"] = ref
+        self.deliver((session,), message)
+
+    def to_actor(self, session, message: dict, payload: bytes, ref) -> None:
+        """The actor's copy of a broadcast: the same payload, or one with its ref."""
+        if ref is not None:
+            message["ref"] = ref
+            payload = encode_payload(message)
+        self.effects.append(Deliver((session,), payload))
+
+    def pages(self, session, envelope: dict, member: str, items: list,
+              item_bytes: int, ref) -> None:
+        """`items` under `member` of `envelope`, in as many replies as max_frame needs."""
+        if ref is not None:
+            envelope["ref"] = ref
+        for payload in paged(envelope, member, items, item_bytes, self.max_frame):
+            self.effects.append(Deliver((session,), payload))

@@ -1,0 +1,71 @@
+"""Messages: numbering, recording and delivering `msg`, and answering `history`."""
+
+from framing import encode_payload
+from framing.paging import HISTORY_OVERHEAD, history_page
+
+from .effects import Deliver, Outbox
+from .history import History, RetainedHistories
+
+
+def pair_key(a, b) -> tuple[int, int]:
+    """The key of the private conversation between two sessions.
+
+    Keyed by identity, not name: whoever takes a freed name must not read
+    its previous holder's private messages, and a `nick` keeps the pair.
+    """
+    return (a.identity, b.identity) if a.identity <= b.identity else (b.identity, a.identity)
+
+
+class Messages:
+    """Posts `msg`s into room and private histories and reads them back.
+
+    Ids come from each history (1, 2, 3, ... per room and per pair), `ts`
+    from `wall_clock` (Unix seconds).  Private histories are kept for
+    `max_conversations` pairs, least recently used dropped first.
+    """
+
+    def __init__(self, out: Outbox, max_conversations: int, history_size: int, wall_clock):
+        self.out = out
+        self.wall_clock = wall_clock
+        self.conversations = RetainedHistories(max_conversations, history_size)
+
+    def post(self, sender, history: History, recipients, msg: dict, ref, room=None) -> None:
+        """Number, record and deliver one msg; the sender's echo carries its ref.
+
+        A msg whose payload would not leave HISTORY_OVERHEAD spare in
+        max_frame is refused with bad_text, so every stored message fits a
+        history answer.
+        """
+        out = self.out
+        msg["id"] = history.next_id
+        msg["ts"] = self.wall_clock()
+        payload = encode_payload(msg)
+        if len(payload) > out.max_frame - HISTORY_OVERHEAD:
+            out.error(sender, "bad_text", f"message of {len(payload)} bytes; at most "
+                      f"{out.max_frame - HISTORY_OVERHEAD} fit max_frame", ref)
+            return
+        history.append(payload)
+        if ref is None:
+            out.effects.append(Deliver(recipients, payload, room))
+            return
+        others = tuple(member for member in recipients if member is not sender)
+        out.effects.append(Deliver(others, payload))
+        out.to_actor(sender, msg, payload, ref)
+
+    def dm(self, sender, recipient, text: str, ref) -> None:
+        history = self.conversations.get_or_new(pair_key(sender, recipient))
+        recipients = (recipient,) if recipient is sender else (recipient, sender)
+        self.post(sender, history, recipients,
+                  {"type": "msg", "to": recipient.name, "from": sender.name, "text": text}, ref)
+
+    def private_history(self, a, b) -> History | None:
+        return self.conversations.get(pair_key(a, b))
+
+    def answer_history(self, session, history: History | None, envelope: dict,
+                       since: int | None, limit: int, ref) -> None:
+        """`history` {…, messages} spliced from the stored payloads, as many as fit."""
+        payloads = history.select(since, limit) if history else []
+        if ref is not None:
+            envelope["ref"] = ref
+        self.out.effects.append(Deliver((session,), history_page(envelope, payloads,
+                                                                 self.out.max_frame)))

@@ -1,0 +1,146 @@
+"""Listening sockets, each bound to a protocol factory, and the open-files limit they need.
+
+A listener accepts at most `accepts_per_turn` connections per loop turn (a
+connect storm cannot starve chat), wraps each in a `Transport` with a new
+protocol, and refuses (politely, through the protocol) one beyond
+`max_connections`.  On EMFILE/ENFILE it stops accepting for a moment
+instead of spinning on a listener that stays readable (asyncio's
+`_accept_connection` does the same).
+"""
+
+import errno
+import logging
+import resource
+import socket
+
+from .transport import Connections, Transport
+
+log = logging.getLogger("chatd")
+
+# Seconds to stop accepting after EMFILE/ENFILE, instead of spinning on it.
+ACCEPT_BACKOFF_SECONDS = 0.1
+# Listen backlog; the kernel caps it at somaxconn.
+BACKLOG = 1024
+# File descriptors kept for listeners, the loop's wake socket, logging and such.
+RESERVED_FDS = 32
+# accept() errors that mean "out of resources, try again later".
+_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# accept() errors that mean "that peer gave up before we got to it".
+_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on (host, port); port 0 picks one.
+
+    Raises OSError (address in use, unknown host, ...).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def raise_fd_limit(max_clients: int) -> int:
+    """Raise RLIMIT_NOFILE to fit `max_clients` connections; return the count that fits.
+
+    Within the hard limit only; where the kernel refuses (Linux caps the
+    soft limit at fs.nr_open even under an infinite hard one), the number
+    of connections is lowered to what the present limit allows, and logged.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_clients + RESERVED_FDS
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        wanted = hard
+        max_clients = max(1, hard - RESERVED_FDS)
+        log.warning("RLIMIT_NOFILE hard limit is %d: max_clients lowered to %d",
+                    hard, max_clients)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            max_clients = max(1, soft - RESERVED_FDS)
+            log.warning("cannot raise RLIMIT_NOFILE to %d (%s): max_clients lowered to %d",
+                        wanted, exc, max_clients)
+    return max_clients
+
+
+class Listener:
+    """Accepts on `sock` into new transports, each with `protocol_factory()`.
+
+    `max_connections` bounds `connections.open` (every listener's, closing
+    ones included); the protocol of one beyond it gets `over_capacity(limit)`
+    instead of service.
+    """
+
+    def __init__(self, loop, connections: Connections, sock: socket.socket,
+                 protocol_factory, accepts_per_turn: int, max_connections: int):
+        self.loop = loop
+        self.connections = connections
+        self.sock = sock
+        self.address = sock.getsockname()[:2]
+        self.protocol_factory = protocol_factory
+        self.accepts_per_turn = accepts_per_turn
+        self.max_connections = max_connections
+        self._accepting = False
+        self._closed = False
+        self._resume_timer = None
+
+    def start(self) -> None:
+        self._accepting = True
+        self.loop.add_reader(self.sock, self._on_readable)
+
+    def close(self) -> None:
+        """Stop accepting for good and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        self._accepting = False
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+        self.loop.remove_file(self.sock)
+        self.sock.close()
+
+    def _pause(self) -> None:
+        self._accepting = False
+        self.loop.remove_reader(self.sock)
+        self._resume_timer = self.loop.call_later(ACCEPT_BACKOFF_SECONDS, self._resume)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if not self._closed:
+            self.start()
+
+    def _on_readable(self) -> None:
+        connections = self.connections
+        for _ in range(self.accepts_per_turn):
+            if not self._accepting:
+                return  # closed or backing off earlier in this same turn
+            try:
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _EXHAUSTED:
+                    log.warning("accept failed (%s); pausing accepts for %.1fs",
+                                exc.strerror, ACCEPT_BACKOFF_SECONDS)
+                    self._pause()
+                    return
+                if exc.errno in _GONE:
+                    continue
+                raise
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            transport = Transport(connections, sock, peer[:2])
+            protocol = self.protocol_factory()
+            transport.start(protocol)
+            log.info("open %s:%d", *transport.peer)
+            if len(connections.open) > self.max_connections:
+                protocol.over_capacity(self.max_connections)
