@@ -17,11 +17,10 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from framing import MAX_TEXT_CHARS, PROTOCOL_VERSION, is_name
+from framing import LOBBY, MAX_TEXT_CHARS, PROTOCOL_VERSION, is_name
 
 from . import commands, display
 
-LOBBY = "lobby"
 # Messages per catch-up request; the server caps it at its own retention.
 CATCH_UP_LIMIT = 100
 # Messages /history shows without a count.
@@ -340,7 +339,7 @@ class Session:
                               gate="join")
             self._release_held()
             return [display.status(f"connected as {self.name} ({event['server']}); "
-                                   f"{count} in #lobby: {users}")]
+                                   f"{count} in #{LOBBY}: {users}")]
         lobby_member = LOBBY in self.rooms
         for key, room in list(self.rooms.items()):
             if key == LOBBY:
