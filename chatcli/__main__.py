@@ -4,17 +4,18 @@ import argparse
 import os
 import sys
 
-from chatd.config import Config
-from framing import is_name
+from framing import DEFAULT_PORT, is_name
 
 from .client import EXIT_FAILED, Client, PipeUI, TerminalUI
 from .commands import NAME_RULE
 from .session import Session
 
 ENV_PREFIX = "CHATCLI_"
-# chatd's own defaults, so that `chatd` and `chatcli` find each other unconfigured.
-DEFAULT_HOST = Config.host
-DEFAULT_PORT = Config.port
+# The loopback address chatd binds to by default (its Config.host), so that
+# `chatd` and `chatcli` find each other unconfigured; the port is framing's
+# DEFAULT_PORT, which both share.  Written out rather than imported so the
+# client does not depend on the server's package.
+DEFAULT_HOST = "127.0.0.1"
 
 DESCRIPTION = "A chat/1 client: chat on a terminal, or script it through a pipe."
 EPILOG = f"""\

@@ -17,11 +17,10 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from framing import MAX_TEXT_CHARS, PROTOCOL_VERSION, is_name
+from framing import LOBBY, MAX_TEXT_CHARS, PROTOCOL_VERSION, TokenBucket, is_name
 
 from . import commands, display
 
-LOBBY = "lobby"
 # Messages per catch-up request; the server caps it at its own retention.
 CATCH_UP_LIMIT = 100
 # Messages /history shows without a count.
@@ -85,10 +84,12 @@ class Session:
         self._notes: list = []               # lines made while releasing held ones
         self._buffered: dict[str, list] = {}  # live msgs arriving during a catch-up
         self._refs = itertools.count(1)
-        self._rate = 0.0                      # 0: no pacing
-        self._burst = 1.0
-        self._tokens = 1.0
-        self._refilled_at = 0.0
+        # The server's rate limit, mirrored; None: no pacing (none announced,
+        # or not welcomed on this connection yet).
+        self._bucket: TokenBucket | None = None
+        # The time of the last take_requests: receive() is not told the time,
+        # so the bucket made at welcome starts counting from here.
+        self._took_at = 0.0
         self._keepalive = DEFAULT_KEEPALIVE
         self._last_sent = 0.0
         self._ping_sent_at: float | None = None
@@ -114,7 +115,7 @@ class Session:
 
     def connection_made(self, now: float) -> None:
         self.connected = True
-        self._last_sent = self._refilled_at = now
+        self._last_sent = self._took_at = now
         self._ping_sent_at = None
         if self.name is not None:
             self._send_hello()
@@ -128,7 +129,7 @@ class Session:
         self._outbox.clear()
         self._gates.clear()
         self._buffered.clear()
-        self._rate = 0.0
+        self._bucket = None
         if self.quitting:
             self.finished = True
 
@@ -174,25 +175,23 @@ class Session:
         """The requests to send now; the rest wait for the rate limit."""
         if not self.connected:
             return []
-        if self._rate:
-            self._tokens = min(self._burst,
-                               self._tokens + (now - self._refilled_at) * self._rate)
-        self._refilled_at = now
+        self._took_at = now
         if (self.welcomed and not self._outbox and self._ping_sent_at is None
                 and now - self._last_sent >= self._keepalive):
             self._ping_sent_at = now
             self._request({"type": "ping"}, "ping")
+        bucket = self._bucket
         out = []
         while self._outbox:
             pending = self.pending.get(self._outbox[0])
             if pending is None:
                 self._outbox.popleft()
                 continue
-            # chat/1 never rate-limits quit.
-            if pending.message["type"] != "quit" and self._rate and self._tokens < 1:
+            # chat/1 never rate-limits quit, and the server does not count it.
+            if (pending.message["type"] != "quit" and bucket is not None
+                    and not bucket.take(now)):
                 break
             self._outbox.popleft()
-            self._tokens -= 1
             out.append(pending.message)
         if out:
             self._last_sent = now
@@ -203,8 +202,10 @@ class Session:
         if not self.connected:
             return None
         deadlines = []
-        if self._outbox and self._rate and self._tokens < 1:
-            deadlines.append(now + (1 - self._tokens) / self._rate)
+        if self._outbox and self._bucket is not None:
+            wait = self._bucket.wait(now)
+            if wait > 0:
+                deadlines.append(now + wait)
         if self.welcomed and self._ping_sent_at is None:
             deadlines.append(self._last_sent + self._keepalive)
         if self._ping_sent_at is not None:
@@ -322,8 +323,9 @@ class Session:
         limits = event["limits"]
         rate, burst = limits.get("rate"), limits.get("burst")
         if type(rate) in (int, float) and rate > 0 and type(burst) is int and burst >= 1:
-            self._rate, self._burst = float(rate), float(burst)
-            self._tokens = self._burst - 1  # the hello took one
+            # The hello took one token.
+            self._bucket = TokenBucket(float(rate), float(burst), self._took_at,
+                                       tokens=burst - 1.0)
         idle = limits.get("idle_timeout")
         if type(idle) in (int, float) and idle > 0:
             self._keepalive = min(DEFAULT_KEEPALIVE, idle / 3)
@@ -340,7 +342,7 @@ class Session:
                               gate="join")
             self._release_held()
             return [display.status(f"connected as {self.name} ({event['server']}); "
-                                   f"{count} in #lobby: {users}")]
+                                   f"{count} in #{LOBBY}: {users}")]
         lobby_member = LOBBY in self.rooms
         for key, room in list(self.rooms.items()):
             if key == LOBBY:
@@ -364,7 +366,9 @@ class Session:
             ref = event["ref"]
             self.pending[ref] = pending
             self._outbox.appendleft(ref)
-            self._tokens = min(self._tokens, 0.0)
+            if self._bucket is not None:
+                # The server's bucket is empty, whatever ours says.
+                self._bucket.tokens = min(self._bucket.tokens, 0.0)
             return []
         if pending.purpose == "hello":
             if code in NAME_ERRORS:

@@ -257,3 +257,32 @@ class CliProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(WAIT)
+
+
+# ------------------------------------------------- helpers of several modules
+
+
+def serve(**settings):
+    """`running_server` with the rate limit off unless `rate_limit` is given:
+    these tests send far faster than a person types, and test the limit on purpose."""
+    settings.setdefault("rate_limit", 0)
+    return running_server(**settings)
+
+
+def ids_of(frames, kind: str = "msg") -> list[int]:
+    """The `id` of each frame of type `kind` in `frames` (any iterable of
+    decoded frames), in order: msg ids unless told."""
+    return [frame["id"] for frame in frames if frame["type"] == kind]
+
+
+def raw_frame(payload: bytes) -> bytes:
+    """`payload` behind chat/1's 4-byte big-endian length header, unchecked:
+    the way to send bytes the codec would refuse to frame."""
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def kernel_send_buffer_max() -> int:
+    """The most, in bytes, a TCP socket's send buffer can grow to (the maximum
+    of Linux's tcp_wmem): what the kernel may hold beyond chatd's own queue."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as limits:
+        return int(limits.read().split()[2])

@@ -1,11 +1,36 @@
-"""chatcli's pure pieces: the command parser, display lines, key decoder, line editor."""
+"""chatcli's pure pieces: the options, command parser, display lines, key decoder, line editor."""
+
+import subprocess
+import sys
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+import framing
 from chatcli import commands, display
+from chatcli.__main__ import parse_arguments
 from chatcli.editor import LineEditor, text_width
 from chatcli.keys import Key, KeyDecoder
+
+from support import REPO
+
+# ------------------------------------------------------------------- options
+
+
+def test_unconfigured_chatcli_finds_an_unconfigured_chatd():
+    from chatd.config import Config  # the test may look; chatcli itself must not
+    arguments = parse_arguments([], {})
+    assert (arguments.host, arguments.port) == (Config.host, Config.port)
+    assert arguments.port == framing.DEFAULT_PORT
+
+
+def test_chatcli_does_not_import_chatd():
+    # A fresh interpreter: this one has chatd loaded by the other tests.
+    probe = ("import sys, chatcli.__main__; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'chatd'))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                            text=True, check=True, cwd=REPO, timeout=60)
+    assert result.stdout.strip() == "[]"
 
 # ------------------------------------------------------------------ commands
 

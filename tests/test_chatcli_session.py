@@ -5,6 +5,8 @@ reconnect catch-up, the holding of lines and the pacing; the end-to-end tests
 (test_chatcli_e2e.py) run the same code against a real chatd.
 """
 
+import pytest
+
 from chatcli.session import Session
 
 LIMITS = {"rate": 10.0, "burst": 20, "idle_timeout": 300.0}
@@ -183,6 +185,39 @@ def test_rate_limited_lines_are_paced_and_retried_in_order():
     later = session.take_requests(1.0)
     assert later[0]["text"] == "line 5" and len(later) == 10
     assert not session.settled
+
+
+def test_pacing_waits_exactly_until_the_next_token():
+    session, _ = welcomed_session()
+    for number in range(25):
+        session.submit(f"line {number}")
+    assert len(session.take_requests(0.0)) == 18
+    # 10 per second: the next token is whole 0.1 s after the bucket emptied.
+    assert session.next_deadline(0.0) == pytest.approx(0.1)
+    assert session.take_requests(0.05) == []
+    assert session.next_deadline(0.05) == pytest.approx(0.1)
+    assert [m["text"] for m in session.take_requests(0.25)] == ["line 18", "line 19"]
+
+
+def test_quit_is_never_held_back_by_the_rate_limit():
+    session, _ = welcomed_session()
+    for number in range(25):
+        session.submit(f"line {number}")
+    session.take_requests(0.0)  # the bucket is empty now
+    session.quit("done")
+    (quit,) = session.take_requests(0.0)
+    assert (quit["type"], quit["reason"]) == ("quit", "done")
+
+
+def test_no_pacing_when_the_server_announces_no_rate_limit():
+    session = Session("alice")
+    session.connection_made(0.0)
+    (hello,) = session.take_requests(0.0)
+    session.receive(answer(hello, **dict(welcome(), limits={})))
+    for number in range(50):
+        session.submit(f"line {number}")
+    assert len(session.take_requests(0.0)) == 51  # the baseline and every line
+    assert session.next_deadline(0.0) == 60.0     # only the keepalive
 
 
 def test_a_refused_name_is_forgotten_with_the_servers_reason():

@@ -15,17 +15,13 @@ import pytest
 
 import framing
 from chatd.listeners import ACCEPT_BACKOFF_SECONDS
-from support import WAIT, ChatClient, ServerProcess, wait_until
+from support import WAIT, ChatClient, ServerProcess, ids_of, wait_until
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "chatd"
 
 
 def address(server: ServerProcess):
     return (server.host, server.port)
-
-
-def ids_of(frames):
-    return [frame["id"] for frame in frames if frame["type"] == "msg"]
 
 
 @pytest.mark.parametrize("program", [(sys.executable, "-m", "chatd"), (str(CONSOLE_SCRIPT),)],

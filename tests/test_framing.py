@@ -12,10 +12,7 @@ from framing import (EVENTS, MAX_FRAME, REQUESTS, BadFrame, BadMessage,
                      BadName, BadText, Decoder, FrameError, FrameTooLarge,
                      LocalProtocolError, MessageError, ProtocolError,
                      UnknownType, encode, frame)
-
-
-def raw_frame(payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + payload
+from support import raw_frame
 
 
 def decode_all(data: bytes, schema=REQUESTS):

@@ -13,16 +13,7 @@ import threading
 import pytest
 
 import framing
-from support import ChatClient, running_server, wait_until
-
-
-def serve(**settings):
-    settings.setdefault("rate_limit", 0)
-    return running_server(**settings)
-
-
-def ids_of(frames, kind="msg"):
-    return [frame["id"] for frame in frames if frame["type"] == kind]
+from support import ChatClient, ids_of, running_server, serve, wait_until
 
 
 def connection_of(server, name: str):

@@ -10,12 +10,7 @@ import json
 import pytest
 
 import framing
-from support import ChatClient, running_server
-
-
-def serve(**settings):
-    settings.setdefault("rate_limit", 0)
-    return running_server(**settings)
+from support import ChatClient, serve
 
 
 def expect(client: ChatClient, **fields) -> dict:

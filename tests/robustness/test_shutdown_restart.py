@@ -6,14 +6,9 @@ back by itself once a server listens on the port again."""
 import time
 
 from crowd import Crowd
-from support import ChatClient, CliProcess, ServerProcess
+from support import ChatClient, CliProcess, ServerProcess, kernel_send_buffer_max
 
 SHUTDOWN_SECONDS = 3.0   # what the never-reading client can hold the exit up
-
-
-def _kernel_send_buffer_max() -> int:
-    with open("/proc/sys/net/ipv4/tcp_wmem") as limits:
-        return int(limits.read().split()[2])
 
 
 def test_sigterm_under_load_flushes_every_accepted_message_then_bye_and_exits_zero():
@@ -36,7 +31,7 @@ def test_sigterm_under_load_flushes_every_accepted_message_then_bye_and_exits_ze
             crowd.pause(reader)
         stuck, = crowd.open(["stuck"], rcvbuf=4096)
         crowd.pause(stuck)
-        bulk_lines = (_kernel_send_buffer_max() + (1 << 20)) // 4_000 + 1
+        bulk_lines = (kernel_send_buffer_max() + (1 << 20)) // 4_000 + 1
         sent, bulk_sent, began, signalled_at = 0, 0, time.monotonic(), None
         # Each sender says about 3 lines a second until the server says bye.
         while not all(peer.eof for peer in senders + readers):

@@ -8,7 +8,7 @@ import framing
 from chatters import Chatters, percentile
 from crowd import Crowd
 from probes import MIB, PeakRss, assert_healthy, cpu_seconds
-from support import ChatClient, ServerProcess
+from support import ChatClient, ServerProcess, kernel_send_buffer_max
 
 TEXT_CHARS = 4_000   # the largest text chat/1 allows: the fastest way to fill a queue
 
@@ -102,16 +102,10 @@ def test_a_client_that_never_reads_is_cut_off_at_the_limit_and_the_rest_chat_on(
         assert_healthy(server)
 
 
-def _kernel_send_buffer_max() -> int:
-    """The most a socket's send buffer can grow to (tcp_wmem's maximum)."""
-    with open("/proc/sys/net/ipv4/tcp_wmem") as limits:
-        return int(limits.read().split()[2])
-
-
 def test_a_tiny_receive_window_is_served_megabytes_exact_and_in_order():
     # The kernel's buffers hold the first few MiB; a megabyte beyond them
     # must wait in the server's queue and leave it in partial sends.
-    volume = _kernel_send_buffer_max() + MIB
+    volume = kernel_send_buffer_max() + MIB
     limit = str(2 * volume)   # served, not cut off as too slow
     with ServerProcess("--rate-limit", "0", "--output-hard-limit", limit,
                        "--output-soft-limit", limit) as server, \

@@ -14,7 +14,7 @@ import framing
 from chatters import Chatters
 from crowd import Crowd
 from probes import MIB, PeakRss, assert_healthy
-from support import ServerProcess
+from support import ServerProcess, raw_frame
 
 MAX_FRAME = framing.MAX_FRAME
 # Every error code chat/1 defines; the server may answer nothing else.
@@ -35,10 +35,6 @@ def header(size: int) -> bytes:
     return struct.pack(">I", size)
 
 
-def payload_frame(payload: bytes) -> bytes:
-    return header(len(payload)) + payload
-
-
 def _json_text(value) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
@@ -52,25 +48,25 @@ _ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E,
                                     exclude_characters='"\\'), max_size=40)
 invalid_utf8 = st.tuples(_ascii_text, st.sampled_from(
     [b"\xff", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"]),
-    _ascii_text).map(lambda parts: (payload_frame(
+    _ascii_text).map(lambda parts: (raw_frame(
         b'{"type":"say","text":"' + parts[0].encode() + parts[1] + parts[2].encode() + b'"}'),
         "bad_message"))
 
 non_numbers = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e999"]).map(
-    lambda literal: (payload_frame(b'{"type":"ping","data":' + literal.encode() + b"}"),
+    lambda literal: (raw_frame(b'{"type":"ping","data":' + literal.encode() + b"}"),
                      "bad_message"))
 
 huge_integers = st.integers(21, 5_000).flatmap(lambda digits: st.tuples(
     st.just(digits), st.sampled_from(["since", "limit"]), st.booleans())).map(
-    lambda drawn: (payload_frame(b'{"type":"history","room":"lobby","' + drawn[1].encode()
-                                 + b'":' + (b"-" if drawn[2] else b"") + b"9" * drawn[0] + b"}"),
+    lambda drawn: (raw_frame(b'{"type":"history","room":"lobby","' + drawn[1].encode()
+                             + b'":' + (b"-" if drawn[2] else b"") + b"9" * drawn[0] + b"}"),
                    "bad_message"))
 
 # Data nested one level below the top object: n brackets make depth n + 1.
 deep_nesting = st.one_of(
     st.integers(framing.MAX_DEPTH, 30_000).map(lambda n: b"[" * n + b"]" * n),
     st.integers(framing.MAX_DEPTH, 9_000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n)).map(
-    lambda nested: (payload_frame(b'{"type":"ping","data":' + nested + b"}"), "bad_message"))
+    lambda nested: (raw_frame(b'{"type":"ping","data":' + nested + b"}"), "bad_message"))
 
 lone_surrogates = st.tuples(
     st.sampled_from(["\\ud800", "\\udfff", "\\ud83d", "\\uDBFF"]),
@@ -79,7 +75,7 @@ lone_surrogates = st.tuples(
     st.sampled_from([("say", "text", "bad_text"), ("dm", "text", "bad_text"),
                      ("hello", "name", "bad_name"), ("join", "room", "bad_name"),
                      ("ping", "data", "bad_message"), ("quit", "reason", "bad_text")])).map(
-    lambda drawn: (payload_frame(
+    lambda drawn: (raw_frame(
         ('{"type":"%s","to":"chatter0","%s":"%s%s"}'
          % (drawn[2][0], drawn[2][1], drawn[1], drawn[0])).encode()), drawn[2][2]))
 
@@ -92,7 +88,7 @@ not_messages = st.sampled_from([
     (b'{"type":"say","text":""}', "bad_text"), (b'{"type":"say","text":"a\\u0000b"}',
                                                 "bad_text"),
     (b'{"type":"hello","name":"\xc3\xa9mile"}', "bad_name"),
-]).map(lambda drawn: (payload_frame(drawn[0]), drawn[1]))
+]).map(lambda drawn: (raw_frame(drawn[0]), drawn[1]))
 
 # Duplicate keys: JSON leaves them open, Python keeps the last one; whatever
 # the choice, the answer must follow it and not break the connection.
@@ -100,7 +96,7 @@ duplicate_keys = st.sampled_from([
     (b'{"type":"say","type":"teleport"}', "unknown_type"),
     (b'{"type":"say","text":"ok","text":""}', "bad_text"),
     (b'{"type":"ping","type":"say","text":"\\ud800"}', "bad_text"),
-]).map(lambda drawn: (payload_frame(drawn[0]), drawn[1]))
+]).map(lambda drawn: (raw_frame(drawn[0]), drawn[1]))
 
 answered_payloads = st.one_of(invalid_utf8, non_numbers, huge_integers, deep_nesting,
                               lone_surrogates, not_messages, duplicate_keys)
@@ -181,7 +177,7 @@ random_messages = st.fixed_dictionaries(
               "to": st.sampled_from(["chatter0", "nobody"]), "data": json_values,
               "ref": json_values, "since": json_values, "limit": json_values,
               "with": json_values, "version": json_values, "token": json_values}).map(
-    lambda message: payload_frame(_json_text(message)))
+    lambda message: raw_frame(_json_text(message)))
 
 truncated_frames = st.builds(lambda size, cut, body: header(size) + body[:cut],
                              st.integers(1, MAX_FRAME), st.integers(0, 200),
