@@ -39,7 +39,14 @@ class Harness:
         self.feed(client, items[0])
 
     def feed(self, client, item):
-        for effect in self.core.receive(client, item):
+        self.apply(self.core.receive(client, item))
+
+    def end(self, client, reason):
+        """The client's connection is gone, as the protocol would report it."""
+        self.apply(self.core.end(client, reason))
+
+    def apply(self, effects):
+        for effect in effects:
             if type(effect) is Deliver:
                 assert 0 < len(effect.payload) <= self.max_frame
                 message = json.loads(effect.payload)
@@ -66,6 +73,20 @@ def test_welcome_lists_the_newcomer_first_and_others_hear_joined(chat):
     assert welcome["users"] == ["bob", "alice"] and welcome["user_count"] == 2
     assert welcome["rooms"] == ["lobby"] and len(welcome["token"]) >= 22
     assert chat.take(alice)[-1] == {"type": "joined", "room": "lobby", "name": "bob"}
+
+
+def test_the_end_of_a_session_tells_its_rooms_once_and_frees_its_name(chat):
+    alice, bob = chat.connect("alice"), chat.connect("bob")
+    chat.send(alice, {"type": "join", "room": "den"})
+    chat.send(bob, {"type": "join", "room": "den"})
+    chat.take(alice), chat.take(bob)
+    chat.end(alice, "disconnect")
+    chat.end(alice, "disconnect")  # a second end changes nothing
+    assert chat.take(bob) == [
+        {"type": "left", "room": "lobby", "name": "alice", "reason": "disconnect"},
+        {"type": "left", "room": "den", "name": "alice", "reason": "disconnect"}]
+    assert chat.take(alice) == []
+    chat.connect("alice")  # the name is free again
 
 
 def test_say_reaches_every_member_with_ids_counting_up(chat):
