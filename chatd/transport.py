@@ -216,19 +216,15 @@ class Transport:
             self.soft_since = None
             self._soft_timer.cancel()
         if output.size:
-            self._want_write(True)
+            if not self.writing:
+                self.writing = True
+                self.loop.add_writer(self.sock, self._on_writable)
         else:
-            self._want_write(False)
+            if self.writing:
+                self.writing = False
+                self.loop.remove_writer(self.sock)
             if self.state is _CLOSING:
                 self._drain()
-
-    def _want_write(self, wanted: bool) -> None:
-        if wanted != self.writing:
-            self.writing = wanted
-            if wanted:
-                self.loop.add_writer(self.sock, self._on_writable)
-            else:
-                self.loop.remove_writer(self.sock)
 
     def _soft_expired(self) -> None:
         limits = self.connections.limits
