@@ -3,8 +3,12 @@
 import logging
 import sys
 
-from .config import load_config
 from .app import Server
+from .config import load_config
+from .store import StoreError
+
+# sysexits.h EX_CONFIG: the store file given is one chatd must not use.
+EXIT_BAD_STORE = 78
 
 
 def main(argv=None) -> int:
@@ -18,13 +22,15 @@ def main(argv=None) -> int:
     server = Server(config)
     try:
         server.start()
+    except StoreError as exc:
+        logging.getLogger("chatd").error("store refused: %s", exc)
+        return EXIT_BAD_STORE
     except OSError as exc:
         logging.getLogger("chatd").error("cannot listen on %s:%d: %s",
                                          config.host, config.port, exc.strerror)
         return 1
     server.install_signal_handlers()
-    server.serve_forever()
-    return 0
+    return 0 if server.serve_forever() else 1
 
 
 if __name__ == "__main__":

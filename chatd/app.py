@@ -14,6 +14,7 @@ from .config import Config
 from .core import ChatCore
 from .listeners import Listener, bind, raise_fd_limit
 from .loop import EventLoop
+from .store import StoreLink, open_store
 from .transport import Connections, OutputLimits
 
 log = logging.getLogger("chatd")
@@ -40,18 +41,35 @@ class Server:
         self._shutting_down = False
 
     def start(self) -> tuple:
-        """Raise the open-files limit, bind and listen; return the address bound.
+        """Raise the open-files limit, bind, open the store and listen; return the address bound.
 
-        Raises OSError when the address cannot be bound.
+        Raises OSError when the address cannot be bound, StoreError when the
+        store's file must not be used (chatd then exits 78).
         """
         config = self.config
         self.max_clients = raise_fd_limit(config.max_clients)
-        core = ChatCore(config.chat_settings(max_clients=self.max_clients))
+        sock = bind(config.host, config.port)
+        try:
+            store = open_store(config.store, config.retention, config.history)
+        except Exception:
+            sock.close()
+            raise
+        if store.durable:
+            log.info("store: %s (epoch %s)", store.path, store.epoch)
+            if store.crashed:
+                log.warning("store: the last run did not shut down cleanly; every room's ids "
+                            "go on above %d", store.id_floor)
+        else:
+            log.info("store: memory only; history ends with this process (epoch %s)",
+                     store.epoch)
+        core = ChatCore(config.chat_settings(max_clients=self.max_clients), store.epoch,
+                        store.durable, store.lobby)
         self.chat = ChatService(self.loop, self.connections, core,
                                 config.handshake_timeout, config.idle_timeout)
-        self.listener = Listener(self.loop, self.connections, bind(config.host, config.port),
-                                 self.chat.protocol, config.accepts_per_turn,
-                                 self.max_clients)
+        if store.durable:
+            self.chat.store = StoreLink(self.loop, store.writer, self.chat.complete)
+        self.listener = Listener(self.loop, self.connections, sock, self.chat.protocol,
+                                 config.accepts_per_turn, self.max_clients)
         self.listener.start()
         self.address = self.listener.address
         log.info("listening on %s:%d", *self.address)
@@ -75,11 +93,13 @@ class Server:
         """What SIGTERM does, callable from any thread."""
         self.loop.call_soon_threadsafe(self._on_signal, signal.SIGTERM)
 
-    def serve_forever(self) -> None:
+    def serve_forever(self) -> bool:
+        """Serve until shut down; True if everything acknowledged is stored."""
         try:
             self.loop.run_forever()
         finally:
-            self._close_everything()
+            stored = self._close_everything()
+        return stored
 
     def _on_signal(self, signum: int) -> None:
         if self._shutting_down:
@@ -97,12 +117,24 @@ class Server:
         for transport in list(self.connections.open):
             transport.protocol.shutdown()
 
-    def _close_everything(self) -> None:
+    def _close_everything(self) -> bool:
         self.connections.close_all()
-        self.loop.run_ready()  # the reaps of those last closes
+        self.loop.run_ready()  # the reaps of those last closes, the last store batch
         if self.listener is not None:
             self.listener.close()
+        stored = True
+        store = self.chat.store
+        if store is not None:
+            stored = store.close(self.config.shutdown_timeout)
+            if stored:
+                log.info("store: %d messages in %d batches (largest %d, longest wait "
+                         "%.1f ms); closed cleanly", store.rows_committed, store.batches,
+                         store.largest_batch, store.longest_lag * 1000)
+            else:
+                log.error("store: could not commit everything before exiting; the next "
+                          "start moves ids past what may be missing")
         self.loop.close()
         log.info("disconnects by reason: %s",
                  ", ".join(f"{reason}={count}" for reason, count
                            in sorted(self.disconnects.items())) or "none")
+        return stored

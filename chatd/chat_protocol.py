@@ -14,7 +14,7 @@ from collections import Counter
 import framing
 from framing import REQUESTS, Decoder
 
-from .core import ChatCore, Deliver, Session
+from .core import ChatCore, Close, Deliver, Session
 from .transport import State
 
 log = logging.getLogger("chatd")
@@ -39,6 +39,8 @@ class ChatService:
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.disconnects: Counter[str] = Counter()
+        # The durable store's link (store/link.py), or None in memory mode.
+        self.store = None
         # Set at shutdown: closes no longer tell the core (nobody is left to
         # hear who left) and nothing more is delivered.
         self.shutting_down = False
@@ -50,10 +52,17 @@ class ChatService:
     def apply(self, effects: list) -> None:
         """Carry out what the core returned, in order."""
         for effect in effects:
-            if type(effect) is Deliver:
+            kind = type(effect)
+            if kind is Deliver:
                 self.queue(effect.recipients, framing.frame(effect.payload, self.max_frame))
-            else:  # Close: the core has ended the session already
+            elif kind is Close:  # the core has ended the session already
                 effect.session.begin_close(effect.reason, ref=effect.ref)
+            else:  # for the store: its answer comes back through complete()
+                self.store.take(effect)
+
+    def complete(self, completion) -> None:
+        """A completion from a worker (the store's answer) into the core, its effects out."""
+        self.apply(self.core.complete(completion))
 
     def queue(self, recipients, data: bytes) -> None:
         """Give `data` to every recipient's output: the hot path of every broadcast.
@@ -127,13 +136,17 @@ class ChatProtocol(Session):
             if run and not is_say:
                 service.queue_run(run_room, run)
             effects = receive(self, item)
-            if is_say and len(effects) == 1 and type(effects[0]) is Deliver \
+            # A say's broadcast to its room comes first, followed only by the
+            # store's copy of the message (durable store).
+            if is_say and effects and type(effects[0]) is Deliver \
                     and effects[0].room is not None:
                 room = effects[0].room
                 if run and room is not run_room:
                     service.queue_run(run_room, run)
                 run_room = room
                 run.append(effects[0].payload)
+                if len(effects) > 1:
+                    service.apply(effects[1:])
                 continue
             if run:
                 service.queue_run(run_room, run)
@@ -142,6 +155,8 @@ class ChatProtocol(Session):
                 break
         if run:
             service.queue_run(run_room, run)
+        if service.store is not None and service.store.congested:
+            service.store.pause(self.transport)
 
     def eof_received(self) -> None:
         self.begin_close("quit", counted_as="disconnect")
@@ -159,11 +174,16 @@ class ChatProtocol(Session):
     def connection_lost(self, reason: str | None) -> None:
         if self.watchdog is not None:
             self.watchdog.cancel()
-        if reason is None:
-            return
+        if reason is not None:
+            self._count_and_end(reason)
+
+    def _count_and_end(self, reason: str) -> None:
+        """Count the disconnect, let the core end the session (not at shutdown:
+        nobody is left to hear who left), log it."""
         service = self.service
         service.disconnects[reason] += 1
-        service.apply(service.core.end(self, reason))
+        if not service.shutting_down:
+            service.apply(service.core.end(self, reason))
         log.info("closing %s:%d (%s)", *self.transport.peer, reason)
 
     # ----------------------------------------------------------------- closing
@@ -178,11 +198,7 @@ class ChatProtocol(Session):
         transport = self.transport
         if transport.state is not _OPEN:
             return
-        service = self.service
-        counted = counted_as or reason
-        service.disconnects[counted] += 1
-        if not service.shutting_down:
-            service.apply(service.core.end(self, counted))
+        self._count_and_end(counted_as or reason)
         self.watchdog.cancel()
         if error is not None:
             transport.write(framing.encode({"type": "error", "code": error[0],
@@ -192,7 +208,6 @@ class ChatProtocol(Session):
             bye["ref"] = ref
         transport.write(framing.encode(bye))
         transport.close()
-        log.info("closing %s:%d (%s)", *transport.peer, counted)
 
     # ---------------------------------------------------------------- timers
 

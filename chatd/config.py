@@ -42,6 +42,17 @@ class Config:
                                           "for members coming back")
     max_conversations: int = _setting(10_000, "private pairs whose history is kept, "
                                               "least recently used dropped first")
+    history_memory: int = _setting(256 << 20, "bytes of history all rooms and pairs may hold "
+                                              "in memory; the least recently used are "
+                                              "emptied first (reloaded from the store)")
+    max_rooms: int = _setting(10_000, "rooms open at once; a join that would open one more "
+                                      "is refused (not_allowed)")
+    max_rooms_per_user: int = _setting(100, "rooms one user may be in at once, the lobby "
+                                            "included (not_allowed), as IRC's CHANLIMIT")
+    store: str = _setting("chatd.db", "the SQLite file that keeps history and ids across "
+                                      "restarts, or 'memory' to keep nothing")
+    retention: int = _setting(100_000, "messages kept on file per room, oldest deleted "
+                                       "first")
     handshake_timeout: float = _setting(10.0, "seconds to complete hello (timeout)")
     idle_timeout: float = _setting(300.0, "seconds without any frame before the connection "
                                           "is closed (timeout)")
@@ -68,7 +79,8 @@ class Config:
                             "(a welcome must fit)")
         for name in ("max_clients", "rate_burst", "history", "max_bad_messages",
                      "accepts_per_turn", "write_per_turn", "output_hard_limit",
-                     "output_soft_limit"):
+                     "output_soft_limit", "history_memory", "max_rooms",
+                     "max_rooms_per_user", "retention"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("rate_limit", "presence_limit", "retained_rooms", "max_conversations",
@@ -81,6 +93,8 @@ class Config:
                 problems.append(f"{setting.name} must be a finite number")
         if not 0 <= self.port <= 65535:
             problems.append("port must be between 0 and 65535")
+        if not self.store:
+            problems.append("store must be a file path or 'memory'")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if problems:

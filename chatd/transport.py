@@ -11,10 +11,9 @@ The protocol a transport calls (duck-typed):
     eof_received()               the peer closed or half-closed its side
     slow_consumer(why)           unsent output was dropped (over an output
                                  limit): say goodbye and close
-    connection_lost(reason)      once, from a ready callback after the socket
-                                 closed; `reason` is the transport's (e.g.
-                                 "reset") when the protocol had not begun to
-                                 close, else None
+    connection_lost(reason)      once, when the socket has closed; `reason`
+                                 is the transport's (e.g. "reset") when the
+                                 protocol had not begun to close, else None
 and, from the listener and the daemon:
     over_capacity(limit)         one connection too many: refuse and close
     shutdown()                   the server stops: say goodbye and close
@@ -23,6 +22,10 @@ Writing: `write` queues and the connection goes on `Connections`' flush
 list; the flush runs once at the end of the loop turn, so what a connection
 is owed in one turn leaves in one `sendmsg`.  EVENT_WRITE is asked for only
 while output is left over (asyncio's selector transports do the same).
+The chat protocol's fan-out appends to `output` and the flush list itself
+(`ChatService.queue`: a call per recipient would cost 15% of the server's
+CPU); the queue holds what the protocol wrote, so a TLS transport encrypts
+a turn's output in its flush, in one piece.
 """
 
 import enum
@@ -131,8 +134,8 @@ class Transport:
     """
 
     __slots__ = ("connections", "loop", "sock", "peer", "protocol", "output", "state",
-                 "scheduled", "writing", "peer_closed", "soft_since", "_soft_timer",
-                 "_linger")
+                 "scheduled", "writing", "peer_closed", "reading_paused", "soft_since",
+                 "_soft_timer", "_linger")
 
     def __init__(self, connections: Connections, sock: socket.socket, peer: tuple):
         self.connections = connections
@@ -145,6 +148,7 @@ class Transport:
         self.scheduled = False        # on the flush list this turn
         self.writing = False          # EVENT_WRITE asked for
         self.peer_closed = False      # end of input seen: nothing more to read
+        self.reading_paused = False   # the protocol asked for no input for a while
         self.soft_since: float | None = None  # when output went over the soft limit
         self._soft_timer = None
         self._linger = None
@@ -178,6 +182,18 @@ class Transport:
         if self.state is _OPEN:
             self.protocol.data_received(received[:size])
         # closing: what the peer still sends is read and dropped
+
+    def pause_reading(self) -> None:
+        """Read nothing until `resume_reading` (the peer feels it as TCP backpressure)."""
+        if not self.reading_paused and not self.peer_closed and self.state is not _CLOSED:
+            self.reading_paused = True
+            self.loop.remove_reader(self.sock)
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            if not self.peer_closed and self.state is not _CLOSED:
+                self.loop.add_reader(self.sock, self._on_readable)
 
     # ------------------------------------------------------------- writing
 
@@ -265,9 +281,9 @@ class Transport:
     def abort(self, reason: str | None) -> None:
         """Close now, exactly once; the protocol hears `reason` if it was still open.
 
-        The socket is closed at once and its unsent output freed; the
-        protocol is told from a ready callback (the reap), so a close found
-        deep in a call chain never re-enters the chat core there.
+        The socket is closed, its unsent output freed and the protocol told
+        at once (so nobody else is served as if the peer were still there);
+        the transport is reaped before the next poll.
         """
         if self.state is _CLOSED:
             return
@@ -281,13 +297,15 @@ class Transport:
             if timer is not None:
                 timer.cancel()
         self.connections.forget(self)
-        loop.call_soon(self._reap, told)
+        self.protocol.connection_lost(told)
+        loop.call_soon(self._reap)
 
-    def _reap(self, reason: str | None) -> None:
-        self.protocol.connection_lost(reason)
-        # What was delivered to it between the close and now (its session
-        # was still in its rooms) is freed too, and the transport-protocol
-        # cycle broken, so that refcounting frees both now instead of the
-        # cyclic GC much later (20,000 quick visitors kept +3.7 MiB).
+    def _reap(self) -> None:
+        """Free what is left once the call chain that closed it is over.
+
+        The transport-protocol cycle is broken so that refcounting frees
+        both now instead of the cyclic GC much later (20,000 quick visitors
+        kept +3.7 MiB).
+        """
         self.output.clear()
         self.protocol = None

@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -22,19 +23,25 @@ WAIT = 5.0
 
 @contextmanager
 def running_server(**settings):
-    """A chatd serving in a thread of this process on 127.0.0.1, port 0."""
+    """A chatd serving in a thread of this process on 127.0.0.1, port 0.
+
+    Its store is the default kind, a SQLite file, in a temporary directory
+    unless `store` is given.
+    """
     settings.setdefault("port", 0)
     settings.setdefault("log_level", "warning")
-    server = Server(Config(**settings))
-    host, port = server.start()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.request_shutdown()
-        thread.join(10)
-        assert not thread.is_alive(), "server did not stop"
+    with tempfile.TemporaryDirectory(prefix="chatd-test-") as directory:
+        settings.setdefault("store", os.path.join(directory, "chatd.db"))
+        server = Server(Config(**settings))
+        host, port = server.start()
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.request_shutdown()
+            thread.join(10)
+            assert not thread.is_alive(), "server did not stop"
 
 
 class ServerProcess:
@@ -42,7 +49,14 @@ class ServerProcess:
 
     def __init__(self, *flags: str, env=None, program=(sys.executable, "-m", "chatd"),
                  preexec_fn=None):
-        """`program` is how chatd is started; `preexec_fn` runs in the child first."""
+        """`program` is how chatd is started; `preexec_fn` runs in the child first.
+
+        Without a `--store` flag the store is a SQLite file in a temporary
+        directory, removed with this object.
+        """
+        if "--store" not in flags:
+            self._store_directory = tempfile.TemporaryDirectory(prefix="chatd-test-")
+            flags = ("--store", os.path.join(self._store_directory.name, "chatd.db"), *flags)
         self.process = subprocess.Popen(
             [*program, "--host", "127.0.0.1", "--port", "0", "--log-level", "info", *flags],
             cwd=REPO, stderr=subprocess.PIPE, text=True,

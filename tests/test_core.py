@@ -9,20 +9,43 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initia
 
 import framing
 from chatd.config import Config
-from chatd.core import ChatCore, Close, Deliver, Session
+from chatd.core import (ChatCore, Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom,
+                        RoomLoaded, Session, StoreMessage)
+from chatd.store import MEMORY, open_store
 
 
 class Harness:
-    """Drives a ChatCore and decodes the effects it returns: who gets what, who is closed."""
+    """Drives a ChatCore and decodes the effects it returns: who gets what, who is closed.
 
-    def __init__(self, **settings):
+    `store` is MEMORY or a SQLite file's path: then the store's real Writer
+    runs the store effects on that file, synchronously, after each call
+    (what the worker thread does once per loop turn), and its answers go
+    back in through `complete`.
+    """
+
+    def __init__(self, store=MEMORY, **settings):
         settings.setdefault("rate_limit", 0)
         self.clock = 1000.0
-        self.core = ChatCore(Config(**settings).chat_settings(), wall_clock=lambda: 1.7e9,
-                             clock=lambda: self.clock)
-        self.max_frame = self.core.settings.max_frame
+        self.config = Config(store=store, **settings)
         self.inbox = {}
         self.closed = {}
+        self.start()
+
+    def start(self):
+        """(Re)start the core on the configured store: every session is gone."""
+        config = self.config
+        self.store = open_store(config.store, config.retention, config.history)
+        self.core = ChatCore(config.chat_settings(), self.store.epoch, self.store.durable,
+                             self.store.lobby, wall_clock=lambda: 1.7e9,
+                             clock=lambda: self.clock)
+        self.max_frame = self.core.settings.max_frame
+
+    def restart(self):
+        """A clean shutdown (the writer closes the file) and a new start."""
+        if self.store.writer is not None:
+            assert self.store.writer.close()
+        self.inbox = {}
+        self.start()
 
     def connect(self, name=None):
         client = Session()
@@ -46,15 +69,31 @@ class Harness:
         self.apply(self.core.end(client, reason))
 
     def apply(self, effects):
+        rows, loads = [], []
         for effect in effects:
             if type(effect) is Deliver:
                 assert 0 < len(effect.payload) <= self.max_frame
                 message = json.loads(effect.payload)
                 for recipient in effect.recipients:
                     self.inbox[recipient].append(message)
-            else:
-                assert type(effect) is Close
+            elif type(effect) is Close:
                 self.closed[effect.session] = effect.reason
+            elif type(effect) is StoreMessage:
+                rows.append(effect)
+            else:
+                assert type(effect) in (LoadRoom, LoadHistory)
+                loads.append(effect)
+        writer = self.store.writer
+        if rows or loads:
+            assert writer is not None, "a memory store asked for store effects"
+            assert writer.write(rows)[2] is None
+        for load in loads:
+            if type(load) is LoadRoom:
+                self.apply(self.core.complete(RoomLoaded(load.key,
+                                                         *writer.load_room(load.key))))
+            else:
+                self.apply(self.core.complete(HistoryLoaded(load.session, writer.load_history(
+                    load.key, load.since, load.limit))))
 
     def take(self, client):
         frames, self.inbox[client] = self.inbox[client], []

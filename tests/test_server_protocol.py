@@ -229,7 +229,7 @@ def test_who_defaults_to_the_lobby_and_names_a_room():
 
 def test_users_and_rooms_answers_are_paged_within_max_frame():
     names = [f"user{i:028d}" for i in range(240)]  # 32 characters: 240 need two 8 KiB pages
-    with serve(max_frame=8192, presence_limit=0) as server:
+    with serve(max_frame=8192, presence_limit=0, max_rooms_per_user=200) as server:
         clients = [ChatClient(server.address, name) for name in names]
         try:
             asker = clients[0]

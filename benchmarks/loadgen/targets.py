@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,8 +22,9 @@ START_SECONDS = 15.0
 SPARE_CONNECTIONS = 64
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-TARGETS = ("chatd", "asyncio", "threads", "redis")
-DIALECTS = {"chatd": "chat1", "asyncio": "chat1", "threads": "chat1", "redis": "resp"}
+TARGETS = ("chatd", "chatd-memory", "asyncio", "threads", "redis")
+DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "asyncio": "chat1", "threads": "chat1",
+            "redis": "resp"}
 
 
 def available_targets() -> list[str]:
@@ -43,11 +45,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def command_for(target: str, port: int, max_connections: int) -> list[str]:
-    if target == "chatd":
+def command_for(target: str, port: int, max_connections: int, directory: str) -> list[str]:
+    """How to start `target`; chatd's durable store goes to a file in `directory`."""
+    if target in ("chatd", "chatd-memory"):
+        store = "memory" if target == "chatd-memory" else os.path.join(directory, "chatd.db")
         return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", str(port),
                 "--rate-limit", "0", "--max-clients", str(max_connections),
-                "--log-level", "warning"]
+                "--store", store, "--log-level", "warning"]
     if target in ("asyncio", "threads"):
         return [sys.executable, "-m", f"benchmarks.baselines.{target}_server",
                 "--host", "127.0.0.1", "--port", str(port)]
@@ -64,7 +68,9 @@ class TargetProcess:
     def __init__(self, target: str, max_connections: int, cpu: int | None):
         self.target = target
         self.port = free_port()
-        self.command = command_for(target, self.port, max_connections + SPARE_CONNECTIONS)
+        self._directory = tempfile.TemporaryDirectory(prefix="chatd-bench-")
+        self.command = command_for(target, self.port, max_connections + SPARE_CONNECTIONS,
+                                   self._directory.name)
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
         # taskset execs the server, so the pid is the server's own.
         self.process = subprocess.Popen(prefix + self.command, cwd=REPO,
@@ -113,3 +119,4 @@ class TargetProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        self._directory.cleanup()

@@ -1,12 +1,16 @@
 """The chat core: users, rooms, messages and history, with no sockets, threads or clocks of its own.
 
 `ChatCore.receive(session, item)` takes one decoded request (or codec error)
-and returns the effects it produced (`Deliver`, `Close`); see
-docs/architecture.md for the path of one message.
+and returns the effects it produced (`Deliver`, `Close`, and for a durable
+store `StoreMessage`, `LoadRoom`, `LoadHistory`, answered by completions
+through `ChatCore.complete`); see docs/architecture.md for the path of one
+message.
 """
 
 from .chat import ChatCore, ChatSettings
-from .effects import Close, Deliver
+from .effects import (Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom, RoomLoaded,
+                      StoreMessage, StoreWritable)
 from .session import Session
 
-__all__ = ["ChatCore", "ChatSettings", "Close", "Deliver", "Session"]
+__all__ = ["ChatCore", "ChatSettings", "Close", "Deliver", "HistoryLoaded", "LoadHistory",
+           "LoadRoom", "RoomLoaded", "Session", "StoreMessage", "StoreWritable"]

@@ -1,10 +1,16 @@
 """The chat core: sessions, rooms, messages and history in; effects out.
 
 Sans-IO, like h11: the caller hands it one decoded item of a session's
-input (`receive`) or the end of a session (`end`) and gets back what that
-produced, as a list of effects (`Deliver`, `Close`; see effects.py).  A
-broadcast is encoded once: every recipient gets the same payload object.
-Time comes from the injected clocks, so tests drive it.
+input (`receive`), the end of a session (`end`) or the store's answer to an
+earlier effect (`complete`), and gets back what that produced, as a list of
+effects (see effects.py).  A broadcast is encoded once: every recipient
+gets the same payload object.  Time comes from the injected clocks, so
+tests drive it.
+
+A request that needs the store (a room opened with a durable store, a
+history older than memory holds) parks its session: that request and every
+later one of the same session wait, in order, for the completion, so each
+connection's answers keep the order of its requests.
 """
 
 import dataclasses
@@ -17,7 +23,11 @@ from framing import (DEFAULT_HISTORY_LIMIT, LOBBY, MAX_TEXT_CHARS, TOKEN_BYTES,
                      WELCOME_USERS, ProtocolError, TokenBucket, encode_payload)
 from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 
-from .effects import Close, Deliver, Outbox
+from collections import deque
+
+from .effects import (Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom, Outbox,
+                      RoomLoaded, StoreWritable)
+from .history import History, RingBudget
 from .messages import Messages
 from .rooms import Room, Rooms
 from .session import Session
@@ -45,33 +55,47 @@ class ChatSettings:
     max_bad_messages: int
     max_clients: int
     idle_timeout: float
+    max_rooms: int
+    max_rooms_per_user: int
+    history_memory: int
 
 
 class ChatCore:
     """chat/1's rules over every session of one server.
 
     `receive(session, item) -> [effect]` for each decoded request or codec
-    error; `end(session, reason) -> [effect]` once its connection is gone.
+    error; `end(session, reason) -> [effect]` once its connection is gone;
+    `complete(completion) -> [effect]` for each answer of the store.
     Handlers append to `self.out.effects`, the list the current call returns.
+
+    `epoch` names the lifetime of the ids (`welcome.epoch`); `durable` says
+    whether a store keeps rooms' messages (then closed rooms are reloaded
+    from it); `lobby` is the lobby's (next id, newest payloads) at start.
     """
 
-    def __init__(self, settings: ChatSettings, wall_clock=time.time, clock=time.monotonic):
+    def __init__(self, settings: ChatSettings, epoch: str, durable: bool = False,
+                 lobby: tuple[int, list] = (1, []), wall_clock=time.time,
+                 clock=time.monotonic):
         self.settings = settings
+        self.epoch = epoch
         self.rate = settings.rate_limit
         self.burst = float(settings.rate_burst)
         self.wall_clock = wall_clock
         self.clock = clock
         self.users: dict[str, Session] = {}
-        self.rooms = Rooms(settings.presence_limit, settings.retained_rooms, settings.history)
+        budget = RingBudget(settings.history_memory)
+        self.rooms = Rooms(settings.presence_limit, settings.retained_rooms, settings.history,
+                           budget, durable, History(settings.history, budget, *lobby))
         self._identities = itertools.count(1)
         self.out = Outbox(settings.max_frame)
         self.messages = Messages(self.out, settings.max_conversations, settings.history,
-                                 wall_clock)
+                                 budget, durable, wall_clock)
         self.limits = {
             "max_frame": settings.max_frame, "max_text": MAX_TEXT_CHARS,
             "rate": settings.rate_limit, "burst": settings.rate_burst,
             "presence_limit": settings.presence_limit, "history": settings.history,
             "max_clients": settings.max_clients, "idle_timeout": settings.idle_timeout,
+            "max_rooms_per_user": settings.max_rooms_per_user,
         }
         self._handlers = {
             "hello": self._hello, "say": self._say, "dm": self._dm,
@@ -87,26 +111,87 @@ class ChatCore:
         out = self.out.begin()
         if session.ended:
             return out
-        if type(item) is not dict:
-            self._protocol_error(session, item)
-            return out
-        kind = item["type"]
-        ref = item.get("ref")
-        if kind != "quit" and self.rate:
+        if type(item) is dict and self.rate and item["type"] != "quit":
+            # Counted on arrival, even for a request that will wait.
             now = self.clock()
             bucket = session.bucket
             if bucket is None:
                 bucket = session.bucket = TokenBucket(self.rate, self.burst, now)
             if not bucket.take(now):
                 self.out.error(session, "rate_limited",
-                            f"more than {self.rate:g} requests/s (burst {self.burst:g}); "
-                            f"request dropped", ref)
+                               f"more than {self.rate:g} requests/s (burst {self.burst:g}); "
+                               f"request dropped", item.get("ref"))
                 return out
-        if session.name is None and kind not in _BEFORE_WELCOME:
-            self.out.error(session, "not_welcome", "send hello first", ref)
+        if session.deferred is not None:
+            session.deferred.append(item)
             return out
-        self._handlers[kind](session, item, ref)
+        self._handle(session, item)
         return out
+
+    def complete(self, completion) -> list:
+        """Take the store's answer to an earlier effect; resume whoever waited for it."""
+        out = self.out.begin()
+        kind = type(completion)
+        if kind is RoomLoaded:
+            room = self.rooms.by_key.get(completion.key)
+            if room is not None and room.history is None:
+                self.rooms.loaded(room, completion.next_id, completion.payloads)
+                waiters, room.waiters = room.waiters, []
+                for session in waiters:
+                    self._resume(session)
+                self.rooms.close_if_empty(room)
+        elif kind is HistoryLoaded:
+            session = completion.session
+            if not session.ended:
+                item = session.deferred.popleft()
+                self.messages.answer_history(session, self._history_envelope(session, item),
+                                             completion.payloads, item.get("ref"))
+                self._resume(session)
+        elif kind is StoreWritable:
+            self.messages.writable = completion.writable
+        return out
+
+    def _handle(self, session: Session, item) -> None:
+        if type(item) is not dict:
+            self._protocol_error(session, item)
+            return
+        kind = item["type"]
+        if session.name is None and kind not in _BEFORE_WELCOME:
+            self.out.error(session, "not_welcome", "send hello first", item.get("ref"))
+            return
+        self._handlers[kind](session, item, item.get("ref"))
+
+    def _park(self, session: Session, item: dict) -> None:
+        """`item` (being handled) waits for the store, and so does all that follows."""
+        session.deferred = deque((item,))
+
+    def _wait_for(self, room: Room, session: Session, item: dict) -> bool:
+        """Park `item` until `room`, being opened, has its numbering from the store.
+
+        Until then the room has no members: a `join` sent before a `who`
+        on another connection is answered first.
+        """
+        if room.history is not None:
+            return False
+        room.waiters.append(session)
+        self._park(session, item)
+        return True
+
+    def _resume(self, session: Session) -> None:
+        """Handle what `session` queued while it waited, until it waits again."""
+        items, session.deferred = session.deferred, None
+        effects = self.out.effects
+        while items and not session.ended:
+            start = len(effects)
+            self._handle(session, items.popleft())
+            # Several requests are handled before any of this is delivered:
+            # a room's live member set must not be read after they change it.
+            for effect in effects[start:]:
+                if type(effect) is Deliver and type(effect.recipients) is dict:
+                    effect.recipients = tuple(effect.recipients)
+            if session.deferred is not None:
+                session.deferred.extend(items)
+                return
 
     def end(self, session: Session, reason: str) -> list:
         """The session's connection is gone: leave every room, free the name (once).
@@ -220,7 +305,7 @@ class ChatCore:
             "type": "welcome", "name": name, "token": session.token, "rooms": [LOBBY],
             "users": [name] + others,
             "user_count": len(lobby.members), "server": SERVER_VERSION,
-            "limits": self.limits,
+            "epoch": self.epoch, "limits": self.limits,
         }, ref)
         if self.rooms.announces(lobby) and len(lobby.members) > 1:
             self.out.deliver(tuple(m for m in lobby.members if m is not session),
@@ -228,11 +313,29 @@ class ChatCore:
 
     def _join(self, session: Session, message: dict, ref) -> None:
         name = message["room"]
-        room = self.rooms.get(name) or self.rooms.open(name)
+        room = self.rooms.get(name)
+        if room is None or session not in room.members:
+            limit = self.settings.max_rooms_per_user
+            if len(session.rooms) >= limit:
+                self.out.error(session, "not_allowed", f"you are in {limit} rooms already, "
+                               f"the most one user may be in; leave one first", ref)
+                return
+        if room is None:
+            limit = self.settings.max_rooms
+            if len(self.rooms.by_key) >= limit:
+                self.out.error(session, "not_allowed", f"the server has {limit} rooms "
+                               f"open, the most it keeps; join an existing one", ref)
+                return
+            room = self.rooms.open(name)
+            if room.history is None:
+                self.out.effects.append(LoadRoom(room.key))
+        if self._wait_for(room, session, message):
+            return
         joined = {"type": "joined", "room": room.name, "name": session.name}
         if session not in room.members:
             self.rooms.enter(session, room)
-            self.out.deliver(room.members if self.rooms.announces(room) else (session,), joined)
+            self.out.deliver(room.members if self.rooms.announces(room) else (session,),
+                             joined)
         else:
             self.out.reply(session, joined)
         self._send_users(session, room, ref)
@@ -278,10 +381,13 @@ class ChatCore:
 
     def _who(self, session: Session, message: dict, ref) -> None:
         room = self._room_or_error(session, message.get("room", LOBBY), ref)
-        if room is not None:
+        if room is not None and not self._wait_for(room, session, message):
             self._send_users(session, room, ref)
 
     def _rooms(self, session: Session, message: dict, ref) -> None:
+        for room in self.rooms.by_key.values():
+            if self._wait_for(room, session, message):
+                return  # asked again once that room is open
         listing = [{"name": room.name, "users": len(room.members)}
                    for room in self.rooms.by_key.values()]
         self.out.pages(session, {"type": "rooms"}, "rooms", listing, ROOM_ITEM_BYTES, ref)
@@ -291,16 +397,26 @@ class ChatCore:
             room = self._member_room(session, message["room"], ref)
             if room is None:
                 return
-            history, envelope = room.history, {"type": "history", "room": room.name}
+            history = room.history
         else:
             peer = self._user_or_error(session, message["with"], ref)
             if peer is None:
                 return
-            history = self.messages.private_history(session, peer)
-            envelope = {"type": "history", "with": message["with"]}
+            room, history = None, self.messages.private_history(session, peer)
+        since = message.get("since")
         limit = min(message.get("limit", DEFAULT_HISTORY_LIMIT), self.settings.history)
-        self.messages.answer_history(session, history, envelope, message.get("since"),
-                                     limit, ref)
+        if room is not None and self.rooms.durable and not history.covers(since, limit):
+            self.out.effects.append(LoadHistory(session, room.key, since, limit))
+            self._park(session, message)
+            return
+        self.messages.answer_history(session, self._history_envelope(session, message),
+                                     history.select(since, limit) if history else [], ref)
+
+    @staticmethod
+    def _history_envelope(session: Session, message: dict) -> dict:
+        if "room" in message:
+            return {"type": "history", "room": session.rooms[message["room"].lower()].name}
+        return {"type": "history", "with": message["with"]}
 
     def _ping(self, session: Session, message: dict, ref) -> None:
         reply = {"type": "pong"}

@@ -1,9 +1,11 @@
-"""What the chat core asks its caller to do: effects, at the payload level.
+"""What the chat core asks its caller to do (effects) and what comes back (completions).
 
-The core never touches a socket: `ChatCore.receive` and `ChatCore.end`
-return a list of these, in the order they must happen.  Payloads are JSON
-bytes without the chat/1 length prefix; the caller frames them (once per
-effect, whatever the number of recipients) for the transport it serves.
+The core never touches a socket or a file: `ChatCore.receive`, `end` and
+`complete` return a list of effects, in the order they must happen.
+Payloads are JSON bytes without the chat/1 length prefix; the caller frames
+them (once per effect, whatever the number of recipients) for the
+transport it serves.  Store effects go to the store's worker thread; its
+answers come back as completions through `ChatCore.complete`.
 """
 
 from framing import encode_payload
@@ -47,6 +49,79 @@ class Close:
 
     def __repr__(self):
         return f"Close({self.session!r}, {self.reason!r})"
+
+
+class StoreMessage:
+    """Write one room message to the durable store (room key and name as spelled, id,
+    ts in Unix seconds, sender's name, text).  Already delivered: the store
+    keeps what was acknowledged (group commit, once per loop turn)."""
+
+    __slots__ = ("room_key", "room", "id", "ts", "sender", "text")
+
+    def __init__(self, room_key: str, room: str, msg_id: int, ts: float, sender: str,
+                 text: str):
+        self.room_key = room_key
+        self.room = room
+        self.id = msg_id
+        self.ts = ts
+        self.sender = sender
+        self.text = text
+
+
+class LoadRoom:
+    """Read the numbering and newest messages of room `key` from the store
+    (answered by `RoomLoaded`)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str):
+        self.key = key
+
+
+class LoadHistory:
+    """Read `history` for `session` from the store: room `key`, the first `limit`
+    after `since` (or the newest `limit`), oldest first (answered by
+    `HistoryLoaded`)."""
+
+    __slots__ = ("session", "key", "since", "limit")
+
+    def __init__(self, session, key: str, since: int | None, limit: int):
+        self.session = session
+        self.key = key
+        self.since = since
+        self.limit = limit
+
+
+class RoomLoaded:
+    """Completion of `LoadRoom`: the room's next id and its newest payloads with
+    consecutive ids ending at `next_id - 1` (empty after a jump in numbering)."""
+
+    __slots__ = ("key", "next_id", "payloads")
+
+    def __init__(self, key: str, next_id: int, payloads: list):
+        self.key = key
+        self.next_id = next_id
+        self.payloads = payloads
+
+
+class HistoryLoaded:
+    """Completion of `LoadHistory`: the payloads it asked for, oldest first."""
+
+    __slots__ = ("session", "payloads")
+
+    def __init__(self, session, payloads: list):
+        self.session = session
+        self.payloads = payloads
+
+
+class StoreWritable:
+    """Completion: whether the store takes new messages (False while the disk fails
+    or too much is not yet committed; `say`/`dm` are then `unavailable`)."""
+
+    __slots__ = ("writable",)
+
+    def __init__(self, writable: bool):
+        self.writable = writable
 
 
 class Outbox:

@@ -3,8 +3,8 @@
 from framing import encode_payload
 from framing.paging import HISTORY_OVERHEAD, history_page
 
-from .effects import Deliver, Outbox
-from .history import History, RetainedHistories
+from .effects import Deliver, Outbox, StoreMessage
+from .history import History, RetainedHistories, RingBudget
 
 
 def pair_key(a, b) -> tuple[int, int]:
@@ -20,31 +20,48 @@ class Messages:
     """Posts `msg`s into room and private histories and reads them back.
 
     Ids come from each history (1, 2, 3, ... per room and per pair), `ts`
-    from `wall_clock` (Unix seconds).  Private histories are kept for
-    `max_conversations` pairs, least recently used dropped first.
+    from `wall_clock` (Unix seconds).  Private histories (of guests: they
+    end with the session) are kept in memory for `max_conversations` pairs,
+    least recently used dropped first.  With a durable store (`durable`)
+    every room message is also handed to it (`StoreMessage`); while the
+    store cannot take more (`writable` False) nothing is accepted.
+
+    This is the one place a message is numbered and delivered: a store that
+    numbers asynchronously (a cluster) replaces `post`'s numbering with an
+    effect and delivers from its completion.
     """
 
-    def __init__(self, out: Outbox, max_conversations: int, history_size: int, wall_clock):
+    def __init__(self, out: Outbox, max_conversations: int, history_size: int,
+                 budget: RingBudget, durable: bool, wall_clock):
         self.out = out
         self.wall_clock = wall_clock
-        self.conversations = RetainedHistories(max_conversations, history_size)
+        self.durable = durable
+        self.writable = True
+        self.conversations = RetainedHistories(max_conversations, history_size, budget)
 
     def post(self, sender, history: History, recipients, msg: dict, ref, room=None) -> None:
         """Number, record and deliver one msg; the sender's echo carries its ref.
 
         A msg whose payload would not leave HISTORY_OVERHEAD spare in
         max_frame is refused with bad_text, so every stored message fits a
-        history answer.
+        history answer; while the store cannot write, `unavailable`.
         """
         out = self.out
-        msg["id"] = history.next_id
-        msg["ts"] = self.wall_clock()
+        if not self.writable:
+            out.error(sender, "unavailable", "the message store cannot write right now; "
+                      "nothing was accepted, try again", ref)
+            return
+        msg_id = msg["id"] = history.next_id
+        ts = msg["ts"] = self.wall_clock()
         payload = encode_payload(msg)
         if len(payload) > out.max_frame - HISTORY_OVERHEAD:
             out.error(sender, "bad_text", f"message of {len(payload)} bytes; at most "
                       f"{out.max_frame - HISTORY_OVERHEAD} fit max_frame", ref)
             return
-        history.append(payload)
+        history.append(msg_id, payload)
+        if room is not None and self.durable:
+            out.effects.append(StoreMessage(room.key, room.name, msg_id, ts, sender.name,
+                                            msg["text"]))
         if ref is None:
             out.effects.append(Deliver(recipients, payload, room))
             return
@@ -61,10 +78,8 @@ class Messages:
     def private_history(self, a, b) -> History | None:
         return self.conversations.get(pair_key(a, b))
 
-    def answer_history(self, session, history: History | None, envelope: dict,
-                       since: int | None, limit: int, ref) -> None:
+    def answer_history(self, session, envelope: dict, payloads: list, ref) -> None:
         """`history` {…, messages} spliced from the stored payloads, as many as fit."""
-        payloads = history.select(since, limit) if history else []
         if ref is not None:
             envelope["ref"] = ref
         self.out.effects.append(Deliver((session,), history_page(envelope, payloads,

@@ -13,7 +13,7 @@ class Session:
     """
 
     __slots__ = ("name", "key", "token", "identity", "rooms", "bad_messages",
-                 "bucket", "ended")
+                 "bucket", "ended", "deferred")
 
     def __init__(self):
         self.name: str | None = None  # set by welcome
@@ -28,6 +28,8 @@ class Session:
         # starting it then or at connect gives the same full bucket.
         self.bucket = None
         self.ended = False
+        # Requests waiting for the store's answer (a deque, head first), or None.
+        self.deferred = None
 
     def __repr__(self):
         return f"<Session {self.name or 'unwelcomed'}>"

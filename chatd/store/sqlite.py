@@ -1,0 +1,256 @@
+"""The durable store: one SQLite file, written by one worker thread with group commit.
+
+The file (schema version SCHEMA_VERSION, `PRAGMA application_id`
+APPLICATION_ID so that another program's database is never taken for ours):
+
+    meta(key, value)                   epoch, id_floor, clean_shutdown
+    rooms(key, name, last_id)          every room that ever had a message
+    messages(room_key, id, room, ts, sender, text)
+    private_messages(...)              between accounts (the accounts issue)
+
+`open_file` validates and prepares the file on the main thread before the
+loop runs.  After that only the worker thread touches it, through its own
+connection (WAL, synchronous=FULL): `write_batch` commits one loop turn's
+messages in one transaction, then answers the loads queued with them, so a
+load sees every message handed over before it.  A failed commit keeps its
+rows and is retried with the next batch: nothing acknowledged is dropped
+while the process lives.
+
+Crash safety of ids (chat/1, Epoch: ids never go back within an epoch):
+messages are acknowledged before they are committed, so a crash can lose
+the last uncommitted ones after clients saw their ids.  A start that finds
+`clean_shutdown` unset raises `id_floor` to CRASH_ID_JUMP above the highest
+id on file; every room then numbers above the floor.  The jump is safe
+because the loop never lets more than CRASH_ID_JUMP messages wait
+uncommitted (store/link.py, MAX_UNCOMMITTED).
+"""
+
+import logging
+import os
+import secrets
+import sqlite3
+
+from framing import encode_payload
+
+log = logging.getLogger("chatd")
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x63686174  # "chat"
+# How far every room's numbering jumps after a crash: more than the
+# messages that may have been delivered but not committed.
+CRASH_ID_JUMP = 10_000
+# Rows a batch deletes per room for retention at most: no huge statement.
+DELETE_CHUNK = 1_000
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, last_id INTEGER NOT NULL);
+CREATE TABLE messages (
+    room_key TEXT NOT NULL, id INTEGER NOT NULL, room TEXT NOT NULL, ts REAL NOT NULL,
+    sender TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (room_key, id)) WITHOUT ROWID;
+-- Private messages between two accounts, keyed by the account names in order.
+CREATE TABLE private_messages (
+    low TEXT NOT NULL, high TEXT NOT NULL, id INTEGER NOT NULL, ts REAL NOT NULL,
+    sender TEXT NOT NULL, recipient TEXT NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (low, high, id)) WITHOUT ROWID;
+"""
+
+
+class StoreError(Exception):
+    """The file cannot be used as chatd's store; chatd refuses to start (exit 78)."""
+
+
+class Opening:
+    """What `open_file` learnt: the epoch, the id floor, and whether the last run crashed."""
+
+    def __init__(self, epoch: str, id_floor: int, crashed: bool):
+        self.epoch = epoch
+        self.id_floor = id_floor
+        self.crashed = crashed
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+def open_file(path: str) -> Opening:
+    """Create or validate the store at `path`, mark it in use; raise StoreError if refused.
+
+    A file that is not a chatd store (another program's database, not
+    SQLite at all) or one from a newer chatd is refused without a byte of
+    it changed.  Runs on the main thread, before the loop.
+    """
+    fresh = not os.path.exists(path) or os.path.getsize(path) == 0
+    try:
+        conn = _connect(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open: {exc}") from None
+    try:
+        if not fresh:
+            try:
+                application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{path}: not a chatd store ({exc})") from None
+            if application_id != APPLICATION_ID:
+                raise StoreError(f"{path}: not a chatd store (another program's SQLite file)")
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{path}: written by a newer chatd (schema {version}; this "
+                                 f"one reads up to {SCHEMA_VERSION}); not touched")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        if fresh:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("epoch", secrets.token_hex(8)), ("id_floor", "0"), ("clean_shutdown", "1")])
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        crashed = meta["clean_shutdown"] != "1"
+        floor = int(meta["id_floor"])
+        if crashed:
+            highest = conn.execute("SELECT max(last_id) FROM rooms").fetchone()[0] or 0
+            floor = max(floor, highest) + CRASH_ID_JUMP
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'id_floor'", (str(floor),))
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'clean_shutdown'")
+        conn.execute("COMMIT")
+        return Opening(meta["epoch"], floor, crashed)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _payload(room: str, msg_id: int, ts: float, sender: str, text: str) -> bytes:
+    """The `msg` payload as the core encoded it when it was said (same member order)."""
+    return encode_payload({"type": "msg", "room": room, "from": sender, "text": text,
+                           "id": msg_id, "ts": ts})
+
+
+class Writer:
+    """The worker thread's side of the store: its connection and what is not yet committed.
+
+    Every method runs on the worker thread only.  `unstored` holds the rows
+    of failed commits (StoreMessage effects), retried first by the next batch.
+    """
+
+    def __init__(self, path: str, id_floor: int, retention: int, history_size: int):
+        self.path = path
+        self.id_floor = id_floor
+        self.retention = retention
+        self.history_size = history_size
+        self.unstored: list = []
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = _connect(self.path)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+        return self._conn
+
+    def write(self, rows: list) -> tuple[int, int, str | None]:
+        """Commit `rows` (and any earlier unstored ones) in one transaction.
+
+        Returns (rows committed, their text's bytes, None), or (0, 0, the
+        error) with every row kept in `unstored` for the next try.
+        """
+        rows = self.unstored + rows if self.unstored else rows
+        if not rows:
+            return 0, 0, None
+        last: dict[str, tuple[str, int]] = {}
+        for row in rows:
+            last[row.room_key] = (row.room, row.id)
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.room_key, r.id, r.room, r.ts, r.sender, r.text) for r in rows])
+            conn.executemany(
+                "INSERT INTO rooms VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "last_id = max(last_id, excluded.last_id)",
+                [(key, name, msg_id) for key, (name, msg_id) in last.items()])
+            conn.executemany(
+                "DELETE FROM messages WHERE room_key = ? AND id IN (SELECT id FROM messages "
+                "WHERE room_key = ? AND id <= ? ORDER BY id LIMIT ?)",
+                [(key, key, msg_id - self.retention, DELETE_CHUNK)
+                 for key, (_, msg_id) in last.items() if msg_id > self.retention])
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self.unstored = rows
+            return 0, 0, f"{type(exc).__name__}: {exc}"
+        self.unstored = []
+        return len(rows), sum(len(row.text) for row in rows), None
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn is not None and self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._conn.close()
+            self._conn = None  # a fresh connection next time
+
+    def _rows(self, sql: str, args: tuple) -> list[tuple]:
+        return self._connection().execute(sql, args).fetchall()
+
+    def _unstored_of(self, key: str) -> list[tuple]:
+        return [(r.id, r.room, r.ts, r.sender, r.text) for r in self.unstored
+                if r.room_key == key]
+
+    def load_room(self, key: str) -> tuple[int, list[bytes]]:
+        """Room `key`'s next id and its newest payloads with consecutive ids up to it."""
+        found = self._rows("SELECT last_id FROM rooms WHERE key = ?", (key,))
+        newest = self._rows("SELECT id, room, ts, sender, text FROM messages WHERE room_key = ? "
+                            "ORDER BY id DESC LIMIT ?", (key, self.history_size))
+        newest.reverse()
+        rows = sorted(set(newest) | set(self._unstored_of(key)))[-self.history_size:]
+        last_id = max([found[0][0] if found else 0] + [row[0] for row in rows])
+        next_id = max(last_id, self.id_floor) + 1
+        run = []
+        for row in reversed(rows):  # the consecutive run that ends at next_id - 1
+            if row[0] != next_id - 1 - len(run):
+                break
+            run.append(row)
+        return next_id, [_payload(room, msg_id, ts, sender, text)
+                         for msg_id, room, ts, sender, text in reversed(run)]
+
+    def load_history(self, key: str, since: int | None, limit: int) -> list[bytes]:
+        """`history` of room `key` from the file: the first `limit` after `since`,
+        or the newest `limit`, oldest first."""
+        if since is None:
+            rows = self._rows("SELECT id, room, ts, sender, text FROM messages "
+                              "WHERE room_key = ? ORDER BY id DESC LIMIT ?", (key, limit))
+        else:
+            rows = self._rows("SELECT id, room, ts, sender, text FROM messages "
+                              "WHERE room_key = ? AND id > ? ORDER BY id LIMIT ?",
+                              (key, since, limit))
+        rows = sorted(set(rows) | {row for row in self._unstored_of(key)
+                                   if since is None or row[0] > since})
+        rows = rows[-limit:] if since is None else rows[:limit]
+        return [_payload(room, msg_id, ts, sender, text)
+                for msg_id, room, ts, sender, text in rows]
+
+    def close(self) -> bool:
+        """Commit what is left, checkpoint the WAL into the file, mark a clean shutdown.
+
+        False (and the flag left unset, so the next start jumps ids) if the
+        last rows cannot be committed.
+        """
+        if self.write([])[2] is not None:
+            return False
+        try:
+            conn = self._connection()
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'clean_shutdown'")
+            conn.close()
+        except sqlite3.Error as exc:
+            log.error("store: clean shutdown failed: %s", exc)
+            return False
+        self._conn = None
+        return True
