@@ -89,12 +89,10 @@ class Listener:
         self.protocol_factory = protocol_factory
         self.accepts_per_turn = accepts_per_turn
         self.max_connections = max_connections
-        self._accepting = False
         self._closed = False
         self._resume_timer = None
 
     def start(self) -> None:
-        self._accepting = True
         self.loop.add_reader(self.sock, self._on_readable)
 
     def close(self) -> None:
@@ -102,14 +100,12 @@ class Listener:
         if self._closed:
             return
         self._closed = True
-        self._accepting = False
         if self._resume_timer is not None:
             self._resume_timer.cancel()
         self.loop.remove_file(self.sock)
         self.sock.close()
 
     def _pause(self) -> None:
-        self._accepting = False
         self.loop.remove_reader(self.sock)
         self._resume_timer = self.loop.call_later(ACCEPT_BACKOFF_SECONDS, self._resume)
 
@@ -121,8 +117,6 @@ class Listener:
     def _on_readable(self) -> None:
         connections = self.connections
         for _ in range(self.accepts_per_turn):
-            if not self._accepting:
-                return  # closed or backing off earlier in this same turn
             try:
                 sock, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError):

@@ -12,9 +12,9 @@ cancels them.  One turn:
    `call_soon_threadsafe`); what they make ready runs next turn, after a
    poll that does not wait.
 
-Transports put their flush and the reap of a closed connection in step 4, so
-a connection's output of a whole turn leaves in one send, and nothing is
-torn down in the middle of a call chain (Redis' `beforeSleep` and
+`Connections` puts its flush and the reap of a closed connection in step 4,
+so a connection's output of a whole turn leaves in one send, and nothing is
+freed in the middle of a call chain (Redis' `beforeSleep` and
 `CLOSE_ASAP`).
 
 Other threads and signals wake the loop through one socket pair: a thread
@@ -38,12 +38,11 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
 class Timer:
-    """A callback due at `when` (seconds on the loop's monotonic clock); `cancel()` drops it."""
+    """A callback due at a time on the loop's clock (the heap holds the time); `cancel()` drops it."""
 
-    __slots__ = ("when", "callback", "args", "cancelled", "_loop")
+    __slots__ = ("callback", "args", "cancelled", "_loop")
 
-    def __init__(self, loop, when: float, callback, args: tuple):
-        self.when = when
+    def __init__(self, loop, callback, args: tuple):
         self.callback = callback
         self.args = args
         self.cancelled = False
@@ -144,7 +143,7 @@ class EventLoop:
 
     def call_at(self, when: float, callback, *args) -> Timer:
         """Call `callback(*args)` once `time()` >= `when`; return its cancellable handle."""
-        timer = Timer(self, when, callback, args)
+        timer = Timer(self, callback, args)
         heapq.heappush(self._timers, (when, next(self._sequence), timer))
         return timer
 

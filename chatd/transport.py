@@ -134,8 +134,8 @@ class Transport:
     """
 
     __slots__ = ("connections", "loop", "sock", "peer", "protocol", "output", "state",
-                 "scheduled", "writing", "peer_closed", "reading_paused", "soft_since",
-                 "_soft_timer", "_linger")
+                 "scheduled", "writing", "peer_closed", "reading_paused", "_soft_timer",
+                 "_linger")
 
     def __init__(self, connections: Connections, sock: socket.socket, peer: tuple):
         self.connections = connections
@@ -149,8 +149,7 @@ class Transport:
         self.writing = False          # EVENT_WRITE asked for
         self.peer_closed = False      # end of input seen: nothing more to read
         self.reading_paused = False   # the protocol asked for no input for a while
-        self.soft_since: float | None = None  # when output went over the soft limit
-        self._soft_timer = None
+        self._soft_timer = None       # armed while output is over the soft limit
         self._linger = None
 
     def start(self, protocol) -> None:
@@ -225,12 +224,11 @@ class Transport:
         if output.size > limits.hard and self.state is _OPEN:
             self._cut_slow(f"over {limits.hard} bytes queued")
         if output.size > limits.soft:
-            if self.soft_since is None:
-                self.soft_since = self.loop.time()
+            if self._soft_timer is None:
                 self._soft_timer = self.loop.call_later(limits.soft_seconds, self._soft_expired)
-        elif self.soft_since is not None:
-            self.soft_since = None
+        elif self._soft_timer is not None:
             self._soft_timer.cancel()
+            self._soft_timer = None
         if output.size:
             if not self.writing:
                 self.writing = True
@@ -243,6 +241,7 @@ class Transport:
                 self._drain()
 
     def _soft_expired(self) -> None:
+        self._soft_timer = None
         limits = self.connections.limits
         if self.state is _OPEN:
             self._cut_slow(f"over {limits.soft} bytes queued for {limits.soft_seconds:g}s")

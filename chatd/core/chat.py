@@ -64,7 +64,8 @@ class ChatCore:
     """chat/1's rules over every session of one server.
 
     `receive(session, item) -> [effect]` for each decoded request or codec
-    error; `end(session, reason) -> [effect]` once its connection is gone;
+    error; `end(session, reason) -> [effect]` when the session ends (its
+    connection closing or gone);
     `complete(completion) -> [effect]` for each answer of the store.
     Handlers append to `self.out.effects`, the list the current call returns.
 
@@ -194,7 +195,7 @@ class ChatCore:
                 return
 
     def end(self, session: Session, reason: str) -> list:
-        """The session's connection is gone: leave every room, free the name (once).
+        """The session ends: leave every room, free the name (once).
 
         Returns the `left` deliveries to the rooms it was in.
         """
