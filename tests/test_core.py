@@ -1,6 +1,8 @@
 """The sans-IO chat core, without sockets: examples and a stateful model test."""
 
 import json
+import os
+import tempfile
 
 import pytest
 from hypothesis import strategies as st
@@ -338,6 +340,7 @@ class ChatModel(RuleBasedStateMachine):
         self.rooms = {}        # client -> set of room keys
         self.next_id = {}      # room key -> next id
         self.last_seen = {}    # (client, room) -> last id received
+        self.said = {}         # room key -> [(id, text)] in order
 
     def _drain_and_check(self):
         for client, frames in self.chat.inbox.items():
@@ -395,6 +398,7 @@ class ChatModel(RuleBasedStateMachine):
         if room in self.rooms[client]:
             expected_id = self.next_id.get(room, 1)
             self.next_id[room] = expected_id + 1
+            self.said.setdefault(room, []).append((expected_id, text))
             members = [c for c, rooms in self.rooms.items() if room in rooms]
             for member in members:
                 got = [m for m in self.chat.inbox[member] if m["type"] == "msg"]
@@ -447,3 +451,43 @@ class ChatModel(RuleBasedStateMachine):
 
 
 TestChatModel = ChatModel.TestCase
+
+
+class DurableChatModel(ChatModel):
+    """The same model on a SQLite store, with clean restarts as a step.
+
+    After a restart every session is gone, a room's ids go on where they
+    were, and each room's history is what was said in it (its newest
+    `history`), read back by a fresh session.
+    """
+
+    @initialize()
+    def start(self):
+        super().start()
+        self.directory = tempfile.TemporaryDirectory(prefix="chatd-model-")
+        self.chat = Harness(store=os.path.join(self.directory.name, "chatd.db"))
+
+    def teardown(self):
+        if hasattr(self, "directory"):
+            self.directory.cleanup()
+
+    @rule()
+    def restart(self):
+        self.chat.restart()
+        self.names.clear()
+        self.rooms.clear()
+        self.last_seen.clear()
+        checker = self.chat.connect("checker")
+        keep = self.chat.config.history
+        for room, said in self.said.items():
+            self.chat.send(checker, {"type": "join", "room": room})
+            self.chat.send(checker, {"type": "history", "room": room, "since": 0,
+                                     "limit": keep})
+            answer = self.chat.take(checker)[-1]
+            assert [(m["id"], m["text"]) for m in answer["messages"]] == said[-keep:]
+            self.chat.send(checker, {"type": "leave", "room": room})
+        self.chat.send(checker, {"type": "quit"})
+        self.chat.inbox.pop(checker)
+
+
+TestDurableChatModel = DurableChatModel.TestCase
