@@ -1,0 +1,251 @@
+"""chatcli against the failure reports of issue 15, each replayed end to end.
+
+The real client runs as a subprocess; between it and a real chatd sits a
+`Relay` the test steers (cut a connection, hold new ones, black-hole a
+link, turn a reconnect away after reading its hello).  Every wait is on
+output, a frame or a relay event, with a timeout; time is only measured.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import framing
+from support import REPO, WAIT, ChatClient, CliProcess, serve
+
+
+def run_cli(port: int, *options, stdin: str = "", timeout: float = WAIT * 2):
+    return subprocess.run([sys.executable, "-m", "chatcli", "--port", str(port), *options],
+                          cwd=REPO, input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
+
+
+class Link:
+    """One relayed connection: the client's socket, chatd's, and whether the
+    relay still forwards between them."""
+
+    def __init__(self, name: str, client: socket.socket, server: socket.socket):
+        self.name, self.client, self.server = name, client, server
+        self.forwarding = True
+
+
+class Relay:
+    """A loopback TCP relay from chatcli to chatd that the test steers.
+
+    It reads each new connection's first frame (chatcli's hello) to learn
+    the client's name, then forwards both ways.  `hold()` keeps new
+    connections waiting (accepted, not yet forwarded) until `release()`;
+    `turn_away(n)` closes each client's next n connections right after their
+    hello; `black_hole(link)` keeps a link open but drops all it carries.
+    `events` records (name, what, monotonic time): accepted, turned away.
+    """
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.links: list[Link] = []
+        self.events: list[tuple[str, str, float]] = []
+        self.changed = threading.Condition()
+        self._open = threading.Event()
+        self._open.set()
+        self._turn_away: dict[str, int] = {}
+        self._turn_away_default = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            accepted_at = time.monotonic()
+            threading.Thread(target=self._serve, args=(client, accepted_at), daemon=True).start()
+
+    def _serve(self, client, accepted_at):
+        self._open.wait()
+        hello = self._first_frame(client)
+        if hello is None:
+            client.close()
+            return
+        name = framing.parse_payload(hello[framing.HEADER_SIZE:])["name"]
+        with self.changed:
+            self.events.append((name, "accepted", accepted_at))
+            left = self._turn_away.get(name, self._turn_away_default)
+            if left > 0:
+                self._turn_away[name] = left - 1
+                client.close()
+                self.events.append((name, "turned away", time.monotonic()))
+                self.changed.notify_all()
+                return
+        server = socket.create_connection(self.upstream)
+        server.sendall(hello)
+        link = Link(name, client, server)
+        with self.changed:
+            self.links.append(link)
+            self.changed.notify_all()
+        for source, target in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(link, source, target), daemon=True).start()
+
+    @staticmethod
+    def _first_frame(sock) -> bytes | None:
+        data = b""
+        while len(data) < framing.HEADER_SIZE or \
+                len(data) < framing.HEADER_SIZE + int.from_bytes(data[:4], "big"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        return data  # chatcli sends nothing after hello before the answer
+
+    @staticmethod
+    def _pump(link, source, target):
+        try:
+            while data := source.recv(65536):
+                if link.forwarding:
+                    target.sendall(data)
+        except OSError:
+            pass  # one side was cut
+
+    def link_of(self, name: str, timeout: float = WAIT) -> Link:
+        """The newest link of client `name`, waiting for it if need be."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                links = [link for link in self.links if link.name == name]
+                if links:
+                    return links[-1]
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"no link of {name}"
+                self.changed.wait(remaining)
+
+    def hold(self):
+        self._open.clear()
+
+    def release(self):
+        self._open.set()
+
+    def turn_away(self, times: int):
+        """Close every client's next `times` connections right after its hello."""
+        with self.changed:
+            self._turn_away_default = times
+
+    @staticmethod
+    def cut(link: Link) -> float:
+        """Reset the client's side of `link`; chatd's side stays open and
+        silent (a drop the server has not noticed).  Returns when."""
+        link.forwarding = False
+        link.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        # shutdown wakes the pump blocked in recv, which close alone would not.
+        link.client.shutdown(socket.SHUT_RDWR)
+        link.client.close()
+        return time.monotonic()
+
+    @staticmethod
+    def black_hole(link: Link) -> float:
+        """Keep both sides of `link` open but let nothing through, either way."""
+        link.forwarding = False
+        return time.monotonic()
+
+    def close(self):
+        self.listener.close()
+        self._open.set()
+        for link in self.links:
+            link.client.close()
+            link.server.close()
+
+
+def say_and_confirm(client: ChatClient, room: str, texts):
+    """Say each of `texts` in `room` and return once the last one is echoed
+    (the server has then taken them all)."""
+    for text in texts:
+        client.send({"type": "say", "room": room, "text": text})
+    last = texts[-1]
+    client.next(lambda m: m["type"] == "msg" and m.get("room", "").lower() == room.lower()
+                and m["from"] == client.welcome["name"] and m["text"] == last)
+
+
+# ------------------------------------------------- 1. catch-up past one page
+
+
+def missed_while_away(relay: Relay, alice: CliProcess, bob: ChatClient, texts) -> None:
+    """Cut alice off, have bob say `texts` in #dev, then let alice back in."""
+    relay.hold()  # her reconnect waits until everything is said
+    relay.cut(relay.link_of("alice"))
+    alice.err.wait_for("connection lost")
+    say_and_confirm(bob, "dev", texts)
+    relay.release()
+
+
+def test_a_catch_up_of_150_messages_shows_each_once_in_order():
+    with serve() as server, ChatClient(server.address, "bob") as bob:
+        relay = Relay(server.address)
+        try:
+            with CliProcess(relay.port, "--name", "alice", "--room", "dev") as alice:
+                alice.out.wait_for("you joined #dev")
+                bob.send({"type": "join", "room": "dev"})
+                say_and_confirm(bob, "dev", ["seen live"])
+                alice.out.wait_for("<bob> seen live")
+                missed = [f"missed {number}" for number in range(1, 151)]
+                missed_while_away(relay, alice, bob, missed)
+                alice.err.wait_for(r"reconnected as alice")
+                alice.out.wait_for("<bob> missed 150$")
+                say_and_confirm(bob, "dev", ["after"])
+                alice.out.wait_for("<bob> after")
+                assert alice.finish() == 0
+            assert alice.chat() == ["<bob> seen live", *(f"<bob> {t}" for t in missed),
+                                    "<bob> after"]
+            assert not any("no longer" in line for line in alice.err.lines)
+        finally:
+            relay.close()
+
+
+def test_a_catch_up_past_the_servers_retention_says_how_many_are_gone():
+    with serve(history=50) as server, ChatClient(server.address, "bob") as bob:
+        relay = Relay(server.address)
+        try:
+            with CliProcess(relay.port, "--name", "alice", "--room", "dev") as alice:
+                alice.out.wait_for("you joined #dev")
+                bob.send({"type": "join", "room": "dev"})
+                say_and_confirm(bob, "dev", ["seen live"])
+                alice.out.wait_for("<bob> seen live")
+                missed = [f"missed {number}" for number in range(1, 151)]
+                missed_while_away(relay, alice, bob, missed)
+                alice.out.wait_for("<bob> missed 150$")
+                say_and_confirm(bob, "dev", ["after"])
+                alice.out.wait_for("<bob> after")
+                assert alice.finish() == 0
+            # The server keeps 50: missed 101..150.  The 100 before are gone,
+            # and one line says so, before what is shown.
+            assert alice.chat() == ["<bob> seen live", *(f"<bob> {t}" for t in missed[100:]),
+                                    "<bob> after"]
+            gone = [line for line in alice.err.lines if "no longer" in line]
+            assert gone == ["* #dev: 100 messages said while you were away are no longer "
+                            "on the server"]
+        finally:
+            relay.close()
+
+# ------------------------------------------------- 2. /history over long messages
+
+
+def long_texts(count: int) -> list[str]:
+    return [f"{number:02d} " + "x" * 3997 for number in range(1, count + 1)]
+
+
+def test_history_20_of_4000_characters_prints_all_20_oldest_first_and_exits():
+    with serve() as server, ChatClient(server.address, "writer") as writer:
+        texts = long_texts(20)
+        say_and_confirm(writer, "lobby", texts)
+        # The premise: one answer cannot carry them all.
+        writer.send({"type": "history", "room": "lobby", "limit": 20})
+        page = writer.next_of("history")
+        assert len(page["messages"]) == 16 and page["more"] is True
+        result = run_cli(server.address[1], "--name", "x", stdin="/history 20\n")
+    assert result.returncode == 0, result.stderr
+    shown = re.findall(r"^\d\d:\d\d <writer> (.*)$", result.stdout, re.M)
+    assert shown == texts
