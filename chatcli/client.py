@@ -156,7 +156,7 @@ class Client:
             return
         self.connecting = False
         self.selector.modify(self.sock, selectors.EVENT_READ, self._on_socket)
-        self.decoder = framing.Decoder(schema=framing.EVENTS)
+        self.decoder = framing.Decoder(self.session.max_frame, schema=framing.EVENTS)
         self.output.clear()
         self.session.connection_made(time.monotonic())
 
@@ -233,6 +233,9 @@ class Client:
             self.show(self.session.receive(item))
             if self.session.welcomed and not was_welcomed:
                 self.failures = 0
+                # A welcome may announce a max_frame above chat/1's default:
+                # history pages come that long.
+                self.decoder.max_frame = self.session.max_frame
             if item["type"] == "bye":
                 self._lost()
                 return

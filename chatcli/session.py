@@ -21,6 +21,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+import framing
 from framing import LOBBY, MAX_TEXT_CHARS, PROTOCOL_VERSION, TokenBucket, is_name
 
 from . import commands, display
@@ -88,6 +89,9 @@ class Session:
         # The server's rate limit, mirrored; None: no pacing (none announced,
         # or not welcomed on this connection yet).
         self._bucket: TokenBucket | None = None
+        # The longest frame the server may send: chat/1's default until a
+        # welcome announces its own (the loop's decoder follows it).
+        self.max_frame = framing.MAX_FRAME
         # The time of the last take_requests: receive() is not told the time,
         # so the bucket made at welcome starts counting from here.
         self._took_at = 0.0
@@ -347,6 +351,10 @@ class Session:
         retention = limits.get("history")
         self._page_limit = (min(CATCH_UP_LIMIT, retention)
                             if type(retention) is int and retention >= 1 else CATCH_UP_LIMIT)
+        max_frame = limits.get("max_frame")
+        if type(max_frame) is int and max_frame >= framing.MAX_FRAME:
+            # The frames it sends may be that long (history pages are).
+            self.max_frame = max_frame
         users = ", ".join(str(user) for user in event["users"])
         count = event["user_count"]
         if not self.ever_welcomed:

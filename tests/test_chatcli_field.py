@@ -249,3 +249,15 @@ def test_history_20_of_4000_characters_prints_all_20_oldest_first_and_exits():
     assert result.returncode == 0, result.stderr
     shown = re.findall(r"^\d\d:\d\d <writer> (.*)$", result.stdout, re.M)
     assert shown == texts
+
+
+def test_history_from_a_server_with_frames_over_64_kib_is_read_not_refused():
+    # --max-frame 256 KiB: all 20 fit in one answer of about 80 KB, which is
+    # more than chatcli's decoder took before the welcome told it the limit.
+    with serve(max_frame=262_144) as server, ChatClient(server.address, "writer") as writer:
+        texts = long_texts(20)
+        say_and_confirm(writer, "lobby", texts)
+        result = run_cli(server.address[1], "--name", "x", stdin="/history 20\n")
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r"^\d\d:\d\d <writer> (.*)$", result.stdout, re.M) == texts
+    assert "bad frame" not in result.stderr
