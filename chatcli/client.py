@@ -3,8 +3,9 @@
 Each turn: (re)connect when due, send what the session lets go, wait for the
 socket, the input or the next deadline, and move bytes between them and the
 sans-IO pieces (`framing.Decoder`, `Session`, the keys and the editor).
-A dropped connection is retried with capped exponential backoff; the session
-then says hello again and catches up.
+A dropped connection is retried after a random delay under a capped
+exponential bound (full jitter); the session then says hello again and
+catches up.
 
 Two front ends share the loop: `TerminalUI` (raw mode, an editable input line,
 chat printed above it) and `PipeUI` (stdin lines in, one line per message out,
@@ -13,6 +14,7 @@ status and errors on stderr).
 
 import errno
 import os
+import random
 import selectors
 import signal
 import socket
@@ -28,12 +30,17 @@ from .keys import Key, KeyDecoder
 from .session import Session
 from .terminal import Terminal
 
-# Reconnect delays: the first, doubled per failure up to the cap (seconds).
+# Reconnect delays: each a random draw below a bound that starts here and
+# doubles per failure up to the cap (seconds).  The same fixed delays in
+# every client would bring all of them back at the same instant after a
+# server restart, every round: a thundering herd.
 BACKOFF_FIRST = 0.25
 BACKOFF_CAP = 30.0
-# Without a terminal nobody is there to wait forever: after this many failed
-# attempts in a row the client gives up with exit status 1.
-PIPE_ATTEMPTS = 6
+# Without a terminal nobody is there to wait forever: the client gives up
+# with exit status 1 when no connection has worked for this many seconds
+# (a time, not a count of attempts: with random delays a count would mean
+# anything from no time at all to minutes).
+PIPE_PATIENCE = 10.0
 # Pipe mode stops reading stdin while this many lines wait to be sent, so a
 # big input is paced by the server's rate limit instead of held in memory.
 PIPE_BACKLOG = 64
@@ -44,20 +51,37 @@ QUIT_WAIT = 2.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def backoff_delay(failures: int, rng: random.Random) -> float:
+    """Seconds to wait before reconnecting after `failures` (>= 1) failed
+    connections in a row: "full jitter", a uniform draw from 0 to
+    min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures - 1))."""
+    # The exponent stops growing long after the cap is reached: 2 ** 1100
+    # does not fit a float (an OverflowError after ~1,000 failures, hours
+    # of a server down).
+    bound = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** min(failures - 1, 32))
+    return rng.uniform(0.0, bound)
+
+
 class Client:
     """The loop: owns the selector, the socket and the reconnect schedule."""
 
-    def __init__(self, host: str, port: int, session: Session, ui, interactive: bool):
+    def __init__(self, host: str, port: int, session: Session, ui, interactive: bool,
+                 rng: random.Random | None = None):
+        """`rng` draws the reconnect delays (default: seeded from the OS, so
+        no two clients draw alike)."""
         self.host, self.port = host, port
         self.session = session
         self.ui = ui
         self.interactive = interactive
+        self.rng = rng or random.Random()
         self.selector = selectors.DefaultSelector()
         self.sock: socket.socket | None = None
         self.connecting = False
         self.decoder: framing.Decoder | None = None
         self.output = bytearray()
-        self.failures = 0              # connection attempts failed in a row
+        self.failures = 0              # connections failed in a row
+        self.down_since = 0.0          # when the first of them failed
+        self.last_try = False          # pipe mode: the next failure gives up
         self.retry_at = 0.0
         self.exit_status: int | None = None
         self.quit_deadline: float | None = None
@@ -167,15 +191,24 @@ class Client:
 
     def _retry_later(self, why: str, give_up: bool = False) -> None:
         """Count a failure and plan the next attempt; without a terminal,
-        give up at once when asked, or after PIPE_ATTEMPTS in a row."""
+        give up at once when asked, or once down for PIPE_PATIENCE."""
+        now = time.monotonic()
         self.failures += 1
-        if not self.interactive and (give_up or self.failures >= PIPE_ATTEMPTS):
+        if self.failures == 1:
+            self.down_since, self.last_try = now, False
+        patience_left = self.down_since + PIPE_PATIENCE - now
+        if not self.interactive and (give_up or self.last_try or patience_left <= 0):
             self.show([display.error(f"{why}; giving up")])
             self.exit_status = EXIT_FAILED
             return
-        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
-        self.retry_at = time.monotonic() + delay
-        self.show([display.status(f"{why}; retrying in {delay:g} s (retry {self.failures})")])
+        delay = backoff_delay(self.failures, self.rng)
+        if not self.interactive and delay >= patience_left:
+            # One last try before the patience runs out, at a random moment
+            # still: the same moment for every client would be a herd again.
+            delay, self.last_try = self.rng.uniform(0.0, patience_left), True
+        self.retry_at = now + delay
+        self.show([display.status(f"{why}; retrying in {delay:.2f} s "
+                                  f"(retry {self.failures})")])
 
     def _send(self, data: bytes) -> None:
         if not self.output:

@@ -9,6 +9,7 @@ output, a frame or a relay event, with a timeout; time is only measured.
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -261,3 +262,47 @@ def test_history_from_a_server_with_frames_over_64_kib_is_read_not_refused():
     assert result.returncode == 0, result.stderr
     assert re.findall(r"^\d\d:\d\d <writer> (.*)$", result.stdout, re.M) == texts
     assert "bad frame" not in result.stderr
+
+# ------------------------------------------------- 3. a reconnect storm
+
+
+CLIENTS = 20
+ROUNDS = 3           # reconnects turned away per client, after the first drop
+FIRST_WINDOW = 0.25  # chatcli's first backoff ceiling, doubled per failure
+
+
+def test_twenty_clients_spread_their_reconnects_over_each_backoff_window():
+    with serve() as server:
+        relay = Relay(server.address)
+        names = [f"c{number:02d}" for number in range(CLIENTS)]
+        clients = [CliProcess(relay.port, "--name", name) for name in names]
+        try:
+            for client in clients:
+                client.err.wait_for("connected as", timeout=30)
+            relay.turn_away(ROUNDS)
+            # The server "restarts": every connection drops at once.
+            cut_at = {link.name: relay.cut(link) for link in list(relay.links)}
+            for client in clients:
+                client.err.wait_for("reconnected as", timeout=30)
+            with relay.changed:
+                events = list(relay.events)
+        finally:
+            for client in clients:
+                client.__exit__()
+            relay.close()
+    for round_number in range(ROUNDS):
+        window = FIRST_WINDOW * 2 ** round_number
+        delays = []
+        for name in names:
+            # When the client was let down last, and when it came back.
+            downs = [cut_at[name]] + [t for n, what, t in events
+                                      if n == name and what == "turned away"]
+            backs = [t for n, what, t in events if n == name and what == "accepted"][1:]
+            delays.append(backs[round_number] - downs[round_number])
+        # Full jitter: each delay anywhere in [0, window]; 20 of them cover
+        # most of it (the chance that 20 uniform draws span less than half
+        # the window is 21 / 2**20).  Fixed delays span a few milliseconds.
+        slack = 0.15  # noticing the drop, connecting, a loaded machine
+        assert min(delays) >= 0 and max(delays) <= window + slack, (window, delays)
+        assert max(delays) - min(delays) >= window / 2, (window, sorted(delays))
+        assert statistics.pstdev(delays) >= window / 8, (window, sorted(delays))

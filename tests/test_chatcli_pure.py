@@ -1,5 +1,6 @@
 """chatcli's pure pieces: the options, command parser, display lines, key decoder, line editor."""
 
+import random
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 import framing
 from chatcli import commands, display
 from chatcli.__main__ import parse_arguments
+from chatcli.client import BACKOFF_CAP, BACKOFF_FIRST, backoff_delay
 from chatcli.editor import LineEditor, text_width
 from chatcli.keys import Key, KeyDecoder
 
@@ -31,6 +33,28 @@ def test_chatcli_does_not_import_chatd():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True,
                             text=True, check=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]"
+
+# ------------------------------------------------------------------- backoff
+
+
+@given(st.integers(min_value=1, max_value=100_000), st.integers(min_value=0))
+def test_reconnect_delays_stay_under_the_capped_exponential_bound(failures, seed):
+    # 1,100 failures is about 4 h of a server down: the bound must not
+    # overflow a float on the way to the cap.
+    bound = BACKOFF_CAP if failures > 20 else min(BACKOFF_CAP,
+                                                  BACKOFF_FIRST * 2 ** (failures - 1))
+    assert 0.0 <= backoff_delay(failures, random.Random(seed)) <= bound
+
+
+def test_reconnect_delays_are_spread_over_the_whole_bound():
+    rng = random.Random(15)
+    for failures, bound in ((1, 0.25), (4, 2.0), (9, 30.0), (5000, 30.0)):
+        delays = [backoff_delay(failures, rng) for _ in range(1000)]
+        # Uniform on [0, bound]: each tenth of it holds about 100 of 1,000.
+        tenths = [0] * 10
+        for delay in delays:
+            tenths[min(9, int(delay / bound * 10))] += 1
+        assert all(50 <= count <= 150 for count in tenths), (failures, tenths)
 
 # ------------------------------------------------------------------ commands
 
