@@ -107,7 +107,8 @@ class Client:
             self._connect()
         if self.sock is not None and not self.connecting:
             if session.is_dead(now):
-                self._lost("no answer to a ping")
+                self._lost(f"connection lost: no answer from the server in "
+                           f"{session.answer_timeout:g} s")
             else:
                 for message in session.take_requests(now):
                     self._send(framing.encode(message))
@@ -263,7 +264,7 @@ class Client:
                 # A new event type or member from a newer server: skip it.
                 continue
             was_welcomed = self.session.welcomed
-            self.show(self.session.receive(item))
+            self.show(self.session.receive(item, time.monotonic()))
             if self.session.welcomed and not was_welcomed:
                 self.failures = 0
                 # A welcome may announce a max_frame above chat/1's default:

@@ -31,12 +31,17 @@ from . import commands, display
 CATCH_UP_LIMIT = 100
 # Messages /history shows without a count.
 DEFAULT_HISTORY = 20
-# A ping unanswered this long (seconds) means the connection is dead even
-# if the kernel has not noticed (a peer that vanished without a FIN).
-PONG_TIMEOUT = 10.0
-# Idle seconds before a keepalive ping when the server does not announce
-# its idle_timeout; otherwise a third of that timeout.
-DEFAULT_KEEPALIVE = 60.0
+# Seconds without any frame from the server before a ping asks whether the
+# connection still works (--keepalive).  The answer, or any frame, must come
+# within half of that, so a connection that died silently (a NAT that forgot
+# it, a peer gone without FIN or reset) is noticed at most 1.5 x keepalive
+# (30 s) after the last frame.  An idle connection costs the server one
+# ping per 20 s; a busy one none, since its frames already prove it alive.
+KEEPALIVE = 20.0
+# Seconds without sending before a ping when the server does not announce
+# its idle_timeout (it closes a connection that sent nothing for that long);
+# otherwise a third of that timeout.
+DEFAULT_SEND_KEEPALIVE = 60.0
 # chat/1: welcome.epoch is a string of at most this many characters.
 MAX_EPOCH_CHARS = 64
 # Names refused by the server with these codes are asked for again.
@@ -58,7 +63,9 @@ class Pending:
 
 
 class Session:
-    def __init__(self, name: str | None = None, room: str | None = None):
+    def __init__(self, name: str | None = None, room: str | None = None,
+                 keepalive: float = KEEPALIVE):
+        """`keepalive`: seconds of silence from the server before a ping (> 0)."""
         self.name = name
         self.token: str | None = None
         self.epoch: str | None = None        # the last welcome's, if it had one
@@ -92,14 +99,18 @@ class Session:
         # The longest frame the server may send: chat/1's default until a
         # welcome announces its own (the loop's decoder follows it).
         self.max_frame = framing.MAX_FRAME
-        # The time of the last take_requests: receive() is not told the time,
-        # so the bucket made at welcome starts counting from here.
+        # The time of the last take_requests: the bucket made at welcome
+        # starts counting from here, and so does receive() when not told.
         self._took_at = 0.0
-        self._keepalive = DEFAULT_KEEPALIVE
+        self.keepalive = keepalive
+        self.answer_timeout = keepalive / 2
+        self._send_keepalive = DEFAULT_SEND_KEEPALIVE
         # The server caps a history request at its retention; it says which.
         self._page_limit = CATCH_UP_LIMIT
-        self._last_sent = 0.0
-        self._ping_sent_at: float | None = None
+        self._last_sent = self._last_received = 0.0
+        # Since when a request has been out with no frame back (None: not
+        # waiting); a frame, any frame, shows the connection works.
+        self._waiting_since: float | None = None
 
     # ----------------------------------------------------------------- state
 
@@ -122,8 +133,8 @@ class Session:
 
     def connection_made(self, now: float) -> None:
         self.connected = True
-        self._last_sent = self._took_at = now
-        self._ping_sent_at = None
+        self._last_sent = self._last_received = self._took_at = now
+        self._waiting_since = None
         if self.name is not None:
             self._send_hello()
 
@@ -179,13 +190,13 @@ class Session:
                 self._notes += self._perform(item)
 
     def take_requests(self, now: float) -> list[dict]:
-        """The requests to send now; the rest wait for the rate limit."""
+        """The requests to send now (dicts, in order); the rest wait for the
+        rate limit.  `now`: seconds on the caller's monotonic clock."""
         if not self.connected:
             return []
         self._took_at = now
-        if (self.welcomed and not self._outbox and self._ping_sent_at is None
-                and now - self._last_sent >= self._keepalive):
-            self._ping_sent_at = now
+        due = self._ping_due()
+        if due is not None and now >= due:
             self._request({"type": "ping"}, "ping")
         bucket = self._bucket
         out = []
@@ -202,25 +213,41 @@ class Session:
             out.append(pending.message)
         if out:
             self._last_sent = now
+            if self._waiting_since is None:
+                self._waiting_since = now
         return out
 
+    def _ping_due(self) -> float | None:
+        """When a keepalive ping is due, or None while none is wanted: not
+        welcomed, or a request is out or queued (its answer will tell)."""
+        if not self.welcomed or self._outbox or self._waiting_since is not None:
+            return None
+        return min(self._last_received + self.keepalive,
+                   self._last_sent + self._send_keepalive)
+
     def next_deadline(self, now: float) -> float | None:
-        """When `take_requests` or `is_dead` next has something to say."""
+        """When (seconds, the clock of `now`) `take_requests` or `is_dead`
+        next has something to say; None: not before something happens."""
         if not self.connected:
             return None
-        deadlines = []
+        deadlines = [self._ping_due()]
         if self._outbox and self._bucket is not None:
             wait = self._bucket.wait(now)
             if wait > 0:
                 deadlines.append(now + wait)
-        if self.welcomed and self._ping_sent_at is None:
-            deadlines.append(self._last_sent + self._keepalive)
-        if self._ping_sent_at is not None:
-            deadlines.append(self._ping_sent_at + PONG_TIMEOUT)
+        if self._waiting_since is not None:
+            deadlines.append(self._waiting_since + self.answer_timeout)
+        deadlines = [deadline for deadline in deadlines if deadline is not None]
         return min(deadlines) if deadlines else None
 
     def is_dead(self, now: float) -> bool:
-        return self._ping_sent_at is not None and now - self._ping_sent_at > PONG_TIMEOUT
+        """True when a request has been out for `answer_timeout` seconds
+        with no frame at all back: the connection is gone even if the
+        kernel has not noticed.  Every chat/1 request gets an answer.
+        (At the deadline itself, so a loop woken by `next_deadline` acts
+        then instead of spinning until the clock passes it.)"""
+        return (self._waiting_since is not None
+                and now - self._waiting_since >= self.answer_timeout)
 
     # ----------------------------------------------------------- user input
 
@@ -297,9 +324,14 @@ class Session:
 
     # ---------------------------------------------------------------- events
 
-    def receive(self, event: dict) -> list:
-        """One decoded frame from the server -> lines to show."""
-        self._ping_sent_at = None
+    def receive(self, event: dict, now: float | None = None) -> list:
+        """One decoded frame from the server -> display lines to show.
+
+        `now`: when it arrived (the clock of `take_requests`); None takes the
+        time of the last `take_requests`.
+        """
+        self._last_received = self._took_at if now is None else now
+        self._waiting_since = None
         handler = getattr(self, "_on_" + event["type"], None)
         lines = handler(event) if handler else []
         lines += self._notes
@@ -347,7 +379,7 @@ class Session:
                                        tokens=burst - 1.0)
         idle = limits.get("idle_timeout")
         if type(idle) in (int, float) and idle > 0:
-            self._keepalive = min(DEFAULT_KEEPALIVE, idle / 3)
+            self._send_keepalive = min(DEFAULT_SEND_KEEPALIVE, idle / 3)
         retention = limits.get("history")
         self._page_limit = (min(CATCH_UP_LIMIT, retention)
                             if type(retention) is int and retention >= 1 else CATCH_UP_LIMIT)

@@ -306,3 +306,30 @@ def test_twenty_clients_spread_their_reconnects_over_each_backoff_window():
         assert min(delays) >= 0 and max(delays) <= window + slack, (window, delays)
         assert max(delays) - min(delays) >= window / 2, (window, sorted(delays))
         assert statistics.pstdev(delays) >= window / 8, (window, sorted(delays))
+
+# ------------------------------------------------- smaller: keepalive
+
+
+def test_a_black_holed_connection_is_noticed_within_one_and_a_half_keepalives():
+    keepalive = 2.0
+    with serve() as server, ChatClient(server.address, "bob") as bob:
+        relay = Relay(server.address)
+        try:
+            with CliProcess(relay.port, "--name", "alice", "--keepalive", str(keepalive)) as alice:
+                alice.err.wait_for("connected as alice")
+                say_and_confirm(bob, "lobby", ["before"])
+                alice.out.wait_for("<bob> before")
+                # Everything alice sends or is sent from now on vanishes, and
+                # nothing tells either end: no FIN, no reset.
+                since = relay.black_hole(relay.link_of("alice"))
+                say_and_confirm(bob, "lobby", ["into the hole"])
+                line = alice.err.wait_for("connection lost", timeout=keepalive * 3)[0]
+                noticed_after = time.monotonic() - since
+                assert "no answer from the server" in line
+                assert noticed_after <= keepalive * 1.5 + 0.5, noticed_after
+                alice.err.wait_for("reconnected as alice")
+                alice.out.wait_for("<bob> into the hole")
+                assert alice.finish() == 0
+            assert alice.chat() == ["<bob> before", "<bob> into the hole"]
+        finally:
+            relay.close()

@@ -34,6 +34,18 @@ def test_chatcli_does_not_import_chatd():
                             text=True, check=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]"
 
+def test_keepalive_is_a_number_of_seconds_of_at_least_one():
+    assert parse_arguments([], {}).keepalive == 20.0
+    assert parse_arguments(["--keepalive", "2.5"], {}).keepalive == 2.5
+    assert parse_arguments([], {"CHATCLI_KEEPALIVE": "7"}).keepalive == 7.0
+    for bad in ("0.5", "nan", "inf", "soon"):
+        try:
+            parse_arguments(["--keepalive", bad], {})
+        except SystemExit as exit:
+            assert exit.code == 2
+        else:
+            raise AssertionError(f"--keepalive {bad} accepted")
+
 # ------------------------------------------------------------------- backoff
 
 

@@ -202,7 +202,8 @@ def test_no_pacing_when_the_server_announces_no_rate_limit():
     for number in range(50):
         session.submit(f"line {number}")
     assert len(session.take_requests(0.0)) == 51  # the baseline and every line
-    assert session.next_deadline(0.0) == 60.0     # only the keepalive
+    # Nothing to pace: the only deadline is the one for the server's answer.
+    assert session.next_deadline(0.0) == session.answer_timeout
 
 
 def test_a_refused_name_is_forgotten_with_the_servers_reason():
@@ -463,3 +464,52 @@ def test_history_that_fits_is_one_request_and_an_empty_room_says_so():
     assert request["limit"] == 20
     assert texts(session.receive(history(request, []))) == ["* no messages in #lobby"]
     assert session.settled
+
+# --------------------------------------------------------------- keepalive
+
+
+def test_with_the_defaults_a_dead_connection_is_noticed_within_30_s_of_the_last_frame():
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 1), now=5.0)  # the last frame that got through
+    now, pings = 5.0, 0
+    while not session.is_dead(now):
+        now = session.next_deadline(now)
+        assert now is not None
+        for request in session.take_requests(now):
+            pings += request["type"] == "ping"
+    assert now - 5.0 <= 30.0 and pings == 1
+
+
+def test_an_idle_connection_pings_once_per_20_s_and_no_more():
+    session, _ = welcomed_session()
+    now, pings = 0.0, []
+    while now < 200.0:
+        now = session.next_deadline(now)
+        for request in session.take_requests(now):
+            assert request["type"] == "ping"
+            pings.append(now)
+            session.receive(answer(request, type="pong"), now=now + 0.01)
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
+    assert len(pings) == 10 and all(19.9 <= gap <= 20.1 for gap in gaps), pings
+
+
+def test_a_busy_room_still_pings_before_the_servers_idle_timeout():
+    # Frames keep arriving, so silence never triggers a ping, but the server
+    # closes a connection that has sent nothing for idle_timeout (300 s).
+    session, _ = welcomed_session()
+    sent = []
+    for second in range(1, 400):
+        session.receive(msg("lobby", second), now=float(second))
+        sent += [(second, r["type"]) for r in session.take_requests(float(second))]
+    pings = [second for second, kind in sent if kind == "ping"]
+    assert pings and pings[0] <= 100 and all(b - a <= 100 for a, b in zip(pings, pings[1:]))
+
+
+def test_a_request_with_no_frame_back_for_the_answer_timeout_means_a_dead_connection():
+    # A hello into a black hole: the welcome never comes.
+    session = Session("alice")
+    session.connection_made(0.0)
+    session.take_requests(0.0)
+    assert session.next_deadline(0.0) == session.answer_timeout == 10.0
+    assert not session.is_dead(9.99)
+    assert session.is_dead(10.0)
