@@ -23,6 +23,12 @@ EPILOG = f"""\
 Every option can also come from the environment: CHATCLI_HOST, CHATCLI_PORT,
 CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE; options win.  Names: {NAME_RULE}.
 
+--host may be a name with several addresses, IPv6 and IPv4: each is tried
+(the next after 250 ms, or at once when one fails; RFC 8305), the first to
+answer is used, and if none does, one line says what was tried.  A dropped
+connection is redialled after a random delay below 0.25 s, 0.5 s, 1 s, ...
+up to 30 s, so many clients do not all come back at once.
+
 Keepalive: after --keepalive seconds (default {KEEPALIVE:g}) without a frame from
 the server the client pings; if nothing comes back within half that, the
 connection is taken for dead and redialled: a connection that died without

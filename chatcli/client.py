@@ -3,6 +3,7 @@
 Each turn: (re)connect when due, send what the session lets go, wait for the
 socket, the input or the next deadline, and move bytes between them and the
 sans-IO pieces (`framing.Decoder`, `Session`, the keys and the editor).
+Connecting tries every address the host name resolves to (`connect.Dialer`).
 A dropped connection is retried after a random delay under a capped
 exponential bound (full jitter); the session then says hello again and
 catches up.
@@ -12,7 +13,6 @@ chat printed above it) and `PipeUI` (stdin lines in, one line per message out,
 status and errors on stderr).
 """
 
-import errno
 import os
 import random
 import selectors
@@ -25,6 +25,7 @@ import framing
 
 from . import display
 from .commands import NAME_RULE, Say
+from .connect import Dialer, address_text, resolve
 from .editor import LineEditor
 from .keys import Key, KeyDecoder
 from .session import Session
@@ -76,7 +77,7 @@ class Client:
         self.rng = rng or random.Random()
         self.selector = selectors.DefaultSelector()
         self.sock: socket.socket | None = None
-        self.connecting = False
+        self.dialer: Dialer | None = None
         self.decoder: framing.Decoder | None = None
         self.output = bytearray()
         self.failures = 0              # connections failed in a row
@@ -94,6 +95,8 @@ class Client:
             while self.exit_status is None:
                 self._turn()
         finally:
+            if self.dialer is not None:
+                self.dialer.cancel()
             self._close_socket()
             self.ui.stop()
             self.selector.close()
@@ -103,9 +106,12 @@ class Client:
         now = time.monotonic()
         session = self.session
         self.ui.prepare_turn()
-        if self.sock is None and self._wants_connection() and now >= self.retry_at:
-            self._connect()
-        if self.sock is not None and not self.connecting:
+        if (self.sock is None and self.dialer is None and self._wants_connection()
+                and now >= self.retry_at):
+            self._connect(now)
+        if self.dialer is not None:
+            self.dialer.poll(now)
+        if self.sock is not None:
             if session.is_dead(now):
                 self._lost(f"connection lost: no answer from the server in "
                            f"{session.answer_timeout:g} s")
@@ -124,7 +130,9 @@ class Client:
 
     def _timeout(self, now: float) -> float | None:
         deadlines = [self.session.next_deadline(now), self.quit_deadline]
-        if self.sock is None and self._wants_connection():
+        if self.dialer is not None:
+            deadlines.append(self.dialer.next_deadline())
+        elif self.sock is None and self._wants_connection():
             deadlines.append(self.retry_at)
         deadlines = [d for d in deadlines if d is not None]
         if self.ui.always_ready():
@@ -156,39 +164,34 @@ class Client:
 
     # ------------------------------------------------------------ the socket
 
-    def _connect(self) -> None:
+    def _connect(self, now: float) -> None:
+        """Resolve the host and start dialing every address it has."""
+        target = address_text((self.host, self.port))
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                self.host, self.port, type=socket.SOCK_STREAM)[0]
-            sock = socket.socket(family, kind, proto)
-        except OSError as exc:
-            self._failed(exc)
+            addresses = resolve(self.host, self.port)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self._failed(f"cannot connect to {target}: cannot resolve {self.host} ({reason})")
             return
-        sock.setblocking(False)
-        code = sock.connect_ex(address)
-        if code not in (0, errno.EINPROGRESS):
-            sock.close()
-            self._failed(OSError(code, os.strerror(code)))
-            return
-        self.sock, self.connecting = sock, True
-        self.selector.register(sock, selectors.EVENT_WRITE, self._on_connected)
+        self.dialer = Dialer(addresses, self.selector, now, self._dialled, host=self.host)
+        self.dialer.poll(now)
 
-    def _on_connected(self, mask) -> None:
-        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._close_socket()
-            self._failed(OSError(code, os.strerror(code)))
+    def _dialled(self, sock: socket.socket | None) -> None:
+        dialer, self.dialer = self.dialer, None
+        if sock is None:
+            self._failed(f"cannot connect to {address_text((self.host, self.port))}: "
+                         f"{dialer.error}")
             return
-        self.connecting = False
-        self.selector.modify(self.sock, selectors.EVENT_READ, self._on_socket)
+        self.sock = sock
+        self.selector.register(sock, selectors.EVENT_READ, self._on_socket)
         self.decoder = framing.Decoder(self.session.max_frame, schema=framing.EVENTS)
         self.output.clear()
         self.session.connection_made(time.monotonic())
 
-    def _failed(self, exc: OSError) -> None:
-        reason = exc.strerror or str(exc)
-        self._retry_later(f"cannot connect to {self.host}:{self.port}: {reason}",
-                          give_up=not self.session.ever_welcomed)
+    def _failed(self, why: str) -> None:
+        # Never welcomed: most likely a wrong host or port, or no server;
+        # a script should hear so at once rather than after retries.
+        self._retry_later(why, give_up=not self.session.ever_welcomed)
 
     def _retry_later(self, why: str, give_up: bool = False) -> None:
         """Count a failure and plan the next attempt; without a terminal,
@@ -286,7 +289,7 @@ class Client:
             return
         self.selector.unregister(self.sock)
         self.sock.close()
-        self.sock, self.connecting, self.decoder = None, False, None
+        self.sock, self.decoder = None, None
         self.output.clear()
 
 

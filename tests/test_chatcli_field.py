@@ -8,6 +8,7 @@ output, a frame or a relay event, with a timeout; time is only measured.
 
 import os
 import re
+import selectors
 import socket
 import statistics
 import subprocess
@@ -16,6 +17,7 @@ import threading
 import time
 
 import framing
+from chatcli.connect import ATTEMPT_DELAY, Dialer, interleave
 from support import REPO, WAIT, ChatClient, CliProcess, serve
 
 
@@ -333,3 +335,145 @@ def test_a_black_holed_connection_is_noticed_within_one_and_a_half_keepalives():
             assert alice.chat() == ["<bob> before", "<bob> into the hole"]
         finally:
             relay.close()
+
+# ------------------------------------------------- connecting
+
+
+def test_ipv6_addresses_are_reached():
+    with serve(host="::1") as server, ChatClient(server.address, "bob") as bob:
+        result = run_cli(server.address[1], "--host", "::1", "--name", "alice",
+                         "--send", "over v6")
+        assert result.returncode == 0, result.stderr
+        assert bob.next_of("msg")["text"] == "over v6"
+
+
+def test_a_failed_connect_is_one_line_naming_every_address_tried():
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]
+    # Nothing listens on the port any more.
+    result = run_cli(port, "--host", "localhost", "--name", "alice", "--send", "x")
+    assert result.returncode == 1
+    addresses = sorted({info[4][0] for info in socket.getaddrinfo(
+        "localhost", port, type=socket.SOCK_STREAM)})
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"! cannot connect to localhost:{port}: "), line
+    for address in addresses:
+        shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        assert f"{shown} (connection refused)" in line, line
+    assert line.endswith("; giving up")
+
+
+def test_an_unknown_host_name_is_one_line():
+    result = run_cli(1, "--host", "no-such-host.invalid", "--name", "alice", "--send", "x")
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("! cannot connect to no-such-host.invalid:1: cannot resolve"), line
+
+
+def v4(port: int) -> tuple:
+    """A getaddrinfo entry for 127.0.0.1:port."""
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
+
+
+def v6(port: int) -> tuple:
+    """A getaddrinfo entry for [::1]:port."""
+    return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", port, 0, 0))
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class BlackHole:
+    """A listener whose accept queue is full and never drained: the kernel
+    drops further SYNs, so a connect to it neither succeeds nor fails."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers = []
+        for _ in range(2):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+    def close(self):
+        for sock in (self.listener, *self.fillers):
+            sock.close()
+
+
+def dial(addresses, **options):
+    """Run a Dialer to the end on its own selector: (socket or None, its
+    error, seconds taken, the selector's registrations left)."""
+    selector = selectors.DefaultSelector()
+    done = []
+    started = time.monotonic()
+    dialer = Dialer(addresses, selector, started, done.append, host="test", **options)
+    while not dialer.done:
+        dialer.poll(time.monotonic())
+        if dialer.done:
+            break
+        timeout = max(0.0, dialer.next_deadline() - time.monotonic())
+        for key, mask in selector.select(timeout):
+            key.data(mask)
+    left = len(selector.get_map())
+    selector.close()
+    return done[0], dialer.error, time.monotonic() - started, left
+
+
+def test_every_address_a_name_has_is_tried_until_one_answers():
+    # A name with an IPv6 and an IPv4 address, the server on IPv4 only
+    # (chatd's default): taking getaddrinfo's first entry alone fails.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        sock, error, _, left = dial([v6(port), v4(port)])
+        with sock:
+            assert sock.getpeername() == ("127.0.0.1", port) and error is None
+            assert left == 0
+
+
+def test_an_address_that_never_answers_does_not_hold_up_the_next():
+    hole = BlackHole()
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6) as server:
+            port = server.getsockname()[1]
+            sock, error, took, left = dial([v4(hole.port), v6(port)])
+            with sock:
+                assert sock.getpeername()[:2] == ("::1", port)
+            # The second attempt starts after the first has had its 250 ms,
+            # and wins; the first is closed, not left dangling.
+            assert ATTEMPT_DELAY * 0.9 <= took < 3.0, took
+            assert left == 0
+    finally:
+        hole.close()
+
+
+def test_when_no_address_answers_the_error_names_each_and_why():
+    port = free_port()
+    sock, error, _, left = dial([v6(port), v4(port)])
+    assert sock is None and left == 0
+    assert error == (f"tried [::1]:{port} (connection refused), "
+                     f"127.0.0.1:{port} (connection refused)")
+
+
+def test_a_connect_that_hangs_gives_up_at_the_timeout():
+    hole = BlackHole()
+    try:
+        sock, error, took, left = dial([v4(hole.port)], timeout=0.5)
+        assert sock is None and left == 0
+        assert error == f"tried 127.0.0.1:{hole.port} (timed out)"
+        assert 0.5 <= took < 2.0, took
+    finally:
+        hole.close()
+
+
+def test_addresses_alternate_families_from_the_first_and_repeats_go():
+    a6, b6, a4, b4 = v6(1), v6(2), v4(1), v4(2)
+    assert interleave([a6, b6, a4, a6, b4]) == [a6, a4, b6, b4]
+    assert interleave([a4, a6, b6]) == [a4, a6, b6]
+    assert interleave([]) == []
