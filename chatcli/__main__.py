@@ -7,8 +7,9 @@ import sys
 
 from framing import DEFAULT_PORT, is_name
 
+from . import display
 from .client import EXIT_FAILED, Client, PipeUI, TerminalUI
-from .commands import NAME_RULE
+from .commands import NAME_RULE, text_problem
 from .session import KEEPALIVE, Session
 
 ENV_PREFIX = "CHATCLI_"
@@ -44,7 +45,9 @@ announced rate limit, and a line the server still refuses as rate_limited is
 sent again after a pause, so none is lost.  At the end of input the client
 waits until the server has answered every line, then quits.
 
---send TEXT sends TEXT (as text, never as a command) to --room or the lobby.
+--send TEXT sends TEXT (as text, never as a command) to --room or the lobby;
+a text chat/1 would refuse (empty, over 4,000 characters, not UTF-8) is
+refused before connecting.
 
 Exit status: 0 when everything was accepted; 1 when the server refused a line
 or the name, or the server cannot be reached; 2 on a usage error.
@@ -101,6 +104,15 @@ def main(argv=None) -> int:
     arguments = parse_arguments(argv, environ)
     interactive = (arguments.send is None and sys.stdin.isatty() and sys.stdout.isatty())
     color = sys.stdout.isatty() and not environ.get("NO_COLOR")
+    if arguments.send is not None:
+        # Known to fail before any byte is sent: the room would see this
+        # client join and leave for nothing.
+        problem = text_problem(arguments.send)
+        if problem is not None:
+            sys.stderr.write(display.error(problem).render(sys.stderr.isatty()
+                                                           and not environ.get("NO_COLOR"))
+                             + "\n")
+            return EXIT_FAILED
     session = Session(arguments.name, arguments.room, keepalive=arguments.keepalive)
     if interactive:
         ui = TerminalUI(color)

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import framing
-from framing import LOBBY, MAX_TEXT_CHARS, PROTOCOL_VERSION, TokenBucket, is_name
+from framing import LOBBY, PROTOCOL_VERSION, TokenBucket, is_name
 
 from . import commands, display
 
@@ -266,10 +266,11 @@ class Session:
             return [display.notice(text) for text in commands.HELP]
         if isinstance(command, commands.Quit):
             return self.quit(command.reason)
-        if isinstance(command, (commands.Say, commands.Msg)) and len(command.text) > MAX_TEXT_CHARS:
-            self.refused += 1
-            return [display.error(f"text of {len(command.text)} characters is over "
-                                  f"the limit of {MAX_TEXT_CHARS}")]
+        if isinstance(command, (commands.Say, commands.Msg)):
+            problem = commands.text_problem(command.text)
+            if problem is not None:
+                self.refused += 1
+                return [display.error(problem)]
         if not self.welcomed or self._gates:
             # Resolved later: "the current room" may not be known yet, or be
             # about to change (a /join in flight).

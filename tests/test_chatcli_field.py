@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 import framing
 from chatcli.connect import ATTEMPT_DELAY, Dialer, interleave
 from support import REPO, WAIT, ChatClient, CliProcess, serve
@@ -173,6 +175,16 @@ def say_and_confirm(client: ChatClient, room: str, texts):
                 and m["from"] == client.welcome["name"] and m["text"] == last)
 
 
+def frames_up_to_pong(client: ChatClient) -> list:
+    """Every frame the server sent `client` before it answered a ping sent now."""
+    client.send({"type": "ping", "data": "fence"})
+    frames = []
+    while True:
+        frame = client.next()
+        if frame["type"] == "pong" and frame.get("data") == "fence":
+            return frames
+        frames.append(frame)
+
 # ------------------------------------------------- 1. catch-up past one page
 
 
@@ -308,6 +320,31 @@ def test_twenty_clients_spread_their_reconnects_over_each_backoff_window():
         assert min(delays) >= 0 and max(delays) <= window + slack, (window, delays)
         assert max(delays) - min(delays) >= window / 2, (window, sorted(delays))
         assert statistics.pstdev(delays) >= window / 8, (window, sorted(delays))
+
+# ------------------------------------------------- smaller: --send
+
+
+@pytest.mark.parametrize("text, says", [
+    ("y" * 4001, "over the limit of 4000"),
+    ("", "empty"),
+    (b"caf\xff", "not valid UTF-8"),
+])
+def test_send_refuses_what_it_can_check_before_connecting(text, says):
+    with serve() as server, ChatClient(server.address, "watcher") as watcher:
+        port = server.address[1]
+        arguments = [sys.executable, "-m", "chatcli", "--port", str(port),
+                     "--name", "bot", "--send", text]
+        if isinstance(text, bytes):  # argv as the shell gives it: any bytes
+            arguments = [os.fsencode(argument) if isinstance(argument, str) else argument
+                         for argument in arguments]
+        result = subprocess.run(arguments, cwd=REPO, capture_output=True, timeout=WAIT * 2,
+                                env={**os.environ, "NO_COLOR": "1"})
+        stderr = result.stderr.decode()
+        assert result.returncode == 1, stderr
+        assert says in stderr and "Traceback" not in stderr
+        assert "connected" not in stderr
+        # Nobody joined the lobby: the client never said hello.
+        assert [f for f in frames_up_to_pong(watcher) if f["type"] == "joined"] == []
 
 # ------------------------------------------------- smaller: keepalive
 

@@ -34,6 +34,7 @@ def test_chatcli_does_not_import_chatd():
                             text=True, check=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]"
 
+
 def test_keepalive_is_a_number_of_seconds_of_at_least_one():
     assert parse_arguments([], {}).keepalive == 20.0
     assert parse_arguments(["--keepalive", "2.5"], {}).keepalive == 2.5
@@ -105,6 +106,14 @@ def test_bad_commands_are_invalid_with_a_reason():
         result = commands.parse(line)
         assert isinstance(result, commands.Invalid), line
         assert words in result.reason, (line, result.reason)
+
+
+def test_text_problems_are_the_ones_chat1_would_refuse():
+    assert commands.text_problem("x" * 4000) is None
+    assert commands.text_problem("") == "text is empty"
+    assert commands.text_problem("x" * 4001) == "text of 4001 characters is over the limit of 4000"
+    assert "NUL" in commands.text_problem("a\x00b")
+    assert commands.text_problem("caf\udcff") == "text is not valid UTF-8"
 
 
 @given(st.text())
