@@ -328,6 +328,21 @@ def test_a_room_empty_at_the_baseline_is_caught_up_from_its_first_message():
     lines = session.receive(history(first, [msg("lobby", 1), msg("lobby", 2)]))
     assert texts(lines) == ["<bob> m1", "<bob> m2"]
 
+def test_a_room_whose_baseline_never_came_gets_recent_history_not_all_of_it():
+    # The connection dropped between the join and the answer that says
+    # where the room stood: no id to catch up from, and "since 0" would
+    # replay the room's whole retention as if it had all been missed.
+    session, _ = welcomed_session()
+    session.submit("/join dev")
+    (join,) = session.take_requests(0.0)
+    session.receive(answer(join, type="users", room="dev", names=["alice"]))
+    (baseline,) = session.take_requests(0.0)
+    assert baseline["limit"] == 1
+    _, (rejoin, lobby) = reconnect(session)
+    session.receive(answer(rejoin, type="users", room="dev", names=["alice"]))
+    (dev,) = session.take_requests(1.0)
+    assert dev == {"type": "history", "room": "dev", "limit": 100, "ref": dev["ref"]}
+
 # ------------------------------------------------------------------ epochs
 
 
