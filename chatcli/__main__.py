@@ -1,14 +1,16 @@
 """`chatcli` / `python -m chatcli`: read the options, pick the front end, run the loop."""
 
 import argparse
+import math
 import os
 import sys
 
 from framing import DEFAULT_PORT, is_name
 
+from . import display
 from .client import EXIT_FAILED, Client, PipeUI, TerminalUI
-from .commands import NAME_RULE
-from .session import Session
+from .commands import NAME_RULE, text_problem
+from .session import KEEPALIVE, Session
 
 ENV_PREFIX = "CHATCLI_"
 # The loopback address chatd binds to by default (its Config.host), so that
@@ -20,7 +22,18 @@ DEFAULT_HOST = "127.0.0.1"
 DESCRIPTION = "A chat/1 client: chat on a terminal, or script it through a pipe."
 EPILOG = f"""\
 Every option can also come from the environment: CHATCLI_HOST, CHATCLI_PORT,
-CHATCLI_NAME, CHATCLI_ROOM; options win.  Names: {NAME_RULE}.
+CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE; options win.  Names: {NAME_RULE}.
+
+--host may be a name with several addresses, IPv6 and IPv4: each is tried
+(the next after 250 ms, or at once when one fails; RFC 8305), the first to
+answer is used, and if none does, one line says what was tried.  A dropped
+connection is redialled after a random delay below 0.25 s, 0.5 s, 1 s, ...
+up to 30 s, so many clients do not all come back at once.
+
+Keepalive: after --keepalive seconds (default {KEEPALIVE:g}) without a frame from
+the server the client pings; if nothing comes back within half that, the
+connection is taken for dead and redialled: a connection that died without
+a word is noticed within 1.5 x keepalive ({KEEPALIVE * 1.5:g} s by default).
 
 On a terminal the client asks for a name when none is given, and asks again
 if the server refuses it.  Type /help for the commands.
@@ -32,7 +45,9 @@ announced rate limit, and a line the server still refuses as rate_limited is
 sent again after a pause, so none is lost.  At the end of input the client
 waits until the server has answered every line, then quits.
 
---send TEXT sends TEXT (as text, never as a command) to --room or the lobby.
+--send TEXT sends TEXT (as text, never as a command) to --room or the lobby;
+a text chat/1 would refuse (empty, over 4,000 characters, not UTF-8) is
+refused before connecting.
 
 Exit status: 0 when everything was accepted; 1 when the server refused a line
 or the name, or the server cannot be reached; 2 on a usage error.
@@ -54,6 +69,10 @@ def parse_arguments(argv, environ) -> argparse.Namespace:
                         help="room to join and talk in (default: lobby)")
     parser.add_argument("--send", metavar="TEXT",
                         help="send TEXT, wait for its echo, and exit")
+    parser.add_argument("--keepalive", metavar="SECONDS",
+                        default=environ.get(ENV_PREFIX + "KEEPALIVE", KEEPALIVE),
+                        help="ping after this long without a frame from the server; "
+                             f"dead after 1.5 times it (default: {KEEPALIVE:g})")
     arguments = parser.parse_args(argv)
     try:
         arguments.port = int(arguments.port)
@@ -61,6 +80,14 @@ def parse_arguments(argv, environ) -> argparse.Namespace:
         parser.error(f"port {arguments.port!r} is not a number")
     if not 0 < arguments.port < 65536:
         parser.error(f"port {arguments.port} is not between 1 and 65535")
+    try:
+        arguments.keepalive = float(arguments.keepalive)
+    except ValueError:
+        parser.error(f"keepalive {arguments.keepalive!r} is not a number")
+    # Below a second it would ping more than any network needs; NaN and
+    # infinity would never ping at all.
+    if not (math.isfinite(arguments.keepalive) and arguments.keepalive >= 1):
+        parser.error(f"keepalive {arguments.keepalive:g} is not a number of seconds >= 1")
     for option in ("name", "room"):
         value = getattr(arguments, option)
         if value is not None and not is_name(value.removeprefix("#")):
@@ -77,7 +104,16 @@ def main(argv=None) -> int:
     arguments = parse_arguments(argv, environ)
     interactive = (arguments.send is None and sys.stdin.isatty() and sys.stdout.isatty())
     color = sys.stdout.isatty() and not environ.get("NO_COLOR")
-    session = Session(arguments.name, arguments.room)
+    if arguments.send is not None:
+        # Known to fail before any byte is sent: the room would see this
+        # client join and leave for nothing.
+        problem = text_problem(arguments.send)
+        if problem is not None:
+            sys.stderr.write(display.error(problem).render(sys.stderr.isatty()
+                                                           and not environ.get("NO_COLOR"))
+                             + "\n")
+            return EXIT_FAILED
+    session = Session(arguments.name, arguments.room, keepalive=arguments.keepalive)
     if interactive:
         ui = TerminalUI(color)
     else:

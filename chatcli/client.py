@@ -3,16 +3,18 @@
 Each turn: (re)connect when due, send what the session lets go, wait for the
 socket, the input or the next deadline, and move bytes between them and the
 sans-IO pieces (`framing.Decoder`, `Session`, the keys and the editor).
-A dropped connection is retried with capped exponential backoff; the session
-then says hello again and catches up.
+Connecting tries every address the host name resolves to (`connect.Dialer`).
+A dropped connection is retried after a random delay under a capped
+exponential bound (full jitter); the session then says hello again and
+catches up.
 
 Two front ends share the loop: `TerminalUI` (raw mode, an editable input line,
 chat printed above it) and `PipeUI` (stdin lines in, one line per message out,
 status and errors on stderr).
 """
 
-import errno
 import os
+import random
 import selectors
 import signal
 import socket
@@ -23,17 +25,23 @@ import framing
 
 from . import display
 from .commands import NAME_RULE, Say
+from .connect import Dialer, address_text, resolve
 from .editor import LineEditor
 from .keys import Key, KeyDecoder
 from .session import Session
 from .terminal import Terminal
 
-# Reconnect delays: the first, doubled per failure up to the cap (seconds).
+# Reconnect delays: each a random draw below a bound that starts here and
+# doubles per failure up to the cap (seconds).  The same fixed delays in
+# every client would bring all of them back at the same instant after a
+# server restart, every round: a thundering herd.
 BACKOFF_FIRST = 0.25
 BACKOFF_CAP = 30.0
-# Without a terminal nobody is there to wait forever: after this many failed
-# attempts in a row the client gives up with exit status 1.
-PIPE_ATTEMPTS = 6
+# Without a terminal nobody is there to wait forever: the client gives up
+# with exit status 1 when no connection has worked for this many seconds
+# (a time, not a count of attempts: with random delays a count would mean
+# anything from no time at all to minutes).
+PIPE_PATIENCE = 10.0
 # Pipe mode stops reading stdin while this many lines wait to be sent, so a
 # big input is paced by the server's rate limit instead of held in memory.
 PIPE_BACKLOG = 64
@@ -44,20 +52,37 @@ QUIT_WAIT = 2.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def backoff_delay(failures: int, rng: random.Random) -> float:
+    """Seconds to wait before reconnecting after `failures` (>= 1) failed
+    connections in a row: "full jitter", a uniform draw from 0 to
+    min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures - 1))."""
+    # The exponent stops growing long after the cap is reached: 2 ** 1100
+    # does not fit a float (an OverflowError after ~1,000 failures, hours
+    # of a server down).
+    bound = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** min(failures - 1, 32))
+    return rng.uniform(0.0, bound)
+
+
 class Client:
     """The loop: owns the selector, the socket and the reconnect schedule."""
 
-    def __init__(self, host: str, port: int, session: Session, ui, interactive: bool):
+    def __init__(self, host: str, port: int, session: Session, ui, interactive: bool,
+                 rng: random.Random | None = None):
+        """`rng` draws the reconnect delays (default: seeded from the OS, so
+        no two clients draw alike)."""
         self.host, self.port = host, port
         self.session = session
         self.ui = ui
         self.interactive = interactive
+        self.rng = rng or random.Random()
         self.selector = selectors.DefaultSelector()
         self.sock: socket.socket | None = None
-        self.connecting = False
+        self.dialer: Dialer | None = None
         self.decoder: framing.Decoder | None = None
         self.output = bytearray()
-        self.failures = 0              # connection attempts failed in a row
+        self.failures = 0              # connections failed in a row
+        self.down_since = 0.0          # when the first of them failed
+        self.last_try = False          # pipe mode: the next failure gives up
         self.retry_at = 0.0
         self.exit_status: int | None = None
         self.quit_deadline: float | None = None
@@ -70,6 +95,8 @@ class Client:
             while self.exit_status is None:
                 self._turn()
         finally:
+            if self.dialer is not None:
+                self.dialer.cancel()
             self._close_socket()
             self.ui.stop()
             self.selector.close()
@@ -79,11 +106,15 @@ class Client:
         now = time.monotonic()
         session = self.session
         self.ui.prepare_turn()
-        if self.sock is None and self._wants_connection() and now >= self.retry_at:
-            self._connect()
-        if self.sock is not None and not self.connecting:
+        if (self.sock is None and self.dialer is None and self._wants_connection()
+                and now >= self.retry_at):
+            self._connect(now)
+        if self.dialer is not None:
+            self.dialer.poll(now)
+        if self.sock is not None:
             if session.is_dead(now):
-                self._lost("no answer to a ping")
+                self._lost(f"connection lost: no answer from the server in "
+                           f"{session.answer_timeout:g} s")
             else:
                 for message in session.take_requests(now):
                     self._send(framing.encode(message))
@@ -99,7 +130,9 @@ class Client:
 
     def _timeout(self, now: float) -> float | None:
         deadlines = [self.session.next_deadline(now), self.quit_deadline]
-        if self.sock is None and self._wants_connection():
+        if self.dialer is not None:
+            deadlines.append(self.dialer.next_deadline())
+        elif self.sock is None and self._wants_connection():
             deadlines.append(self.retry_at)
         deadlines = [d for d in deadlines if d is not None]
         if self.ui.always_ready():
@@ -131,51 +164,55 @@ class Client:
 
     # ------------------------------------------------------------ the socket
 
-    def _connect(self) -> None:
+    def _connect(self, now: float) -> None:
+        """Resolve the host and start dialing every address it has."""
+        target = address_text((self.host, self.port))
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                self.host, self.port, type=socket.SOCK_STREAM)[0]
-            sock = socket.socket(family, kind, proto)
-        except OSError as exc:
-            self._failed(exc)
+            addresses = resolve(self.host, self.port)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self._failed(f"cannot connect to {target}: cannot resolve {self.host} ({reason})")
             return
-        sock.setblocking(False)
-        code = sock.connect_ex(address)
-        if code not in (0, errno.EINPROGRESS):
-            sock.close()
-            self._failed(OSError(code, os.strerror(code)))
-            return
-        self.sock, self.connecting = sock, True
-        self.selector.register(sock, selectors.EVENT_WRITE, self._on_connected)
+        self.dialer = Dialer(addresses, self.selector, now, self._dialled, host=self.host)
+        self.dialer.poll(now)
 
-    def _on_connected(self, mask) -> None:
-        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._close_socket()
-            self._failed(OSError(code, os.strerror(code)))
+    def _dialled(self, sock: socket.socket | None) -> None:
+        dialer, self.dialer = self.dialer, None
+        if sock is None:
+            self._failed(f"cannot connect to {address_text((self.host, self.port))}: "
+                         f"{dialer.error}")
             return
-        self.connecting = False
-        self.selector.modify(self.sock, selectors.EVENT_READ, self._on_socket)
-        self.decoder = framing.Decoder(schema=framing.EVENTS)
+        self.sock = sock
+        self.selector.register(sock, selectors.EVENT_READ, self._on_socket)
+        self.decoder = framing.Decoder(self.session.max_frame, schema=framing.EVENTS)
         self.output.clear()
         self.session.connection_made(time.monotonic())
 
-    def _failed(self, exc: OSError) -> None:
-        reason = exc.strerror or str(exc)
-        self._retry_later(f"cannot connect to {self.host}:{self.port}: {reason}",
-                          give_up=not self.session.ever_welcomed)
+    def _failed(self, why: str) -> None:
+        # Never welcomed: most likely a wrong host or port, or no server;
+        # a script should hear so at once rather than after retries.
+        self._retry_later(why, give_up=not self.session.ever_welcomed)
 
     def _retry_later(self, why: str, give_up: bool = False) -> None:
         """Count a failure and plan the next attempt; without a terminal,
-        give up at once when asked, or after PIPE_ATTEMPTS in a row."""
+        give up at once when asked, or once down for PIPE_PATIENCE."""
+        now = time.monotonic()
         self.failures += 1
-        if not self.interactive and (give_up or self.failures >= PIPE_ATTEMPTS):
+        if self.failures == 1:
+            self.down_since, self.last_try = now, False
+        patience_left = self.down_since + PIPE_PATIENCE - now
+        if not self.interactive and (give_up or self.last_try or patience_left <= 0):
             self.show([display.error(f"{why}; giving up")])
             self.exit_status = EXIT_FAILED
             return
-        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.failures - 1))
-        self.retry_at = time.monotonic() + delay
-        self.show([display.status(f"{why}; retrying in {delay:g} s (retry {self.failures})")])
+        delay = backoff_delay(self.failures, self.rng)
+        if not self.interactive and delay >= patience_left:
+            # One last try before the patience runs out, at a random moment
+            # still: the same moment for every client would be a herd again.
+            delay, self.last_try = self.rng.uniform(0.0, patience_left), True
+        self.retry_at = now + delay
+        self.show([display.status(f"{why}; retrying in {delay:.2f} s "
+                                  f"(retry {self.failures})")])
 
     def _send(self, data: bytes) -> None:
         if not self.output:
@@ -230,9 +267,12 @@ class Client:
                 # A new event type or member from a newer server: skip it.
                 continue
             was_welcomed = self.session.welcomed
-            self.show(self.session.receive(item))
+            self.show(self.session.receive(item, time.monotonic()))
             if self.session.welcomed and not was_welcomed:
                 self.failures = 0
+                # A welcome may announce a max_frame above chat/1's default:
+                # history pages come that long.
+                self.decoder.max_frame = self.session.max_frame
             if item["type"] == "bye":
                 self._lost()
                 return
@@ -249,7 +289,7 @@ class Client:
             return
         self.selector.unregister(self.sock)
         self.sock.close()
-        self.sock, self.connecting, self.decoder = None, False, None
+        self.sock, self.decoder = None, None
         self.output.clear()
 
 

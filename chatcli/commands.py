@@ -7,7 +7,8 @@ Names are checked here so the user learns at once what chat/1 accepts.
 
 from dataclasses import dataclass
 
-from framing import MAX_NAME_CHARS, is_name
+from framing import MAX_NAME_CHARS, MAX_TEXT_CHARS, is_name
+from framing.codec import has_lone_surrogate
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,22 @@ HELP = (
 )
 
 NAME_RULE = f"1 to {MAX_NAME_CHARS} characters from A-Z a-z 0-9 _ - ."
+
+
+def text_problem(text: str) -> str | None:
+    """Why chat/1 would refuse `text` as a message's text, in one line, or
+    None when it would not: 1 to MAX_TEXT_CHARS characters, no NUL, and
+    encodable as UTF-8 (an argument of bytes that are not UTF-8 arrives as
+    lone surrogates)."""
+    if not text:
+        return "text is empty"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"text of {len(text)} characters is over the limit of {MAX_TEXT_CHARS}"
+    if "\x00" in text:
+        return "text contains NUL, which chat/1 does not carry"
+    if has_lone_surrogate(text):
+        return "text is not valid UTF-8"
+    return None
 
 
 def parse(line: str):

@@ -5,32 +5,45 @@ the server's events (`receive`), the lines the user typed (`submit`) and the
 time; it answers with display `Line`s and, from `take_requests(now)`, the
 requests to send, paced by the rate limit the server announced.
 
-It remembers the name, the reconnect token, the rooms and the last message
-seen in each room.  After a reconnect it says hello again with the token,
-rejoins, and asks `history since` the last message it saw; that message
-coming back unchanged proves the server's history is the one it knew, so
-exactly the missed messages are shown.  Lines typed meanwhile are held and
-sent afterwards, minus those the catch-up shows were accepted already.
+It remembers the name, the reconnect token, the server's epoch, the rooms
+and the last message id seen in each room.  After a reconnect it says hello
+again with the token, rejoins, and catches up room by room: in the same
+epoch (or when either welcome has none), `history since` the last id seen,
+asked again while a page comes back full or with `more`, so every missed
+message is shown once and in order, and a gap at the start (messages past
+the server's retention) is one counted line; in a new epoch the ids of
+before mean nothing, so it says so and shows recent history instead.
+Lines typed meanwhile are held and sent afterwards, minus those the catch-up
+shows were accepted already.
 """
 
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from framing import LOBBY, MAX_TEXT_CHARS, PROTOCOL_VERSION, TokenBucket, is_name
+import framing
+from framing import LOBBY, PROTOCOL_VERSION, TokenBucket, is_name
 
 from . import commands, display
 
-# Messages per catch-up request; the server caps it at its own retention.
+# Messages per catch-up request, and how many a new epoch's recent history
+# shows; the server caps a request at its retention (`limits.history`).
 CATCH_UP_LIMIT = 100
 # Messages /history shows without a count.
 DEFAULT_HISTORY = 20
-# A ping unanswered this long (seconds) means the connection is dead even
-# if the kernel has not noticed (a peer that vanished without a FIN).
-PONG_TIMEOUT = 10.0
-# Idle seconds before a keepalive ping when the server does not announce
-# its idle_timeout; otherwise a third of that timeout.
-DEFAULT_KEEPALIVE = 60.0
+# Seconds without any frame from the server before a ping asks whether the
+# connection still works (--keepalive).  The answer, or any frame, must come
+# within half of that, so a connection that died silently (a NAT that forgot
+# it, a peer gone without FIN or reset) is noticed at most 1.5 x keepalive
+# (30 s) after the last frame.  An idle connection costs the server one
+# ping per 20 s; a busy one none, since its frames already prove it alive.
+KEEPALIVE = 20.0
+# Seconds without sending before a ping when the server does not announce
+# its idle_timeout (it closes a connection that sent nothing for that long);
+# otherwise a third of that timeout.
+DEFAULT_SEND_KEEPALIVE = 60.0
+# chat/1: welcome.epoch is a string of at most this many characters.
+MAX_EPOCH_CHARS = 64
 # Names refused by the server with these codes are asked for again.
 NAME_ERRORS = ("bad_name", "name_taken")
 
@@ -41,34 +54,30 @@ class Pending:
     message: dict
     purpose: str            # "user" for what the user typed, else internal
     room: str | None = None  # room key the answer is about
-    mode: str | None = None  # catch-up: "verify" the last seen message or "all"
     gate: str | None = None  # held user commands wait until this is answered
-    pages: list = field(default_factory=list)  # paged answers (who, rooms)
-
-
-@dataclass(frozen=True)
-class Seen:
-    """The last message seen in a room: enough to recognise it again."""
-    id: int
-    ts: float
-    sender: str
-
-    @classmethod
-    def of(cls, msg: dict) -> "Seen":
-        return cls(msg["id"], msg["ts"], msg["from"])
+    # A history wanted in several requests: how many messages are still
+    # wanted (None: all there are, page after page), and the pages so far
+    # (also the items of paged who/rooms answers).
+    remaining: int | None = None
+    pages: list = field(default_factory=list)
 
 
 class Session:
-    def __init__(self, name: str | None = None, room: str | None = None):
+    def __init__(self, name: str | None = None, room: str | None = None,
+                 keepalive: float = KEEPALIVE):
+        """`keepalive`: seconds of silence from the server before a ping (> 0)."""
         self.name = name
         self.token: str | None = None
+        self.epoch: str | None = None        # the last welcome's, if it had one
         self.connected = False
         self.welcomed = False
         self.ever_welcomed = False
         self.rooms: dict[str, str] = {}      # key -> name as the server spells it
         self.current: str | None = None     # room key
         self.initial_room = room
-        self.last_seen: dict[str, Seen | None] = {}
+        # Room key -> the id of the last message seen there, None when the
+        # room had none when we came; no key: not known (yet).
+        self.last_seen: dict[str, int | None] = {}
         self.name_rejected: str | None = None  # the server's reason; ask again
         self.quitting = False
         self.finished = False                # bye after our quit, or closed
@@ -87,12 +96,21 @@ class Session:
         # The server's rate limit, mirrored; None: no pacing (none announced,
         # or not welcomed on this connection yet).
         self._bucket: TokenBucket | None = None
-        # The time of the last take_requests: receive() is not told the time,
-        # so the bucket made at welcome starts counting from here.
+        # The longest frame the server may send: chat/1's default until a
+        # welcome announces its own (the loop's decoder follows it).
+        self.max_frame = framing.MAX_FRAME
+        # The time of the last take_requests: the bucket made at welcome
+        # starts counting from here, and so does receive() when not told.
         self._took_at = 0.0
-        self._keepalive = DEFAULT_KEEPALIVE
-        self._last_sent = 0.0
-        self._ping_sent_at: float | None = None
+        self.keepalive = keepalive
+        self.answer_timeout = keepalive / 2
+        self._send_keepalive = DEFAULT_SEND_KEEPALIVE
+        # The server caps a history request at its retention; it says which.
+        self._page_limit = CATCH_UP_LIMIT
+        self._last_sent = self._last_received = 0.0
+        # Since when a request has been out with no frame back (None: not
+        # waiting); a frame, any frame, shows the connection works.
+        self._waiting_since: float | None = None
 
     # ----------------------------------------------------------------- state
 
@@ -115,8 +133,8 @@ class Session:
 
     def connection_made(self, now: float) -> None:
         self.connected = True
-        self._last_sent = self._took_at = now
-        self._ping_sent_at = None
+        self._last_sent = self._last_received = self._took_at = now
+        self._waiting_since = None
         if self.name is not None:
             self._send_hello()
 
@@ -172,13 +190,13 @@ class Session:
                 self._notes += self._perform(item)
 
     def take_requests(self, now: float) -> list[dict]:
-        """The requests to send now; the rest wait for the rate limit."""
+        """The requests to send now (dicts, in order); the rest wait for the
+        rate limit.  `now`: seconds on the caller's monotonic clock."""
         if not self.connected:
             return []
         self._took_at = now
-        if (self.welcomed and not self._outbox and self._ping_sent_at is None
-                and now - self._last_sent >= self._keepalive):
-            self._ping_sent_at = now
+        due = self._ping_due()
+        if due is not None and now >= due:
             self._request({"type": "ping"}, "ping")
         bucket = self._bucket
         out = []
@@ -195,25 +213,41 @@ class Session:
             out.append(pending.message)
         if out:
             self._last_sent = now
+            if self._waiting_since is None:
+                self._waiting_since = now
         return out
 
+    def _ping_due(self) -> float | None:
+        """When a keepalive ping is due, or None while none is wanted: not
+        welcomed, or a request is out or queued (its answer will tell)."""
+        if not self.welcomed or self._outbox or self._waiting_since is not None:
+            return None
+        return min(self._last_received + self.keepalive,
+                   self._last_sent + self._send_keepalive)
+
     def next_deadline(self, now: float) -> float | None:
-        """When `take_requests` or `is_dead` next has something to say."""
+        """When (seconds, the clock of `now`) `take_requests` or `is_dead`
+        next has something to say; None: not before something happens."""
         if not self.connected:
             return None
-        deadlines = []
+        deadlines = [self._ping_due()]
         if self._outbox and self._bucket is not None:
             wait = self._bucket.wait(now)
             if wait > 0:
                 deadlines.append(now + wait)
-        if self.welcomed and self._ping_sent_at is None:
-            deadlines.append(self._last_sent + self._keepalive)
-        if self._ping_sent_at is not None:
-            deadlines.append(self._ping_sent_at + PONG_TIMEOUT)
+        if self._waiting_since is not None:
+            deadlines.append(self._waiting_since + self.answer_timeout)
+        deadlines = [deadline for deadline in deadlines if deadline is not None]
         return min(deadlines) if deadlines else None
 
     def is_dead(self, now: float) -> bool:
-        return self._ping_sent_at is not None and now - self._ping_sent_at > PONG_TIMEOUT
+        """True when a request has been out for `answer_timeout` seconds
+        with no frame at all back: the connection is gone even if the
+        kernel has not noticed.  Every chat/1 request gets an answer.
+        (At the deadline itself, so a loop woken by `next_deadline` acts
+        then instead of spinning until the clock passes it.)"""
+        return (self._waiting_since is not None
+                and now - self._waiting_since >= self.answer_timeout)
 
     # ----------------------------------------------------------- user input
 
@@ -232,10 +266,11 @@ class Session:
             return [display.notice(text) for text in commands.HELP]
         if isinstance(command, commands.Quit):
             return self.quit(command.reason)
-        if isinstance(command, (commands.Say, commands.Msg)) and len(command.text) > MAX_TEXT_CHARS:
-            self.refused += 1
-            return [display.error(f"text of {len(command.text)} characters is over "
-                                  f"the limit of {MAX_TEXT_CHARS}")]
+        if isinstance(command, (commands.Say, commands.Msg)):
+            problem = commands.text_problem(command.text)
+            if problem is not None:
+                self.refused += 1
+                return [display.error(problem)]
         if not self.welcomed or self._gates:
             # Resolved later: "the current room" may not be known yet, or be
             # about to change (a /join in flight).
@@ -268,8 +303,10 @@ class Session:
             elif isinstance(command, commands.Who):
                 message = {"type": "who", "room": room}
             else:
-                message = {"type": "history", "room": room,
-                           "limit": command.count or DEFAULT_HISTORY}
+                count = command.count or DEFAULT_HISTORY
+                self._request({"type": "history", "room": room, "limit": count}, "user",
+                              room=room.lower(), remaining=count)
+                return []
             self._request(message, "user")
         return []
 
@@ -288,22 +325,30 @@ class Session:
 
     # ---------------------------------------------------------------- events
 
-    def receive(self, event: dict) -> list:
-        """One decoded frame from the server -> lines to show."""
-        self._ping_sent_at = None
+    def receive(self, event: dict, now: float | None = None) -> list:
+        """One decoded frame from the server -> display lines to show.
+
+        `now`: when it arrived (the clock of `take_requests`); None takes the
+        time of the last `take_requests`.
+        """
+        self._last_received = self._took_at if now is None else now
+        self._waiting_since = None
         handler = getattr(self, "_on_" + event["type"], None)
         lines = handler(event) if handler else []
         lines += self._notes
         self._notes = []
         return lines
 
-    def _answered(self, event: dict) -> Pending | None:
-        """The pending request this event answers (and no longer pending)."""
+    def _answered(self, event: dict, paged: bool = False) -> Pending | None:
+        """The pending request this event answers, no longer pending unless
+        `paged` (a `users` or `rooms` list: every frame but the last says
+        `more`).  A `history` with `more` is the whole answer: the rest is
+        another request."""
         ref = event.get("ref")
         if type(ref) is not int:  # ours are ints; anything else is not ours
             return None
         pending = self.pending.get(ref)
-        if pending is not None and not event.get("more"):
+        if pending is not None and not (paged and event.get("more") is True):
             del self.pending[ref]
         return pending
 
@@ -320,6 +365,13 @@ class Session:
         self._answered(event)
         self.name, self.token = event["name"], event["token"]
         self.welcomed = True
+        epoch = event.get("epoch")
+        if type(epoch) is not str or not 0 < len(epoch) <= MAX_EPOCH_CHARS:
+            epoch = None  # none, or not one chat/1 allows: unknown
+        # Only two epochs that differ say the ids started over; a missing one
+        # says nothing, and ids are trusted (chatd sends none yet).
+        new_epoch = self.epoch is not None and epoch is not None and epoch != self.epoch
+        self.epoch = epoch
         limits = event["limits"]
         rate, burst = limits.get("rate"), limits.get("burst")
         if type(rate) in (int, float) and rate > 0 and type(burst) is int and burst >= 1:
@@ -328,7 +380,14 @@ class Session:
                                        tokens=burst - 1.0)
         idle = limits.get("idle_timeout")
         if type(idle) in (int, float) and idle > 0:
-            self._keepalive = min(DEFAULT_KEEPALIVE, idle / 3)
+            self._send_keepalive = min(DEFAULT_SEND_KEEPALIVE, idle / 3)
+        retention = limits.get("history")
+        self._page_limit = (min(CATCH_UP_LIMIT, retention)
+                            if type(retention) is int and retention >= 1 else CATCH_UP_LIMIT)
+        max_frame = limits.get("max_frame")
+        if type(max_frame) is int and max_frame >= framing.MAX_FRAME:
+            # The frames it sends may be that long (history pages are).
+            self.max_frame = max_frame
         users = ", ".join(str(user) for user in event["users"])
         count = event["user_count"]
         if not self.ever_welcomed:
@@ -343,6 +402,13 @@ class Session:
             self._release_held()
             return [display.status(f"connected as {self.name} ({event['server']}); "
                                    f"{count} in #{LOBBY}: {users}")]
+        lines = [display.status(f"reconnected as {self.name}; rejoining "
+                                + ", ".join("#" + room for room in self.rooms.values()))]
+        if new_epoch:
+            self.last_seen.clear()
+            lines.append(display.status("the server's message ids started over (a new "
+                                        "epoch): showing recent history instead of what "
+                                        "was missed"))
         lobby_member = LOBBY in self.rooms
         for key, room in list(self.rooms.items()):
             if key == LOBBY:
@@ -353,8 +419,7 @@ class Session:
         else:  # the user had left the lobby; a new session puts us back in
             self._request({"type": "leave", "room": LOBBY}, "rejoin")
         self._release_held()
-        rooms = ", ".join("#" + room for room in self.rooms.values())
-        return [display.status(f"reconnected as {self.name}; rejoining {rooms}")]
+        return lines
 
     def _on_error(self, event: dict) -> list:
         pending = self._answered(event)
@@ -375,33 +440,51 @@ class Session:
                 self.name, self.token = None, None
                 self.name_rejected = f"{code}: {event['message']}"
             return [display.server_error(event)]
+        lines = []
         if pending.purpose == "user":
             self.refused += 1
+            if pending.message["type"] == "history":
+                # A later part of a /history failed: show what came.
+                lines = [display.message_line(m, self.current_name, self.name)
+                         for m in pending.pages]
         self._open_gate(pending)
-        return [display.server_error(event)]
+        return lines + [display.server_error(event)]
 
     def _open_gate(self, pending: Pending) -> None:
+        """What waited for `pending` goes on: held commands, and the live
+        messages held back during a catch-up that failed (shown after the
+        error, never dropped)."""
         if pending.gate is not None:
             self._gates.discard(pending.gate)
-            self._buffered.pop(pending.gate, None)
+            for msg in self._buffered.pop(pending.gate, []):
+                self._notes += self._show_live(pending.gate, msg)
             self._release_held()
 
     def _on_msg(self, event: dict) -> list:
-        pending = self._answered(event)
+        self._answered(event)
         if "to" in event:
             return [display.message_line(event, self.current_name, self.name)]
         key = event["room"].lower()
         if key in self._buffered:
             self._buffered[key].append(event)
             return []
-        if pending is None and self._already_seen(key, event):
-            return []
-        self.last_seen[key] = Seen.of(event)
-        return [display.message_line(event, self.current_name, self.name)]
+        return self._show_live(key, event)
+
+    def _show_live(self, key: str, event: dict) -> list:
+        lines = []
+        if self._already_seen(key, event):
+            # Live messages come once, in order: an id that does not grow
+            # means the numbering started again (a restart that told no
+            # epoch, a room the server forgot).  New messages, not repeats.
+            lines.append(display.status(
+                f"#{event['room']}: message ids went back from {self.last_seen[key]} "
+                f"to {event['id']}: the server's history started over"))
+        self.last_seen[key] = event["id"]
+        return lines + [display.message_line(event, self.current_name, self.name)]
 
     def _already_seen(self, key: str, msg: dict) -> bool:
-        seen = self.last_seen.get(key)
-        return seen is not None and msg["id"] <= seen.id
+        last = self.last_seen.get(key)
+        return last is not None and msg["id"] <= last
 
     def _on_joined(self, event: dict) -> list:
         room, name = event["room"], event["name"]
@@ -437,7 +520,7 @@ class Session:
         return [display.notice(f"{old} is now {new}")]
 
     def _on_users(self, event: dict) -> list:
-        pending = self._answered(event)
+        pending = self._answered(event, paged=True)
         room = event["room"]
         key = room.lower()
         if pending is None:
@@ -461,7 +544,7 @@ class Session:
                                room, self.current_name)]
 
     def _on_rooms(self, event: dict) -> list:
-        pending = self._answered(event)
+        pending = self._answered(event, paged=True)
         if pending is None:
             return []
         pending.pages.extend(event["rooms"])
@@ -474,21 +557,54 @@ class Session:
     def _on_history(self, event: dict) -> list:
         pending = self._answered(event)
         messages = [m for m in event["messages"] if _is_msg(m)]
+        more = event.get("more") is True
         if pending is None:
             return []
         if pending.purpose == "baseline":
             if messages and not self._already_seen(pending.room, messages[-1]):
-                self.last_seen[pending.room] = Seen.of(messages[-1])
+                self.last_seen[pending.room] = messages[-1]["id"]
             else:
                 self.last_seen.setdefault(pending.room, None)
             return []
         if pending.purpose == "catchup":
-            return self._caught_up(pending, messages, bool(event.get("more")))
+            return self._caught_up(pending, messages, more)
+        # /history N: the server gives the newest N, oldest first, as many as
+        # fit one frame, and `more` when it left the newer ones out.  Fetch
+        # those after the last one received, then print them all at once.
+        pending.pages += messages
+        if self._continue_history(pending, messages, more):
+            return []
         room = event.get("room") or event.get("with")
-        lines = [display.message_line(m, self.current_name, self.name) for m in messages]
+        lines = [display.message_line(m, self.current_name, self.name) for m in pending.pages]
         if not lines:
             return [display.notice(f"no messages in #{room}")]
         return lines
+
+    def _continue_history(self, pending: Pending, page: list, more: bool) -> bool:
+        """Ask for the next part of a history wanted in several requests, if
+        any is still wanted; False when `pending` was the last part.
+
+        With `remaining` None (a catch-up: all there is) a full page also
+        asks again, since the server stops at the limit without `more`;
+        with a count, only `more` does, until the count is reached.  An
+        empty page ends it either way (nothing to page from).
+        """
+        if not page:
+            return False
+        if pending.remaining is None:
+            if not (more or len(page) >= pending.message["limit"]):
+                return False
+            limit, remaining = self._page_limit, None
+        else:
+            remaining = pending.remaining - len(page)
+            if not (more and remaining > 0):
+                return False
+            limit = remaining
+        message = {"type": "history", "room": pending.message["room"],
+                   "since": page[-1]["id"], "limit": limit}
+        self._request(message, pending.purpose, room=pending.room, gate=pending.gate,
+                      remaining=remaining, pages=pending.pages)
+        return True
 
     def _on_pong(self, event: dict) -> list:
         self._answered(event)
@@ -506,52 +622,48 @@ class Session:
     # -------------------------------------------------------------- catch-up
 
     def _catch_up(self, key: str) -> None:
-        """Fetch what was missed in a room since the last message seen."""
+        """Fetch what was missed in a room: since the last id seen, or, with
+        no id that means anything here (a new epoch, a room whose baseline
+        never came), the newest messages."""
         self._gates.add(key)
         self._buffered.setdefault(key, [])
-        seen = self.last_seen.get(key)
-        if seen is None:
-            self._ask_history(key, 0, "all")
-        else:  # ask from the seen message itself, to check it is still there
-            self._ask_history(key, seen.id - 1, "verify")
-
-    def _ask_history(self, key: str, since: int, mode: str) -> None:
-        self._request({"type": "history", "room": self.rooms[key], "since": since,
-                       "limit": CATCH_UP_LIMIT}, "catchup", room=key, mode=mode, gate=key)
+        message = {"type": "history", "room": self.rooms[key], "limit": self._page_limit}
+        if key in self.last_seen:
+            message["since"] = self.last_seen[key] or 0
+            remaining = None
+        else:
+            remaining = self._page_limit
+        self._request(message, "catchup", room=key, gate=key, remaining=remaining)
 
     def _caught_up(self, pending: Pending, messages: list, more: bool) -> list:
         key = pending.room
         lines = []
-        if pending.mode == "verify":
-            seen = self.last_seen.get(key)
-            first = messages[0] if messages else None
-            if first is not None and Seen.of(first) == seen:
-                messages = messages[1:]
-            elif first is None or first["id"] <= seen.id:
-                # Not the history we knew: the server restarted.  All it has
-                # was said while we were away.
-                self.last_seen[key] = None
-                self._ask_history(key, 0, "all")
-                return [display.status(f"#{self.rooms[key]}: the server's history "
-                                       f"starts afresh (a restart); showing all of it")]
-            else:
-                lines.append(display.status(
-                    f"#{self.rooms[key]}: messages {seen.id + 1} to {first['id'] - 1} "
-                    f"are past the server's history"))
+        since = pending.message.get("since")
+        if since is not None and messages and messages[0]["id"] > since + 1:
+            # `since` is exact within retention: the answer starts at the
+            # oldest kept, so the ids in between are gone.
+            gone = messages[0]["id"] - since - 1
+            lines.append(display.status(
+                f"#{self.rooms[key]}: {gone} message{'s' if gone != 1 else ''} said while "
+                f"you were away {'are' if gone != 1 else 'is'} no longer on the server"))
         for msg in messages:
-            lines += self._show_caught_up(key, msg)
-        if more and messages:
-            self._ask_history(key, messages[-1]["id"], "all")
-            return lines
-        for msg in self._buffered.pop(key, []):
             if not self._already_seen(key, msg):
                 lines += self._show_caught_up(key, msg)
+                pending.pages.append(msg["id"])
+        if self._continue_history(pending, messages, more):
+            return lines
+        # Live messages that came meanwhile: those the pages showed are
+        # repeats; any other is live news, even with an id that went back.
+        shown = set(pending.pages)
+        for msg in self._buffered.pop(key, []):
+            if msg["id"] not in shown:
+                lines += self._show_live(key, msg)
         self._gates.discard(key)
         self._release_held()
         return lines
 
     def _show_caught_up(self, key: str, msg: dict) -> list:
-        self.last_seen[key] = Seen.of(msg)
+        self.last_seen[key] = msg["id"]
         if display.same_name(msg["from"], self.name):
             self._forget_held_say(key, msg["text"])
         return [display.message_line(msg, self.current_name, self.name)]

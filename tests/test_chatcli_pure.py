@@ -1,5 +1,6 @@
 """chatcli's pure pieces: the options, command parser, display lines, key decoder, line editor."""
 
+import random
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 import framing
 from chatcli import commands, display
 from chatcli.__main__ import parse_arguments
+from chatcli.client import BACKOFF_CAP, BACKOFF_FIRST, backoff_delay
 from chatcli.editor import LineEditor, text_width
 from chatcli.keys import Key, KeyDecoder
 
@@ -31,6 +33,41 @@ def test_chatcli_does_not_import_chatd():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True,
                             text=True, check=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def test_keepalive_is_a_number_of_seconds_of_at_least_one():
+    assert parse_arguments([], {}).keepalive == 20.0
+    assert parse_arguments(["--keepalive", "2.5"], {}).keepalive == 2.5
+    assert parse_arguments([], {"CHATCLI_KEEPALIVE": "7"}).keepalive == 7.0
+    for bad in ("0.5", "nan", "inf", "soon"):
+        try:
+            parse_arguments(["--keepalive", bad], {})
+        except SystemExit as exit:
+            assert exit.code == 2
+        else:
+            raise AssertionError(f"--keepalive {bad} accepted")
+
+# ------------------------------------------------------------------- backoff
+
+
+@given(st.integers(min_value=1, max_value=100_000), st.integers(min_value=0))
+def test_reconnect_delays_stay_under_the_capped_exponential_bound(failures, seed):
+    # 1,100 failures is about 4 h of a server down: the bound must not
+    # overflow a float on the way to the cap.
+    bound = BACKOFF_CAP if failures > 20 else min(BACKOFF_CAP,
+                                                  BACKOFF_FIRST * 2 ** (failures - 1))
+    assert 0.0 <= backoff_delay(failures, random.Random(seed)) <= bound
+
+
+def test_reconnect_delays_are_spread_over_the_whole_bound():
+    rng = random.Random(15)
+    for failures, bound in ((1, 0.25), (4, 2.0), (9, 30.0), (5000, 30.0)):
+        delays = [backoff_delay(failures, rng) for _ in range(1000)]
+        # Uniform on [0, bound]: each tenth of it holds about 100 of 1,000.
+        tenths = [0] * 10
+        for delay in delays:
+            tenths[min(9, int(delay / bound * 10))] += 1
+        assert all(50 <= count <= 150 for count in tenths), (failures, tenths)
 
 # ------------------------------------------------------------------ commands
 
@@ -69,6 +106,14 @@ def test_bad_commands_are_invalid_with_a_reason():
         result = commands.parse(line)
         assert isinstance(result, commands.Invalid), line
         assert words in result.reason, (line, result.reason)
+
+
+def test_text_problems_are_the_ones_chat1_would_refuse():
+    assert commands.text_problem("x" * 4000) is None
+    assert commands.text_problem("") == "text is empty"
+    assert commands.text_problem("x" * 4001) == "text of 4001 characters is over the limit of 4000"
+    assert "NUL" in commands.text_problem("a\x00b")
+    assert commands.text_problem("caf\udcff") == "text is not valid UTF-8"
 
 
 @given(st.text())

@@ -12,9 +12,13 @@ from chatcli.session import Session
 LIMITS = {"rate": 10.0, "burst": 20, "idle_timeout": 300.0}
 
 
-def welcome(name="alice", token="t1"):
-    return {"type": "welcome", "name": name, "token": token, "rooms": ["lobby"],
-            "users": [name], "user_count": 1, "server": "test", "limits": LIMITS}
+def welcome(name="alice", token="t1", epoch=None, limits=LIMITS):
+    """A welcome frame; `epoch` None leaves the member out, as chatd does today."""
+    event = {"type": "welcome", "name": name, "token": token, "rooms": ["lobby"],
+             "users": [name], "user_count": 1, "server": "test", "limits": limits}
+    if epoch is not None:
+        event["epoch"] = epoch
+    return event
 
 
 def msg(room, msg_id, sender="bob", text=None, ts=None, ref=None):
@@ -34,13 +38,13 @@ def texts(lines):
     return [line.text.split(" ", 1)[1] for line in lines]
 
 
-def welcomed_session(now=0.0, **options):
+def welcomed_session(now=0.0, epoch=None, limits=LIMITS, **options):
     """A session past hello, with the lobby baseline answered (empty room)."""
     session = Session("alice", **options)
     session.connection_made(now)
     (hello,) = session.take_requests(now)
     assert hello["type"] == "hello" and hello["name"] == "alice"
-    session.receive(answer(hello, **welcome()))
+    session.receive(answer(hello, **welcome(epoch=epoch, limits=limits)))
     requests = session.take_requests(now)
     baseline = requests[0]
     assert baseline == {"type": "history", "room": "lobby", "limit": 1, "ref": baseline["ref"]}
@@ -83,34 +87,15 @@ def test_reconnect_shows_exactly_the_missed_messages_and_no_duplicates():
     assert hello["token"] == "t1"
     session.receive(answer(hello, **welcome(token="t2")))
     (catch_up,) = session.take_requests(1.0)
-    # From the last seen message itself, to check it is still the same one.
-    assert (catch_up["type"], catch_up["room"], catch_up["since"]) == ("history", "lobby", 1)
+    # From the last message seen: the server answers with what came after.
+    assert (catch_up["type"], catch_up["room"], catch_up["since"]) == ("history", "lobby", 2)
     # A live message arriving before the answer waits its turn.
     assert session.receive(msg("lobby", 5)) == []
     lines = session.receive(answer(catch_up, type="history", room="lobby",
-                                   messages=[msg("lobby", i) for i in (2, 3, 4, 5)]))
+                                   messages=[msg("lobby", i) for i in (3, 4, 5)]))
     assert texts(lines) == ["<bob> m3", "<bob> m4", "<bob> m5"]
     (say,) = session.take_requests(1.0)
     assert say["text"] == "typed while away" and say["room"] == "lobby"
-
-
-def test_a_restarted_server_is_recognised_and_its_whole_history_shown():
-    session, _ = welcomed_session()
-    session.receive(msg("lobby", 1, text="before restart"))
-    session.connection_lost()
-    session.connection_made(1.0)
-    (hello,) = session.take_requests(1.0)
-    session.receive(answer(hello, **welcome()))
-    (verify,) = session.take_requests(1.0)
-    # The new server's message 1 is another message: not the one we saw.
-    lines = session.receive(answer(verify, type="history", room="lobby",
-                                   messages=[msg("lobby", 1, text="after", ts=5000.0)]))
-    assert "starts afresh (a restart)" in lines[0].text
-    (everything,) = session.take_requests(1.0)
-    assert everything["since"] == 0
-    lines = session.receive(answer(everything, type="history", room="lobby",
-                                   messages=[msg("lobby", 1, text="after", ts=5000.0)]))
-    assert texts(lines) == ["<bob> after"]
 
 
 def test_rooms_are_rejoined_before_their_catch_up():
@@ -131,7 +116,7 @@ def test_rooms_are_rejoined_before_their_catch_up():
     assert (lobby_catch_up["room"], lobby_catch_up["since"]) == ("lobby", 0)
     session.receive(answer(rejoin, type="users", room="dev", names=["alice"]))
     (dev_catch_up,) = session.take_requests(1.0)
-    assert (dev_catch_up["room"], dev_catch_up["since"]) == ("dev", 6)
+    assert (dev_catch_up["room"], dev_catch_up["since"]) == ("dev", 7)
     assert session.current_name == "dev"
 
 
@@ -217,7 +202,8 @@ def test_no_pacing_when_the_server_announces_no_rate_limit():
     for number in range(50):
         session.submit(f"line {number}")
     assert len(session.take_requests(0.0)) == 51  # the baseline and every line
-    assert session.next_deadline(0.0) == 60.0     # only the keepalive
+    # Nothing to pace: the only deadline is the one for the server's answer.
+    assert session.next_deadline(0.0) == session.answer_timeout
 
 
 def test_a_refused_name_is_forgotten_with_the_servers_reason():
@@ -261,3 +247,284 @@ def test_a_pong_keeps_the_connection_alive_and_leaves_nothing_pending():
     assert not session.is_dead(keepalive + 100)
     assert session.pending == {}
     assert session.next_deadline(keepalive + 1) == keepalive * 2
+
+
+def reconnect(session, now=1.0, **welcome_members):
+    """Drop and redial: the lines the new welcome made, and the requests that follow it."""
+    session.connection_lost()
+    session.connection_made(now)
+    (hello,) = session.take_requests(now)
+    lines = session.receive(answer(hello, **welcome(**welcome_members)))
+    return lines, session.take_requests(now)
+
+
+def history(request, messages, **members):
+    return answer(request, type="history", room=request["room"], messages=messages, **members)
+
+# ------------------------------------------------------- catch-up in pages
+
+
+def test_a_catch_up_asks_again_while_pages_come_back_full():
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 1))
+    session.submit("typed while away")
+    _, (first,) = reconnect(session)
+    assert (first["since"], first["limit"]) == (1, 100)
+    # A full page without `more`: the server stopped at the limit, not at
+    # the end.  Ask again from its last message.
+    lines = session.receive(history(first, [msg("lobby", i) for i in range(2, 102)]))
+    assert texts(lines) == [f"<bob> m{i}" for i in range(2, 102)]
+    (second,) = session.take_requests(1.0)
+    assert (second["since"], second["limit"]) == (101, 100)
+    # Live messages meanwhile wait until the catch-up is done.
+    assert session.receive(msg("lobby", 152)) == []
+    lines = session.receive(history(second, [msg("lobby", i) for i in range(102, 152)]))
+    assert texts(lines) == [f"<bob> m{i}" for i in range(102, 153)]
+    (say,) = session.take_requests(1.0)
+    assert say["text"] == "typed while away"
+
+
+def test_a_catch_up_follows_more_and_shows_a_live_message_once():
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 1))
+    _, (first,) = reconnect(session)
+    assert session.receive(msg("lobby", 5)) == []
+    lines = session.receive(history(first, [msg("lobby", 2), msg("lobby", 3)], more=True))
+    assert texts(lines) == ["<bob> m2", "<bob> m3"]
+    (second,) = session.take_requests(1.0)
+    assert second["since"] == 3
+    lines = session.receive(history(second, [msg("lobby", 4), msg("lobby", 5)]))
+    assert texts(lines) == ["<bob> m4", "<bob> m5"]
+    assert session.take_requests(1.0) == []
+    assert texts(session.receive(msg("lobby", 6))) == ["<bob> m6"]
+
+
+def test_a_catch_up_pages_by_the_retention_the_server_announced():
+    # chatd caps `limit` at its retention: 50 back is a full page, not the end.
+    session, _ = welcomed_session(limits={**LIMITS, "history": 50})
+    session.receive(msg("lobby", 1))
+    _, (first,) = reconnect(session, limits={**LIMITS, "history": 50})
+    assert first["limit"] == 50
+    session.receive(history(first, [msg("lobby", i) for i in range(2, 52)]))
+    (second,) = session.take_requests(1.0)
+    assert second["since"] == 51
+
+
+def test_messages_gone_from_the_server_are_counted_in_one_line():
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 1))
+    _, (first,) = reconnect(session)
+    lines = session.receive(history(first, [msg("lobby", i) for i in range(1102, 1110)]))
+    assert [line.text for line in lines[:1]] == [
+        "* #lobby: 1100 messages said while you were away are no longer on the server"]
+    assert texts(lines[1:]) == [f"<bob> m{i}" for i in range(1102, 1110)]
+    assert session.take_requests(1.0) == []
+
+
+def test_a_room_empty_at_the_baseline_is_caught_up_from_its_first_message():
+    session, _ = welcomed_session()  # the lobby had no message when we came
+    _, (first,) = reconnect(session)
+    assert first["since"] == 0
+    lines = session.receive(history(first, [msg("lobby", 1), msg("lobby", 2)]))
+    assert texts(lines) == ["<bob> m1", "<bob> m2"]
+
+def test_a_room_whose_baseline_never_came_gets_recent_history_not_all_of_it():
+    # The connection dropped between the join and the answer that says
+    # where the room stood: no id to catch up from, and "since 0" would
+    # replay the room's whole retention as if it had all been missed.
+    session, _ = welcomed_session()
+    session.submit("/join dev")
+    (join,) = session.take_requests(0.0)
+    session.receive(answer(join, type="users", room="dev", names=["alice"]))
+    (baseline,) = session.take_requests(0.0)
+    assert baseline["limit"] == 1
+    _, (rejoin, lobby) = reconnect(session)
+    session.receive(answer(rejoin, type="users", room="dev", names=["alice"]))
+    (dev,) = session.take_requests(1.0)
+    assert dev == {"type": "history", "room": "dev", "limit": 100, "ref": dev["ref"]}
+
+# ------------------------------------------------------------------ epochs
+
+
+def test_the_same_epoch_catches_up_since_the_last_id_seen():
+    session, _ = welcomed_session(epoch="e1")
+    session.receive(msg("lobby", 7))
+    lines, (catch_up,) = reconnect(session, epoch="e1")
+    assert (catch_up["since"], catch_up["limit"]) == (7, 100)
+    assert [line.text for line in lines] == ["* reconnected as alice; rejoining #lobby"]
+    # No guess from the content: whatever comes after 7 is what was missed.
+    lines = session.receive(history(catch_up, [msg("lobby", 8, sender="carol", ts=1.0)]))
+    assert texts(lines) == ["<carol> m8"]
+
+
+def test_a_new_epoch_says_so_once_and_shows_recent_history_instead():
+    session, _ = welcomed_session(epoch="e1")
+    session.submit("/join dev")
+    (join,) = session.take_requests(0.0)
+    session.receive(answer(join, type="users", room="dev", names=["alice"]))
+    (baseline,) = session.take_requests(0.0)
+    session.receive(answer(baseline, type="history", room="dev", messages=[msg("dev", 40)]))
+    session.receive(msg("dev", 41))
+    session.receive(msg("lobby", 9))
+    lines, (rejoin, lobby) = reconnect(session, epoch="e2")
+    epoch_lines = [line.text for line in lines if "epoch" in line.text]
+    assert epoch_lines == ["* the server's message ids started over (a new epoch): "
+                           "showing recent history instead of what was missed"]
+    # The newest messages, not "since" an id of another lifetime.
+    assert lobby == {"type": "history", "room": "lobby", "limit": 100, "ref": lobby["ref"]}
+    lines = session.receive(history(lobby, [msg("lobby", 1), msg("lobby", 2)]))
+    assert texts(lines) == ["[#lobby] <bob> m1", "[#lobby] <bob> m2"]
+    session.receive(answer(rejoin, type="users", room="dev", names=["alice"]))
+    (dev,) = session.take_requests(1.0)
+    assert "since" not in dev and dev["room"] == "dev"
+    lines = session.receive(history(dev, [msg("dev", 1)]))
+    assert texts(lines) == ["<bob> m1"]
+    # Ids of the new epoch are new, not "already seen".
+    assert texts(session.receive(msg("dev", 2))) == ["<bob> m2"]
+
+
+def test_recent_history_of_a_new_epoch_follows_more_up_to_its_count():
+    session, _ = welcomed_session(epoch="e1")
+    _, (first,) = reconnect(session, epoch="e2")
+    session.receive(history(first, [msg("lobby", i) for i in range(1, 61)], more=True))
+    (rest,) = session.take_requests(1.0)
+    assert (rest["since"], rest["limit"]) == (60, 40)
+    session.receive(history(rest, [msg("lobby", i) for i in range(61, 101)]))
+    # 100 asked, 100 shown: no third request, even though the page was full.
+    assert session.take_requests(1.0) == []
+
+
+@pytest.mark.parametrize("before, after", [("e1", None), (None, "e1"), (None, None),
+                                           ("e1", 5), ("e1", "x" * 65)])
+def test_an_epoch_missing_on_either_side_falls_back_to_since_the_last_id(before, after):
+    session, _ = welcomed_session(epoch=before)
+    session.receive(msg("lobby", 3))
+    welcome_members = {"epoch": after} if after is not None else {}
+    lines, (catch_up,) = reconnect(session, **welcome_members)
+    assert catch_up["since"] == 3
+    assert not any("epoch" in line.text for line in lines)
+
+
+def test_a_live_id_at_or_below_the_last_seen_is_shown_as_a_new_start():
+    # A server that restarted without telling an epoch numbers from 1 again:
+    # its messages are new, not duplicates to hide.
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 5))
+    lines = session.receive(msg("lobby", 1, text="after a restart"))
+    assert [line.text for line in lines[:1]] == [
+        "* #lobby: message ids went back from 5 to 1: the server's history started over"]
+    assert texts(lines[1:]) == ["<bob> after a restart"]
+    assert texts(session.receive(msg("lobby", 2))) == ["<bob> m2"]
+
+def test_a_live_message_held_during_a_catch_up_is_news_when_ids_went_back():
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 5))
+    _, (catch_up,) = reconnect(session)
+    assert session.receive(msg("lobby", 1, text="new server")) == []
+    # Nothing after 5 on a server whose ids restarted: the held message is
+    # not a repeat of one the catch-up showed.
+    lines = session.receive(history(catch_up, []))
+    assert [line.text for line in lines[:1]] == [
+        "* #lobby: message ids went back from 5 to 1: the server's history started over"]
+    assert texts(lines[1:]) == ["<bob> new server"]
+
+
+def test_a_failed_catch_up_still_shows_the_live_messages_held_for_it():
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 5))
+    _, (catch_up,) = reconnect(session)
+    session.receive(msg("lobby", 9))
+    lines = session.receive(answer(catch_up, type="error", code="unavailable",
+                                   message="store down"))
+    assert [line.text for line in lines[:1]] == ["! unavailable: store down"]
+    assert texts(lines[1:]) == ["<bob> m9"]
+
+# ------------------------------------------------------------------ /history
+
+
+def test_history_follows_more_and_prints_every_message_once_oldest_first():
+    session, _ = welcomed_session()
+    session.submit("/history 20")
+    (first,) = session.take_requests(0.0)
+    assert first == {"type": "history", "room": "lobby", "limit": 20, "ref": first["ref"]}
+    assert session.receive(history(first, [msg("lobby", i) for i in range(1, 17)],
+                                   more=True)) == []
+    assert not session.settled
+    (rest,) = session.take_requests(0.0)
+    assert (rest["since"], rest["limit"]) == (16, 4)
+    lines = session.receive(history(rest, [msg("lobby", i) for i in range(17, 21)]))
+    assert texts(lines) == [f"<bob> m{i}" for i in range(1, 21)]
+    assert session.settled and session.pending == {}
+
+
+def test_history_whose_later_part_fails_shows_what_came_and_the_error():
+    session, _ = welcomed_session()
+    session.submit("/history 20")
+    (first,) = session.take_requests(0.0)
+    session.receive(history(first, [msg("lobby", i) for i in range(1, 17)], more=True))
+    (rest,) = session.take_requests(0.0)
+    lines = session.receive(answer(rest, type="error", code="not_in_room", message="no"))
+    assert [line.text for line in lines[-1:]] == ["! not_in_room: no"]
+    assert texts(lines[:-1]) == [f"<bob> m{i}" for i in range(1, 17)]
+    assert session.settled and session.refused == 1
+
+
+def test_history_that_fits_is_one_request_and_an_empty_room_says_so():
+    session, _ = welcomed_session()
+    session.submit("/history 5")
+    (request,) = session.take_requests(0.0)
+    assert texts(session.receive(history(request, [msg("lobby", 3)]))) == ["<bob> m3"]
+    session.submit("/history")
+    (request,) = session.take_requests(0.0)
+    assert request["limit"] == 20
+    assert texts(session.receive(history(request, []))) == ["* no messages in #lobby"]
+    assert session.settled
+
+# --------------------------------------------------------------- keepalive
+
+
+def test_with_the_defaults_a_dead_connection_is_noticed_within_30_s_of_the_last_frame():
+    session, _ = welcomed_session()
+    session.receive(msg("lobby", 1), now=5.0)  # the last frame that got through
+    now, pings = 5.0, 0
+    while not session.is_dead(now):
+        now = session.next_deadline(now)
+        assert now is not None
+        for request in session.take_requests(now):
+            pings += request["type"] == "ping"
+    assert now - 5.0 <= 30.0 and pings == 1
+
+
+def test_an_idle_connection_pings_once_per_20_s_and_no_more():
+    session, _ = welcomed_session()
+    now, pings = 0.0, []
+    while now < 200.0:
+        now = session.next_deadline(now)
+        for request in session.take_requests(now):
+            assert request["type"] == "ping"
+            pings.append(now)
+            session.receive(answer(request, type="pong"), now=now + 0.01)
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
+    assert len(pings) == 10 and all(19.9 <= gap <= 20.1 for gap in gaps), pings
+
+
+def test_a_busy_room_still_pings_before_the_servers_idle_timeout():
+    # Frames keep arriving, so silence never triggers a ping, but the server
+    # closes a connection that has sent nothing for idle_timeout (300 s).
+    session, _ = welcomed_session()
+    sent = []
+    for second in range(1, 400):
+        session.receive(msg("lobby", second), now=float(second))
+        sent += [(second, r["type"]) for r in session.take_requests(float(second))]
+    pings = [second for second, kind in sent if kind == "ping"]
+    assert pings and pings[0] <= 100 and all(b - a <= 100 for a, b in zip(pings, pings[1:]))
+
+
+def test_a_request_with_no_frame_back_for_the_answer_timeout_means_a_dead_connection():
+    # A hello into a black hole: the welcome never comes.
+    session = Session("alice")
+    session.connection_made(0.0)
+    session.take_requests(0.0)
+    assert session.next_deadline(0.0) == session.answer_timeout == 10.0
+    assert not session.is_dead(9.99)
+    assert session.is_dead(10.0)
