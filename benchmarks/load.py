@@ -1,10 +1,13 @@
 """The load benchmark: chatd against the servers people would pick instead, in one run.
 
-Starts each target server as its own process (chatd with `--rate-limit 0`,
-the asyncio-streams and thread-per-client baselines, and Redis pub/sub when
-`redis-server` is on PATH), drives it from generator processes with the
-same scenarios, checks that every receiver got every accepted message once
-and in order, and prints one table.
+Starts each target server as its own process (chatd with `--rate-limit 0`
+and its durable store in a temporary directory, chatd-memory the same with
+`--store memory`, the asyncio-streams and thread-per-client baselines, and
+Redis pub/sub when `redis-server` is on PATH), drives it from generator
+processes with the same scenarios, checks that every receiver got every
+accepted message once and in order, and prints one table.  For the durable
+chatd it also reports the store's writer over the run (commits, messages per
+commit, the longest wait for a commit), from the line chatd logs as it exits.
 
     python -m benchmarks.load [--scenario fanout,rate,conns] [--target chatd,asyncio,...]
                               [--receivers 100] [--senders 10] [--duration 5] [--json FILE]
@@ -30,8 +33,9 @@ if not __package__:  # run as `python benchmarks/load.py`: make the packages imp
 
 from benchmarks.loadgen.histogram import LogHistogram  # noqa: E402
 from benchmarks.loadgen.report import format_table  # noqa: E402
-from benchmarks.loadgen.targets import (DIALECTS, TARGETS, TargetProcess,  # noqa: E402
-                                        available_targets, pinning)
+from benchmarks.loadgen.targets import (DIALECTS, LOG_LEVELS, TARGETS,  # noqa: E402
+                                        TargetProcess, available_targets, chatd_log_level,
+                                        pinning)
 from benchmarks.loadgen.worker import DRAIN_SECONDS, worker_main  # noqa: E402
 
 SCENARIOS = ("fanout", "rate", "conns")
@@ -46,8 +50,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--scenario", default=",".join(SCENARIOS),
                         help="comma-separated: fanout, rate, conns (default: all)")
     parser.add_argument("--target", default=None,
-                        help="comma-separated: chatd, asyncio, threads, redis "
-                             "(default: all available)")
+                        help="comma-separated: chatd, chatd-memory, asyncio, threads, "
+                             "redis (default: all available)")
     parser.add_argument("--receivers", type=int, default=100, help="R (fanout, rate)")
     parser.add_argument("--senders", type=int, default=10, help="S (fanout, rate)")
     parser.add_argument("--window", type=int, default=8,
@@ -126,12 +130,16 @@ class Run:
         connections = arguments.conns if self.scenario == "conns" else \
             arguments.receivers + arguments.senders
         server = TargetProcess(self.target, connections,
-                               self.cpus[0] if self.cpus else None)
+                               self.cpus[0] if self.cpus else None,
+                               chatd_log_level(self.scenario))
         try:
             rss_idle = server.rss_bytes()
-            return self._load(server, rss_idle)
+            row = self._load(server, rss_idle)
         finally:
             server.stop()
+        if server.log_summary is not None:  # chatd: read from its log once it has exited
+            row.update(server.log_summary)
+        return row
 
     def _load(self, server: TargetProcess, rss_idle: int) -> dict:
         context = multiprocessing.get_context("fork")
@@ -307,8 +315,9 @@ def main(argv=None) -> int:
               "settings": {name: getattr(arguments, name) for name in
                            ("receivers", "senders", "window", "text_size", "rate", "conns",
                             "ping_sample", "warmup", "duration", "procs")},
-              "chatd_flags": "--rate-limit 0 --max-clients <connections + 64> "
-                             "--log-level warning",
+              "chatd_flags": "--rate-limit 0 --max-clients <connections + 64> --log-level "
+                             + ", ".join(f"{level} ({scenario})" for scenario, level
+                                         in LOG_LEVELS.items()),
               "results": rows}
     print(format_table(report))
     if arguments.json:

@@ -10,6 +10,7 @@ from benchmarks.loadgen.clients import (ROOM_STREAM, Chat1Client, RespClient, me
                                         resp_command)
 from benchmarks.loadgen.delivery import DeliveryCheck
 from benchmarks.loadgen.histogram import LogHistogram
+from benchmarks.loadgen.targets import read_chatd_log
 from support import REPO
 
 # A run of a few connections for about a second per scenario and target.
@@ -46,6 +47,15 @@ def test_fanout_and_rate_deliver_every_message_once_in_order(tmp_path):
         assert row["deliveries_per_s"] > 0
         assert row["latency"]["count"] > 0 and row["latency"]["p99_ms"] > 0
         assert row["rss_loaded_bytes"] > 0
+    for scenario in ("fanout", "rate"):
+        # The durable store's writer, from the line chatd logs as it exits.
+        store = rows[(scenario, "chatd")]["store"]
+        assert 0 < store["batches"] <= store["messages"], store
+        assert 1 <= store["mean_batch"] <= store["largest_batch"], store
+        assert store["longest_wait_ms"] >= 0
+        assert rows[(scenario, "chatd")]["longest_turn_ms"] >= 0
+        assert "store" not in rows[(scenario, "asyncio")]
+        assert f"{scenario}/chatd store writer: " in table
     assert report["chatd_flags"].startswith("--rate-limit 0")
     assert "chatd fanout deliveries/s:" in table and "asyncio" in table.splitlines()[2]
 
@@ -58,6 +68,20 @@ def test_conns_answers_every_ping_and_prices_connections(tmp_path):
         assert row["connections"] == 60
         assert row["pings"] == 20 and row["latency"]["count"] == 20
         assert row["rss_loaded_bytes"] >= row["rss_idle_bytes"] > 0
+
+
+def test_chatd_log_gives_the_writer_figures_or_says_why_not():
+    exiting = ("2026-01-01 00:00:00,000 INFO longest loop turn so far: 3.5 ms\n"
+               "2026-01-01 00:00:01,000 INFO store: 1200 messages in 30 batches (largest 90, "
+               "longest wait 12.5 ms); closed cleanly\n")
+    assert read_chatd_log(exiting, durable=True) == {
+        "longest_turn_ms": 3.5,
+        "store": {"messages": 1200, "batches": 30, "mean_batch": 40.0, "largest_batch": 90,
+                  "longest_wait_ms": 12.5}}
+    assert read_chatd_log(exiting, durable=False) == {"longest_turn_ms": 3.5, "store": None}
+    failed = "ERROR store: could not commit everything before exiting; the next start ...\n"
+    assert "could not commit" in read_chatd_log(failed, durable=True)["store"]["error"]
+    assert read_chatd_log("", durable=True)["store"] == {"error": "no writer summary in its log"}
 
 
 def test_unknown_target_is_refused():

@@ -72,6 +72,33 @@ def ratios(results: list) -> list[str]:
     return lines
 
 
+def chatd_log_lines(results: list) -> list[str]:
+    """What chatd logged as it exited: the durable store's writer, the longest loop turn."""
+    lines = []
+    for result in results:
+        store = result.get("store")
+        if store is None or "error" in result:
+            continue
+        where = f"{result['scenario']}/{result['target']}"
+        if "error" in store:
+            lines.append(f"{where} store writer: unknown ({store['error']})")
+            continue
+        lines.append(
+            f"{where} store writer: {store['messages']:,} messages in {store['batches']:,} "
+            f"commits, {_number(store['mean_batch'], 1)} per commit on average, largest "
+            f"{store['largest_batch']:,}; longest wait for a commit "
+            f"{store['longest_wait_ms']:,.1f} ms")
+    turns = [f"{result['scenario']}/{result['target']} {result['longest_turn_ms']:,.1f} ms"
+             for result in results
+             if "error" not in result and result.get("longest_turn_ms") is not None]
+    if turns:
+        lines.append("chatd's longest loop turn: " + ", ".join(turns))
+    if lines:
+        lines.append("(chatd's own counts from its log at exit, over its whole run: "
+                     "set-up, warm-up and drain included)")
+    return lines
+
+
 def format_table(report: dict) -> str:
     rows = [list(_COLUMNS)] + [_row(result) for result in report["results"]]
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(_COLUMNS))]
@@ -82,9 +109,11 @@ def format_table(report: dict) -> str:
     settings = report["settings"]
     machine = report["machine"]
     pinned = report["pinning"]
+    logged = chatd_log_lines(report["results"])
     lines += [
         "",
         *ratios(report["results"]),
+        *([""] + logged if logged else []),
         "",
         f"fanout/rate: R={settings['receivers']} receivers + S={settings['senders']} senders "
         f"in one room, {settings['text_size']} B text, W={settings['window']} in flight (fanout), "

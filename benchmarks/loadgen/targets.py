@@ -1,12 +1,14 @@
 """The servers under load, each started as its own process on a free loopback port.
 
 chatd runs with `--rate-limit 0` (the benchmark floods it on purpose) and
-`--log-level warning` (no line per connection); the baselines run as they
-are; Redis runs with persistence off.  When `taskset` exists and there are
-two CPUs, the server is pinned to one and the generator to the other.
+its stderr to a file that is read once it has exited (see LOG_LEVELS); the
+baselines run as they are; Redis runs with persistence off.  When `taskset`
+exists and there are two CPUs, the server is pinned to one and the generator
+to the other.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +29,53 @@ DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "asyncio": "chat1", "thre
             "redis": "resp"}
 
 
+# The durable store's writer figures exist only in the line chatd logs at
+# info as it exits (chatd/app.py `_close_everything`): messages, batches
+# (commits), the largest batch and the longest wait for a commit.  At info
+# chatd also logs a line per connection opened and per connection closed, and
+# nothing per message.  In fanout and rate (R + S connections, 110 by default)
+# those lines fall in the set-up and the tear-down, outside the measured
+# window, so the hot path is what it is at warning.  conns opens up to 10,000
+# connections and commits nothing, so it stays at warning (no line per
+# connection), as in the earlier reports.  Both chatd targets run at the same
+# level, so the durable store and memory-only compare like for like.
+LOG_LEVELS = {"fanout": "info", "rate": "info", "conns": "warning"}
+_STORE_LINE = re.compile(r"store: (\d+) messages in (\d+) batches \(largest (\d+), "
+                         r"longest wait ([\d.]+) ms\); closed cleanly")
+_STORE_FAILED = "store: could not commit everything"
+_LONGEST_TURN = re.compile(r"longest loop turn so far: ([\d.]+) ms")
+
+
+def chatd_log_level(scenario: str) -> str:
+    return LOG_LEVELS.get(scenario, "warning")
+
+
+def read_chatd_log(text: str, durable: bool) -> dict:
+    """What chatd's log says at exit: its longest loop turn and the store's writer figures.
+
+    The writer's figures cover the whole run (warm-up and drain included);
+    `store` is None for memory-only, and holds `error` when the line is
+    missing (chatd could not commit everything, or did not exit by itself).
+    """
+    summary: dict = {"longest_turn_ms": None, "store": None}
+    turn = _LONGEST_TURN.search(text)
+    if turn:
+        summary["longest_turn_ms"] = float(turn.group(1))
+    if not durable:
+        return summary
+    line = _STORE_LINE.search(text)
+    if line is None:
+        reason = ("it could not commit everything before exiting" if _STORE_FAILED in text
+                  else "no writer summary in its log")
+        summary["store"] = {"error": reason}
+        return summary
+    messages, batches, largest = (int(line.group(i)) for i in (1, 2, 3))
+    summary["store"] = {"messages": messages, "batches": batches,
+                        "mean_batch": messages / batches if batches else None,
+                        "largest_batch": largest, "longest_wait_ms": float(line.group(4))}
+    return summary
+
+
 def available_targets() -> list[str]:
     return [name for name in TARGETS if name != "redis" or shutil.which("redis-server")]
 
@@ -45,13 +94,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def command_for(target: str, port: int, max_connections: int, directory: str) -> list[str]:
+def command_for(target: str, port: int, max_connections: int, directory: str,
+                log_level: str = "warning") -> list[str]:
     """How to start `target`; chatd's durable store goes to a file in `directory`."""
     if target in ("chatd", "chatd-memory"):
         store = "memory" if target == "chatd-memory" else os.path.join(directory, "chatd.db")
         return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", str(port),
                 "--rate-limit", "0", "--max-clients", str(max_connections),
-                "--store", store, "--log-level", "warning"]
+                "--store", store, "--log-level", log_level]
     if target in ("asyncio", "threads"):
         return [sys.executable, "-m", f"benchmarks.baselines.{target}_server",
                 "--host", "127.0.0.1", "--port", str(port)]
@@ -63,18 +113,36 @@ def command_for(target: str, port: int, max_connections: int, directory: str) ->
 
 
 class TargetProcess:
-    """A started server: its address, its pid, and what /proc says about it."""
+    """A started server: its address, its pid, and what /proc says about it.
 
-    def __init__(self, target: str, max_connections: int, cpu: int | None):
+    chatd's stderr goes to a file in the server's temporary directory (its
+    last line explains an early exit); once chatd has stopped, `log_summary`
+    holds what `read_chatd_log` found there, if it logged at info.
+    """
+
+    def __init__(self, target: str, max_connections: int, cpu: int | None,
+                 log_level: str = "warning"):
         self.target = target
         self.port = free_port()
         self._directory = tempfile.TemporaryDirectory(prefix="chatd-bench-")
         self.command = command_for(target, self.port, max_connections + SPARE_CONNECTIONS,
-                                   self._directory.name)
+                                   self._directory.name, log_level)
+        # Read only at info: below it chatd logs neither figure.
+        self._read_log = log_level in ("debug", "info")
+        self.log_summary: dict | None = None
+        self._log_path = None
+        stderr = subprocess.DEVNULL
+        if target in ("chatd", "chatd-memory"):
+            self._log_path = os.path.join(self._directory.name, "chatd.log")
+            stderr = open(self._log_path, "wb")
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
         # taskset execs the server, so the pid is the server's own.
-        self.process = subprocess.Popen(prefix + self.command, cwd=REPO,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.process = subprocess.Popen(prefix + self.command, cwd=REPO,
+                                            stdout=subprocess.DEVNULL, stderr=stderr)
+        finally:
+            if stderr is not subprocess.DEVNULL:
+                stderr.close()  # the child has its own copy
         self.pid = self.process.pid
         self._wait_listening()
 
@@ -86,8 +154,11 @@ class TargetProcess:
         deadline = time.monotonic() + START_SECONDS
         while True:
             if self.process.poll() is not None:
+                said = self._log_text().strip().splitlines()[-1:]
+                self._directory.cleanup()
                 raise RuntimeError(f"{self.target} exited with {self.process.returncode}: "
-                                   f"{' '.join(self.command)}")
+                                   f"{' '.join(self.command)}"
+                                   + (f" ({said[0]})" if said else ""))
             try:
                 socket.create_connection(self.address, timeout=1).close()
                 return
@@ -119,4 +190,15 @@ class TargetProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        if self._log_path is not None and self._read_log and self.log_summary is None:
+            self.log_summary = read_chatd_log(self._log_text(), self.target == "chatd")
         self._directory.cleanup()
+
+    def _log_text(self) -> str:
+        if self._log_path is None:
+            return ""
+        try:
+            with open(self._log_path, encoding="utf-8", errors="replace") as log:
+                return log.read()
+        except OSError:
+            return ""
