@@ -84,6 +84,23 @@ def test_chatd_log_gives_the_writer_figures_or_says_why_not():
     assert read_chatd_log("", durable=True)["store"] == {"error": "no writer summary in its log"}
 
 
+def test_store_startup_prints_its_figures(tmp_path):
+    report_file = tmp_path / "startup.json"
+    finished = subprocess.run(
+        [sys.executable, "-m", "benchmarks.store_startup", "--messages", "10000", "--rooms",
+         "10", "--starts", "1", "--json", str(report_file)],
+        cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert finished.returncode == 0, finished.stderr
+    assert "ready s" in finished.stdout and "RSS MiB" in finished.stdout
+    assert "Targets: ready in under 1 s" in finished.stdout
+    report = json.loads(report_file.read_text())
+    assert report["file_bytes"] > 10000 * 64
+    file_start, memory_start = report["starts"]
+    assert (file_start["store"], memory_start["store"]) == ("file", "memory")
+    assert file_start["ready_s"] > 0 and file_start["rss_mib"] > 0
+    assert file_start["history_messages"] > 0 and memory_start["history_messages"] == 0
+
+
 def test_unknown_target_is_refused():
     finished = subprocess.run([sys.executable, "-m", "benchmarks.load", "--target", "nginx"],
                               cwd=REPO, capture_output=True, text=True, timeout=30)
