@@ -313,9 +313,9 @@ def test_reconnect_after_the_server_restarts_on_the_same_port():
                 bob.send({"type": "join", "room": "dev"})
                 if "alice" not in bob.next_of("users")["names"]:
                     bob.next(lambda m: m["type"] == "joined" and m["name"] == "alice")
-                # Ids start again at 1 on the new server (it names no epoch
-                # yet): its first message is news, not one alice has seen,
-                # whether it comes during her catch-up or after.
+                # A new server with a store of its own: a new epoch, ids start
+                # again at 1, and its first message is news, not one alice
+                # has seen, whether it comes during her catch-up or after.
                 bob.send({"type": "say", "room": "dev", "text": "said on the new server"})
                 assert bob.next_of("msg")["id"] == 1
                 alice.out.wait_for("<bob> said on the new server")
@@ -325,4 +325,32 @@ def test_reconnect_after_the_server_restarts_on_the_same_port():
                 assert alice.finish() == 0
         assert alice.chat() == ["<alice> before the restart", "<bob> said on the new server",
                                 "<alice> back again"]
-        assert any("message ids went back from 1 to 1" in line for line in alice.err.lines)
+        assert any("message ids started over (a new epoch)" in line for line in alice.err.lines)
+
+
+def test_a_restart_on_the_same_store_keeps_the_epoch_and_the_client_fills_the_gap(tmp_path):
+    store = str(tmp_path / "chatd.db")
+    with ServerProcess("--store", store) as first:
+        port = first.port
+        with CliProcess(port, "--name", "alice", "--room", "dev") as alice:
+            alice.out.wait_for("you joined #dev")
+            alice.type("before the restart")
+            alice.out.wait_for("<alice> before the restart")
+            assert first.stop() == 0
+            alice.err.wait_for("server closed the connection: shutdown")
+            with ServerProcess("--store", store, "--port", str(port)) as second, \
+                    ChatClient((second.host, second.port), "bob") as bob:
+                # Said before alice is back: only `history since` her last id
+                # can show it to her, once.
+                bob.send({"type": "join", "room": "dev"})
+                bob.next_of("users")
+                bob.send({"type": "say", "room": "dev", "text": "said while you were away"})
+                assert bob.next_of("msg")["id"] == 2  # the ids went on
+                alice.err.wait_for(r"reconnected as alice; rejoining #lobby, #dev")
+                alice.out.wait_for("<bob> said while you were away")
+                alice.type("back again")
+                alice.out.wait_for("<alice> back again")
+                assert alice.finish() == 0
+        assert alice.chat() == ["<alice> before the restart", "<bob> said while you were away",
+                                "<alice> back again"]
+        assert not any("started over" in line for line in alice.err.lines)

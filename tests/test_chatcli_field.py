@@ -221,7 +221,8 @@ def test_a_catch_up_of_150_messages_shows_each_once_in_order():
 
 
 def test_a_catch_up_past_the_servers_retention_says_how_many_are_gone():
-    with serve(history=50) as server, ChatClient(server.address, "bob") as bob:
+    # A memory store keeps only the ring of 50 (a file would keep them all).
+    with serve(history=50, store="memory") as server, ChatClient(server.address, "bob") as bob:
         relay = Relay(server.address)
         try:
             with CliProcess(relay.port, "--name", "alice", "--room", "dev") as alice:
