@@ -13,6 +13,7 @@ import framing
 from chatd.config import Config
 from chatd.core import (ChatCore, Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom,
                         RoomLoaded, Session, StoreMessage)
+from chatd.core.chat import MAX_WAITING
 from chatd.store import MEMORY, open_store
 
 
@@ -491,3 +492,49 @@ class DurableChatModel(ChatModel):
 
 
 TestDurableChatModel = DurableChatModel.TestCase
+
+
+class HeldLoads(Harness):
+    """A durable harness whose store answers only when told (`answer`), as a
+    slow disk would: what the core does meanwhile can be seen."""
+
+    def __init__(self, path, **settings):
+        self.held = []
+        super().__init__(store=path, **settings)
+
+    def apply(self, effects):
+        loads = [e for e in effects if type(e) in (LoadRoom, LoadHistory)]
+        self.held += loads
+        super().apply([e for e in effects if e not in loads])
+
+    def answer(self):
+        held, self.held = self.held, []
+        super().apply(held)
+
+
+def test_requests_behind_a_room_being_opened_wait_in_order_and_others_are_served(tmp_path):
+    chat = HeldLoads(str(tmp_path / "chatd.db"))
+    alice, bob = chat.connect("alice"), chat.connect("bob")
+    chat.take(alice), chat.take(bob)
+    chat.send(alice, {"type": "join", "room": "dev"})
+    chat.send(alice, {"type": "say", "room": "dev", "text": "first"})
+    chat.send(alice, {"type": "ping", "ref": "p"})
+    chat.send(bob, {"type": "ping", "ref": "b"})
+    assert chat.take(alice) == []  # all three wait for the store's answer
+    assert chat.take(bob) == [{"type": "pong", "ref": "b"}]  # bob is not held up
+    chat.answer()
+    assert [(m["type"], m.get("text") or m.get("ref")) for m in chat.take(alice)] == [
+        ("joined", None), ("users", None), ("msg", "first"), ("pong", "p")]
+
+
+def test_a_session_may_have_only_so_many_requests_waiting(tmp_path):
+    chat = HeldLoads(str(tmp_path / "chatd.db"))
+    alice = chat.connect("alice")
+    chat.take(alice)
+    chat.send(alice, {"type": "join", "room": "dev"})
+    for number in range(MAX_WAITING):  # behind the join: one too many
+        chat.send(alice, {"type": "ping", "ref": number})
+    [refused] = chat.take(alice)
+    assert refused["code"] == "unavailable" and refused["ref"] == MAX_WAITING - 1
+    chat.answer()
+    assert [m.get("ref") for m in chat.take(alice)][2:] == list(range(MAX_WAITING - 1))

@@ -33,6 +33,9 @@ from .rooms import Room, Rooms
 from .session import Session
 
 SERVER_VERSION = "chatd/0.1.0"
+# Requests one session may have waiting behind an answer from the store; a
+# bound on the memory a client can make the server hold while the disk is slow.
+MAX_WAITING = 100
 # Requests served before a successful hello (chat/1, Session).
 _BEFORE_WELCOME = frozenset(("hello", "ping", "quit"))
 
@@ -124,6 +127,11 @@ class ChatCore:
                                f"request dropped", item.get("ref"))
                 return out
         if session.deferred is not None:
+            if len(session.deferred) >= MAX_WAITING:
+                self.out.error(session, "unavailable", f"{MAX_WAITING} requests already wait "
+                               f"for the message store; this one was dropped",
+                               item.get("ref") if type(item) is dict else None)
+                return out
             session.deferred.append(item)
             return out
         self._handle(session, item)
