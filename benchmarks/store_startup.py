@@ -96,8 +96,10 @@ def build(path: str, messages: int, rooms: int, text_size: int) -> float:
         if not chunk:
             break
         conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", chunk)
-    conn.executemany("INSERT INTO rooms VALUES (?, ?, ?)",
-                     [(name.casefold(), name, per_room + (index < extra))
+    # Each room's last id and the count it keeps on file (ids 1..n: the same).
+    conn.executemany("INSERT INTO rooms VALUES (?, ?, ?, ?)",
+                     [(name.casefold(), name, per_room + (index < extra),
+                       per_room + (index < extra))
                       for index, name in enumerate(names) if per_room + (index < extra)])
     # As after a clean shutdown: the next start does not jump ids.
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'clean_shutdown'")

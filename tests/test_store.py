@@ -163,3 +163,27 @@ def test_a_disk_that_refuses_writes_gets_unavailable_then_recovers_losing_nothin
         stored = [row[0] for row in conn.execute(
             "SELECT id FROM messages WHERE room_key = 'lobby' ORDER BY id")]
     assert stored == acknowledged
+
+
+def test_after_a_kill_a_quiet_room_keeps_its_history_through_the_jump(tmp_path):
+    # Retention counts messages: the ids of a room that jumped after a crash
+    # say nothing about how many it has (found by the kill -9 suite: a quiet
+    # room's first message after a kill deleted all of its history).
+    store = str(tmp_path / "chatd.db")
+    with ServerProcess("--store", store, "--retention", "20", "--rate-limit", "0") as server, \
+            ChatClient((server.host, server.port), "alice") as alice:
+        say_all(alice, "lobby", [f"l{i}" for i in range(30)])
+        join(alice, "quiet")
+        before = say_all(alice, "quiet", ["q1", "q2", "q3"])
+        server.stop()
+    with ServerProcess("--store", store, "--retention", "20") as server, \
+            ChatClient((server.host, server.port), "alice") as alice:
+        join(alice, "quiet")
+        server.process.kill()
+        server.process.wait(10)
+    with ServerProcess("--store", store, "--retention", "20") as server, \
+            ChatClient((server.host, server.port), "alice") as alice:
+        join(alice, "quiet")
+        after = say_all(alice, "quiet", ["q4"])
+        assert [i for i, _ in history(alice, "quiet")] == before + after
+        assert [i for i, _ in history(alice, "lobby")] == list(range(11, 31))  # 20 kept

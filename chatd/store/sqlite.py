@@ -4,7 +4,7 @@ The file (schema version SCHEMA_VERSION, `PRAGMA application_id`
 APPLICATION_ID so that another program's database is never taken for ours):
 
     meta(key, value)                   epoch, id_floor, clean_shutdown
-    rooms(key, name, last_id)          every room that ever had a message
+    rooms(key, name, last_id, kept)    every room that ever had a message
     messages(room_key, id, room, ts, sender, text)
     private_messages(...)              between accounts (the accounts issue)
 
@@ -44,7 +44,8 @@ DELETE_CHUNK = 1_000
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, last_id INTEGER NOT NULL);
+CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, last_id INTEGER NOT NULL,
+                    kept INTEGER NOT NULL);
 CREATE TABLE messages (
     room_key TEXT NOT NULL, id INTEGER NOT NULL, room TEXT NOT NULL, ts REAL NOT NULL,
     sender TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (room_key, id)) WITHOUT ROWID;
@@ -163,8 +164,10 @@ class Writer:
         if not rows:
             return 0, 0, None
         last: dict[str, tuple[str, int]] = {}
+        added: dict[str, int] = {}
         for row in rows:
             last[row.room_key] = (row.room, row.id)
+            added[row.room_key] = added.get(row.room_key, 0) + 1
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -172,14 +175,10 @@ class Writer:
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?)",
                 [(r.room_key, r.id, r.room, r.ts, r.sender, r.text) for r in rows])
             conn.executemany(
-                "INSERT INTO rooms VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-                "last_id = max(last_id, excluded.last_id)",
-                [(key, name, msg_id) for key, (name, msg_id) in last.items()])
-            conn.executemany(
-                "DELETE FROM messages WHERE room_key = ? AND id IN (SELECT id FROM messages "
-                "WHERE room_key = ? AND id <= ? ORDER BY id LIMIT ?)",
-                [(key, key, msg_id - self.retention, DELETE_CHUNK)
-                 for key, (_, msg_id) in last.items() if msg_id > self.retention])
+                "INSERT INTO rooms VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "last_id = max(last_id, excluded.last_id), kept = kept + excluded.kept",
+                [(key, name, msg_id, added[key]) for key, (name, msg_id) in last.items()])
+            self._trim(conn, list(last))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -187,6 +186,23 @@ class Writer:
             return 0, 0, f"{type(exc).__name__}: {exc}"
         self.unstored = []
         return len(rows), sum(len(row.text) for row in rows), None
+
+    def _trim(self, conn: sqlite3.Connection, keys: list[str]) -> None:
+        """Delete the oldest messages of rooms `keys` beyond `retention`, by count.
+
+        By count, not by id: after a crash's jump, ids say nothing about how
+        many messages a room has (a quiet room would lose all of its own).
+        At most DELETE_CHUNK rows per room per batch; a backlog shrinks over
+        the following batches.
+        """
+        for key in keys:
+            kept = conn.execute("SELECT kept FROM rooms WHERE key = ?", (key,)).fetchone()[0]
+            excess = min(kept - self.retention, DELETE_CHUNK)
+            if excess > 0:
+                deleted = conn.execute(
+                    "DELETE FROM messages WHERE room_key = ? AND id IN (SELECT id FROM messages "
+                    "WHERE room_key = ? ORDER BY id LIMIT ?)", (key, key, excess)).rowcount
+                conn.execute("UPDATE rooms SET kept = kept - ? WHERE key = ?", (deleted, key))
 
     def _rollback(self) -> None:
         try:
