@@ -170,13 +170,21 @@ class Run:
             if self.scenario == "conns":
                 window = [start_at, start_at + self.arguments.duration]
             readings: list = []
+
+            def read_cpu():
+                readings.append((time.monotonic(), server.cpu_seconds(),
+                                 server.other_threads_cpu_seconds()))
+
             results = self._collect(pipes, "result", limit, progress=True,
-                                    at_moments=(window, lambda: readings.append(
-                                        (time.monotonic(), server.cpu_seconds()))))
+                                    at_moments=(window, read_cpu))
             if len(readings) < 2:  # the run ended before the window did
-                readings.append((time.monotonic(), server.cpu_seconds()))
-            (then, cpu_then), (now, cpu_now) = readings[0], readings[-1]
+                read_cpu()
+            (then, cpu_then, others_then), (now, cpu_now, others_now) = \
+                readings[0], readings[-1]
             server_cpu = (cpu_now - cpu_then) / max(now - then, 1e-9)
+            # Threads besides the loop's: chatd's store worker (the threads baseline's
+            # client threads); the same core when pinned, since taskset pins them all.
+            other_threads_cpu = (others_now - others_then) / max(now - then, 1e-9)
             rss_after = server.rss_bytes()
         finally:
             for process in processes:
@@ -184,8 +192,10 @@ class Run:
                 if process.is_alive():
                     process.kill()
                     process.join(5)
-        return self._summarise(results, connected, rss_idle, rss_loaded, rss_after,
-                               server_cpu)
+        row = self._summarise(results, connected, rss_idle, rss_loaded, rss_after,
+                              server_cpu)
+        row["server_other_threads_cpu"] = other_threads_cpu
+        return row
 
     def _collect(self, pipes, kind: str, timeout: float, progress: bool = False,
                  at_moments=((), None)) -> list:

@@ -53,6 +53,7 @@ def test_fanout_and_rate_deliver_every_message_once_in_order(tmp_path):
         assert 0 < store["batches"] <= store["messages"], store
         assert 1 <= store["mean_batch"] <= store["largest_batch"], store
         assert store["longest_wait_ms"] >= 0
+        assert rows[(scenario, "chatd")]["server_other_threads_cpu"] >= 0
         assert rows[(scenario, "chatd")]["longest_turn_ms"] >= 0
         assert "store" not in rows[(scenario, "asyncio")]
         assert f"{scenario}/chatd store writer: " in table

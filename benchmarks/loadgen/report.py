@@ -87,15 +87,18 @@ def chatd_log_lines(results: list) -> list[str]:
             f"{where} store writer: {store['messages']:,} messages in {store['batches']:,} "
             f"commits, {_number(store['mean_batch'], 1)} per commit on average, largest "
             f"{store['largest_batch']:,}; longest wait for a commit "
-            f"{store['longest_wait_ms']:,.1f} ms")
+            f"{store['longest_wait_ms']:,.1f} ms; store thread CPU "
+            f"{100 * result.get('server_other_threads_cpu', 0):.0f}% (of srv CPU "
+            f"{100 * result['server_cpu']:.0f}%)")
     turns = [f"{result['scenario']}/{result['target']} {result['longest_turn_ms']:,.1f} ms"
              for result in results
              if "error" not in result and result.get("longest_turn_ms") is not None]
     if turns:
         lines.append("chatd's longest loop turn: " + ", ".join(turns))
     if lines:
-        lines.append("(chatd's own counts from its log at exit, over its whole run: "
-                     "set-up, warm-up and drain included)")
+        lines.append("(commits, waits and loop turns: chatd's own counts, logged at exit, "
+                     "over its whole run with warm-up and drain; thread CPU: the measured "
+                     "window)")
     return lines
 
 

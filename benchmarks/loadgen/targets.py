@@ -182,6 +182,20 @@ class TargetProcess:
         # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
+    def other_threads_cpu_seconds(self) -> float:
+        """CPU seconds of every thread but the main one (chatd's: the store's worker)."""
+        total = 0.0
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            if int(tid) == self.pid:
+                continue
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:  # the thread has just ended
+                continue
+            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return total
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
