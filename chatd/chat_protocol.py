@@ -41,6 +41,7 @@ class ChatService:
         self.disconnects: Counter[str] = Counter()
         # The durable store's link (store/link.py), or None in memory mode.
         self.store = None
+        self._parked: list = []  # protocols not read while their session waits
         # Set at shutdown: closes no longer tell the core (nobody is left to
         # hear who left) and nothing more is delivered.
         self.shutting_down = False
@@ -61,8 +62,26 @@ class ChatService:
                 self.store.take(effect)
 
     def complete(self, completion) -> None:
-        """A completion from a worker (the store's answer) into the core, its effects out."""
+        """A completion from a worker (the store's answer) into the core, its effects out.
+
+        Then reads again from the sessions it let go on.
+        """
         self.apply(self.core.complete(completion))
+        if self._parked:
+            waiting = []
+            for protocol in self._parked:
+                if protocol.deferred is None or protocol.ended:
+                    protocol.transport.resume_reading()  # a no-op once closed
+                else:
+                    waiting.append(protocol)
+            self._parked = waiting
+
+    def park(self, protocol: "ChatProtocol") -> None:
+        """`protocol`'s session waits for the store: read nothing more from it until
+        it goes on, so what it queues meanwhile is bounded by one read."""
+        if not protocol.transport.reading_paused:
+            protocol.transport.pause_reading()
+            self._parked.append(protocol)
 
     def queue(self, recipients, data: bytes) -> None:
         """Give `data` to every recipient's output: the hot path of every broadcast.
@@ -155,7 +174,9 @@ class ChatProtocol(Session):
                 break
         if run:
             service.queue_run(run_room, run)
-        if service.store is not None and service.store.congested:
+        if self.deferred is not None:
+            service.park(self)
+        elif service.store is not None and service.store.congested:
             service.store.pause(self.transport)
 
     def eof_received(self) -> None:

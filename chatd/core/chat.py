@@ -33,9 +33,6 @@ from .rooms import Room, Rooms
 from .session import Session
 
 SERVER_VERSION = "chatd/0.1.0"
-# Requests one session may have waiting behind an answer from the store; a
-# bound on the memory a client can make the server hold while the disk is slow.
-MAX_WAITING = 100
 # Requests served before a successful hello (chat/1, Session).
 _BEFORE_WELCOME = frozenset(("hello", "ping", "quit"))
 
@@ -127,11 +124,7 @@ class ChatCore:
                                f"request dropped", item.get("ref"))
                 return out
         if session.deferred is not None:
-            if len(session.deferred) >= MAX_WAITING:
-                self.out.error(session, "unavailable", f"{MAX_WAITING} requests already wait "
-                               f"for the message store; this one was dropped",
-                               item.get("ref") if type(item) is dict else None)
-                return out
+            # Bounded by one read: the protocol stops reading a parked session.
             session.deferred.append(item)
             return out
         self._handle(session, item)
@@ -177,8 +170,8 @@ class ChatCore:
     def _wait_for(self, room: Room, session: Session, item: dict) -> bool:
         """Park `item` until `room`, being opened, has its numbering from the store.
 
-        Until then the room has no members: a `join` sent before a `who`
-        on another connection is answered first.
+        Only what needs the numbering or the messages waits (`say`,
+        `history`); `join`, `who` and presence go on at once.
         """
         if room.history is not None:
             return False
@@ -338,8 +331,6 @@ class ChatCore:
             room = self.rooms.open(name)
             if room.history is None:
                 self.out.effects.append(LoadRoom(room.key))
-        if self._wait_for(room, session, message):
-            return
         joined = {"type": "joined", "room": room.name, "name": session.name}
         if session not in room.members:
             self.rooms.enter(session, room)
@@ -378,7 +369,7 @@ class ChatCore:
 
     def _say(self, session: Session, message: dict, ref) -> None:
         room = self._member_room(session, message.get("room", LOBBY), ref)
-        if room is not None:
+        if room is not None and not self._wait_for(room, session, message):
             self.messages.post(session, room.history, room.members,
                                {"type": "msg", "room": room.name, "from": session.name,
                                 "text": message["text"]}, ref, room)
@@ -390,13 +381,10 @@ class ChatCore:
 
     def _who(self, session: Session, message: dict, ref) -> None:
         room = self._room_or_error(session, message.get("room", LOBBY), ref)
-        if room is not None and not self._wait_for(room, session, message):
+        if room is not None:
             self._send_users(session, room, ref)
 
     def _rooms(self, session: Session, message: dict, ref) -> None:
-        for room in self.rooms.by_key.values():
-            if self._wait_for(room, session, message):
-                return  # asked again once that room is open
         listing = [{"name": room.name, "users": len(room.members)}
                    for room in self.rooms.by_key.values()]
         self.out.pages(session, {"type": "rooms"}, "rooms", listing, ROOM_ITEM_BYTES, ref)
@@ -404,7 +392,7 @@ class ChatCore:
     def _history(self, session: Session, message: dict, ref) -> None:
         if "room" in message:
             room = self._member_room(session, message["room"], ref)
-            if room is None:
+            if room is None or self._wait_for(room, session, message):
                 return
             history = room.history
         else:

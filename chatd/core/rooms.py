@@ -9,7 +9,8 @@ class Room:
     """A room's name as first spelled, its members (an insertion-ordered set) and history.
 
     `history` is None while the room's numbering is being loaded from a
-    durable store; sessions waiting for it are in `waiters`.
+    durable store; members may join meanwhile, and sessions waiting to say
+    or read history there are in `waiters`.
     """
 
     __slots__ = ("name", "key", "members", "history", "waiters")
@@ -27,8 +28,8 @@ class Rooms:
 
     A room opens at its first `join` and closes when its last member
     leaves.  With a durable store (`durable`), a closed room's history and
-    numbering live on file and a room opens empty-handed (`history` None)
-    until the store's answer arrives; without one, the histories of
+    numbering live on file and a room opens with `history` None until the
+    store's answer arrives; without one, the histories of
     `retained` emptied rooms are kept in memory, least recently emptied
     dropped first, and a room made anew numbers above every dropped one.
     `presence_limit`: rooms larger than this get no presence frames (chat/1:

@@ -30,11 +30,13 @@ from .sqlite import CRASH_ID_JUMP, Writer
 log = logging.getLogger("chatd")
 
 # Messages acknowledged but not yet committed, at most; half the crash jump.
+# Far above where senders are paused: each may still add one read's worth
+# (up to about 3,000 small messages) before it is paused.
 MAX_UNCOMMITTED = CRASH_ID_JUMP // 2
 # Above either mark the senders are paused (their sockets not read) until
 # the commits catch up to below the low marks: the disk's pace reaches the
 # clients as TCP backpressure, and memory stays bounded.
-HIGH_ROWS, LOW_ROWS = MAX_UNCOMMITTED // 4, MAX_UNCOMMITTED // 16
+HIGH_ROWS, LOW_ROWS = 1_250, 300
 HIGH_BYTES, LOW_BYTES = 4 << 20, 1 << 20
 # Bytes a row costs beyond its text, for that account.
 ROW_OVERHEAD = 200
