@@ -59,15 +59,18 @@ class Messages:
                       f"{out.max_frame - HISTORY_OVERHEAD} fit max_frame", ref)
             return
         history.append(msg_id, payload)
+        # The room's Deliver first: the protocol joins a read's run of says to
+        # one room only when it leads (measured: with the store's copy first,
+        # durable fan-out ran at half the speed of memory-only).
+        if ref is None:
+            out.effects.append(Deliver(recipients, payload, room))
+        else:
+            others = tuple(member for member in recipients if member is not sender)
+            out.effects.append(Deliver(others, payload))
+            out.to_actor(sender, msg, payload, ref)
         if room is not None and self.durable:
             out.effects.append(StoreMessage(room.key, room.name, msg_id, ts, sender.name,
                                             msg["text"]))
-        if ref is None:
-            out.effects.append(Deliver(recipients, payload, room))
-            return
-        others = tuple(member for member in recipients if member is not sender)
-        out.effects.append(Deliver(others, payload))
-        out.to_actor(sender, msg, payload, ref)
 
     def dm(self, sender, recipient, text: str, ref) -> None:
         history = self.conversations.get_or_new(pair_key(sender, recipient))
