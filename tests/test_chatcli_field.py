@@ -197,8 +197,10 @@ def missed_while_away(relay: Relay, alice: CliProcess, bob: ChatClient, texts) -
     relay.release()
 
 
-def test_a_catch_up_of_150_messages_shows_each_once_in_order():
-    with serve() as server, ChatClient(server.address, "bob") as bob:
+def away_for(texts: list[str], **settings) -> "CliProcess":
+    """alice, in #dev through a relay, misses `texts` said by bob while she is
+    cut off, reconnects, and sees one live line after; her finished process."""
+    with serve(**settings) as server, ChatClient(server.address, "bob") as bob:
         relay = Relay(server.address)
         try:
             with CliProcess(relay.port, "--name", "alice", "--room", "dev") as alice:
@@ -206,45 +208,34 @@ def test_a_catch_up_of_150_messages_shows_each_once_in_order():
                 bob.send({"type": "join", "room": "dev"})
                 say_and_confirm(bob, "dev", ["seen live"])
                 alice.out.wait_for("<bob> seen live")
-                missed = [f"missed {number}" for number in range(1, 151)]
-                missed_while_away(relay, alice, bob, missed)
-                alice.err.wait_for(r"reconnected as alice")
-                alice.out.wait_for("<bob> missed 150$")
+                missed_while_away(relay, alice, bob, texts)
+                alice.out.wait_for(f"<bob> {texts[-1]}$")
                 say_and_confirm(bob, "dev", ["after"])
                 alice.out.wait_for("<bob> after")
                 assert alice.finish() == 0
-            assert alice.chat() == ["<bob> seen live", *(f"<bob> {t}" for t in missed),
-                                    "<bob> after"]
-            assert not any("no longer" in line for line in alice.err.lines)
+            return alice
         finally:
             relay.close()
+
+
+def test_a_catch_up_of_150_messages_shows_each_once_in_order():
+    missed = [f"missed {number}" for number in range(1, 151)]
+    alice = away_for(missed)
+    assert alice.chat() == ["<bob> seen live", *(f"<bob> {t}" for t in missed), "<bob> after"]
+    assert not any("no longer" in line for line in alice.err.lines)
 
 
 def test_a_catch_up_past_the_servers_retention_says_how_many_are_gone():
     # A memory store keeps only the ring of 50 (a file would keep them all).
-    with serve(history=50, store="memory") as server, ChatClient(server.address, "bob") as bob:
-        relay = Relay(server.address)
-        try:
-            with CliProcess(relay.port, "--name", "alice", "--room", "dev") as alice:
-                alice.out.wait_for("you joined #dev")
-                bob.send({"type": "join", "room": "dev"})
-                say_and_confirm(bob, "dev", ["seen live"])
-                alice.out.wait_for("<bob> seen live")
-                missed = [f"missed {number}" for number in range(1, 151)]
-                missed_while_away(relay, alice, bob, missed)
-                alice.out.wait_for("<bob> missed 150$")
-                say_and_confirm(bob, "dev", ["after"])
-                alice.out.wait_for("<bob> after")
-                assert alice.finish() == 0
-            # The server keeps 50: missed 101..150.  The 100 before are gone,
-            # and one line says so, before what is shown.
-            assert alice.chat() == ["<bob> seen live", *(f"<bob> {t}" for t in missed[100:]),
-                                    "<bob> after"]
-            gone = [line for line in alice.err.lines if "no longer" in line]
-            assert gone == ["* #dev: 100 messages said while you were away are no longer "
-                            "on the server"]
-        finally:
-            relay.close()
+    missed = [f"missed {number}" for number in range(1, 151)]
+    alice = away_for(missed, history=50, store="memory")
+    # The server keeps 50: missed 101..150.  The 100 before are gone, and
+    # one line says so, before what is shown.
+    assert alice.chat() == ["<bob> seen live", *(f"<bob> {t}" for t in missed[100:]),
+                            "<bob> after"]
+    gone = [line for line in alice.err.lines if "no longer" in line]
+    assert gone == ["* #dev: 100 messages said while you were away are no longer "
+                    "on the server"]
 
 # ------------------------------------------------- 2. /history over long messages
 
