@@ -16,6 +16,7 @@ import sys
 import termios
 import threading
 import time
+from contextlib import contextmanager
 
 from support import REPO, WAIT, ChatClient, CliProcess, ServerProcess, running_server
 
@@ -296,8 +297,11 @@ def test_reconnect_reclaims_the_name_and_shows_exactly_the_missed_messages():
             proxy.close()
 
 
-def test_reconnect_after_the_server_restarts_on_the_same_port():
-    with ServerProcess() as first:
+@contextmanager
+def alice_left_by_a_restart(*flags: str):
+    """chatcli's alice in #dev says a line, then her chatd (`flags`) shuts
+    down; yields (alice, the port a new chatd should take)."""
+    with ServerProcess(*flags) as first:
         port = first.port
         with CliProcess(port, "--name", "alice", "--room", "dev") as alice:
             alice.out.wait_for("you joined #dev")
@@ -305,24 +309,29 @@ def test_reconnect_after_the_server_restarts_on_the_same_port():
             alice.out.wait_for("<alice> before the restart")
             assert first.stop() == 0
             alice.err.wait_for("server closed the connection: shutdown")
-            # Several failed attempts, each announced with its delay.
-            alice.err.wait_for(r"retrying in \d+\.\d\d s \(retry 3\)")
-            with ServerProcess("--port", str(port)) as second, \
-                    ChatClient((second.host, second.port), "bob") as bob:
-                alice.err.wait_for(r"reconnected as alice; rejoining #lobby, #dev")
-                bob.send({"type": "join", "room": "dev"})
-                if "alice" not in bob.next_of("users")["names"]:
-                    bob.next(lambda m: m["type"] == "joined" and m["name"] == "alice")
-                # A new server with a store of its own: a new epoch, ids start
-                # again at 1, and its first message is news, not one alice
-                # has seen, whether it comes during her catch-up or after.
-                bob.send({"type": "say", "room": "dev", "text": "said on the new server"})
-                assert bob.next_of("msg")["id"] == 1
-                alice.out.wait_for("<bob> said on the new server")
-                alice.type("back again")
-                assert bob.next(lambda m: m["type"] == "msg" and m["from"] == "alice")["text"] \
-                    == "back again"
-                assert alice.finish() == 0
+            yield alice, port
+
+
+def test_reconnect_after_the_server_restarts_on_the_same_port():
+    with alice_left_by_a_restart() as (alice, port):
+        # Several failed attempts, each announced with its delay.
+        alice.err.wait_for(r"retrying in \d+\.\d\d s \(retry 3\)")
+        with ServerProcess("--port", str(port)) as second, \
+                ChatClient((second.host, second.port), "bob") as bob:
+            alice.err.wait_for(r"reconnected as alice; rejoining #lobby, #dev")
+            bob.send({"type": "join", "room": "dev"})
+            if "alice" not in bob.next_of("users")["names"]:
+                bob.next(lambda m: m["type"] == "joined" and m["name"] == "alice")
+            # A new server with a store of its own: a new epoch, ids start
+            # again at 1, and its first message is news, not one alice
+            # has seen, whether it comes during her catch-up or after.
+            bob.send({"type": "say", "room": "dev", "text": "said on the new server"})
+            assert bob.next_of("msg")["id"] == 1
+            alice.out.wait_for("<bob> said on the new server")
+            alice.type("back again")
+            assert bob.next(lambda m: m["type"] == "msg" and m["from"] == "alice")["text"] \
+                == "back again"
+            assert alice.finish() == 0
         assert alice.chat() == ["<alice> before the restart", "<bob> said on the new server",
                                 "<alice> back again"]
         assert any("message ids started over (a new epoch)" in line for line in alice.err.lines)
@@ -330,27 +339,20 @@ def test_reconnect_after_the_server_restarts_on_the_same_port():
 
 def test_a_restart_on_the_same_store_keeps_the_epoch_and_the_client_fills_the_gap(tmp_path):
     store = str(tmp_path / "chatd.db")
-    with ServerProcess("--store", store) as first:
-        port = first.port
-        with CliProcess(port, "--name", "alice", "--room", "dev") as alice:
-            alice.out.wait_for("you joined #dev")
-            alice.type("before the restart")
-            alice.out.wait_for("<alice> before the restart")
-            assert first.stop() == 0
-            alice.err.wait_for("server closed the connection: shutdown")
-            with ServerProcess("--store", store, "--port", str(port)) as second, \
-                    ChatClient((second.host, second.port), "bob") as bob:
-                # Said before alice is back: only `history since` her last id
-                # can show it to her, once.
-                bob.send({"type": "join", "room": "dev"})
-                bob.next_of("users")
-                bob.send({"type": "say", "room": "dev", "text": "said while you were away"})
-                assert bob.next_of("msg")["id"] == 2  # the ids went on
-                alice.err.wait_for(r"reconnected as alice; rejoining #lobby, #dev")
-                alice.out.wait_for("<bob> said while you were away")
-                alice.type("back again")
-                alice.out.wait_for("<alice> back again")
-                assert alice.finish() == 0
+    with alice_left_by_a_restart("--store", store) as (alice, port):
+        with ServerProcess("--store", store, "--port", str(port)) as second, \
+                ChatClient((second.host, second.port), "bob") as bob:
+            # Said before alice is back: only `history since` her last id
+            # can show it to her, once.
+            bob.send({"type": "join", "room": "dev"})
+            bob.next_of("users")
+            bob.send({"type": "say", "room": "dev", "text": "said while you were away"})
+            assert bob.next_of("msg")["id"] == 2  # the ids went on
+            alice.err.wait_for(r"reconnected as alice; rejoining #lobby, #dev")
+            alice.out.wait_for("<bob> said while you were away")
+            alice.type("back again")
+            alice.out.wait_for("<alice> back again")
+            assert alice.finish() == 0
         assert alice.chat() == ["<alice> before the restart", "<bob> said while you were away",
                                 "<alice> back again"]
         assert not any("started over" in line for line in alice.err.lines)
