@@ -77,6 +77,7 @@ class Server:
 
     @property
     def core(self) -> ChatCore:
+        """The chat core (after `start`)."""
         return self.chat.core
 
     @property

@@ -132,6 +132,7 @@ class ChatProtocol(Session):
     # ------------------------------------------------------ transport events
 
     def connection_made(self, transport) -> None:
+        """Arm the watchdog: hello within handshake_timeout, then a frame per idle_timeout."""
         self.transport = transport
         now = self.service.loop.time()
         self.last_frame_at = now
@@ -139,6 +140,7 @@ class ChatProtocol(Session):
         self._arm_watchdog()
 
     def data_received(self, data) -> None:
+        """Decode `data` (a memoryview of the shared buffer) and hand each item to the core."""
         items = self.decoder.feed(data)
         if not items:
             return
@@ -180,19 +182,24 @@ class ChatProtocol(Session):
             service.store.pause(self.transport)
 
     def eof_received(self) -> None:
+        """End of input is a disconnect: said as `quit`, counted as `disconnect`."""
         self.begin_close("quit", counted_as="disconnect")
 
     def slow_consumer(self, why: str) -> None:
+        """The transport dropped unsent output: `too_slow`, then close."""
         self.begin_close("too_slow", error=("too_slow", f"{why}; disconnecting"))
 
     def over_capacity(self, limit: int) -> None:
+        """One connection beyond max_clients: `server_full`, then close."""
         self.begin_close("server_full",
                          error=("server_full", f"{limit} connections already; try later"))
 
     def shutdown(self) -> None:
+        """The server stops: `bye` {shutdown} after what is owed."""
         self.begin_close("shutdown")
 
     def connection_lost(self, reason: str | None) -> None:
+        """The socket closed; with a `reason`, the session had not begun to close."""
         if self.watchdog is not None:
             self.watchdog.cancel()
         if reason is not None:

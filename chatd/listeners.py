@@ -93,6 +93,7 @@ class Listener:
         self._resume_timer = None
 
     def start(self) -> None:
+        """Begin (or resume) accepting."""
         self.loop.add_reader(self.sock, self._on_readable)
 
     def close(self) -> None:

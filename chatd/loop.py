@@ -101,6 +101,7 @@ class EventLoop:
         self._update(fileobj, "reader", callback)
 
     def remove_reader(self, fileobj) -> None:
+        """Stop calling `fileobj`'s reader; a no-op if there is none."""
         self._update(fileobj, "reader", None)
 
     def add_writer(self, fileobj, callback) -> None:
@@ -109,6 +110,7 @@ class EventLoop:
         self._update(fileobj, "writer", callback)
 
     def remove_writer(self, fileobj) -> None:
+        """Stop calling `fileobj`'s writer; a no-op if there is none."""
         self._update(fileobj, "writer", None)
 
     def remove_file(self, fileobj) -> None:

@@ -113,6 +113,7 @@ class Connections:
             self.loop.call_soon(when_empty)
 
     def forget(self, transport) -> None:
+        """`transport` has closed: it no longer counts."""
         del self.open[transport]
         if self._when_empty is not None and not self.open:
             self.loop.call_soon(self._when_empty)
@@ -189,6 +190,7 @@ class Transport:
             self.loop.remove_reader(self.sock)
 
     def resume_reading(self) -> None:
+        """Read again after `pause_reading` (a no-op once closed or at end of input)."""
         if self.reading_paused:
             self.reading_paused = False
             if not self.peer_closed and self.state is not _CLOSED:

@@ -206,6 +206,7 @@ class ChatCore:
 
     @property
     def user_count(self) -> int:
+        """Users welcomed and not ended."""
         return len(self.users)
 
     # --------------------------------------------------------- closing

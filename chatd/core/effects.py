@@ -139,6 +139,7 @@ class Outbox:
         self.max_frame = max_frame
 
     def begin(self) -> list:
+        """A fresh effects list for the call starting now; returned to its caller."""
         self.effects = []
         return self.effects
 

@@ -124,9 +124,11 @@ class RetainedHistories:
         self._histories: OrderedDict[object, History] = OrderedDict()
 
     def new(self) -> History:
+        """An empty history numbering above every dropped one."""
         return History(self.history_size, self.budget, self.floor + 1)
 
     def pop_or_new(self, key) -> History:
+        """The history kept under `key`, no longer kept here, or a new one."""
         history = self._histories.pop(key, None)
         return history if history is not None else self.new()
 
@@ -138,6 +140,7 @@ class RetainedHistories:
         return history
 
     def get_or_new(self, key) -> History:
+        """The history under `key`, made (and kept) if there is none."""
         history = self.get(key)
         if history is None:
             history = self.new()
@@ -145,6 +148,7 @@ class RetainedHistories:
         return history
 
     def put(self, key, history: History) -> None:
+        """Keep `history` under `key` as the most recent; drop the oldest beyond capacity."""
         self._histories[key] = history
         self._histories.move_to_end(key)
         while len(self._histories) > self.capacity:

@@ -73,12 +73,14 @@ class Messages:
                                             msg["text"]))
 
     def dm(self, sender, recipient, text: str, ref) -> None:
+        """Post a private `msg` from `sender` to `recipient` (both echoed)."""
         history = self.conversations.get_or_new(pair_key(sender, recipient))
         recipients = (recipient,) if recipient is sender else (recipient, sender)
         self.post(sender, history, recipients,
                   {"type": "msg", "to": recipient.name, "from": sender.name, "text": text}, ref)
 
     def private_history(self, a, b) -> History | None:
+        """The pair's history, if it is still kept."""
         return self.conversations.get(pair_key(a, b))
 
     def answer_history(self, session, envelope: dict, payloads: list, ref) -> None:

@@ -48,6 +48,7 @@ class Rooms:
         self.by_key[LOBBY] = self.lobby
 
     def get(self, name: str) -> Room | None:
+        """The open room called `name` (any case), or None."""
         return self.by_key.get(name.lower())
 
     def open(self, name: str) -> Room:
@@ -67,6 +68,7 @@ class Rooms:
 
     @staticmethod
     def enter(session, room: Room) -> None:
+        """Make `session` a member of `room`."""
         room.members[session] = None
         session.rooms[room.key] = room
 

@@ -106,6 +106,7 @@ class StoreLink:
         writer = self.writer
 
         def job():
+            """On the worker: commit `rows`, then answer `loads`."""
             committed, committed_bytes, error = writer.write(rows)
             answers, unanswered = [], []
             for load in loads:
