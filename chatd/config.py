@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import framing
 
+from . import __version__
 from .core import ChatSettings
 
 
@@ -131,6 +132,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         epilog="Every setting can also come from CHATD_<NAME> in the environment or "
                "from the TOML file given with --config; flags win, then the "
                "environment, then the file.")
+    parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
     for setting in dataclasses.fields(Config):
         parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name,
