@@ -1,11 +1,13 @@
 """`chatd` / `python -m chatd`: read the settings, serve until SIGTERM or SIGINT."""
 
 import logging
+import os
 import sys
 
 from .app import Server
 from .config import ConfigError, describe, load_settings, parse_arguments
 from .store import StoreError
+from .systemd import Notifier, listen_fds
 
 # sysexits.h EX_CONFIG: the store file given is one chatd must not use, or
 # (with --check-config) a setting is.
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
-    server = Server(config)
+    server = Server(config, Notifier.from_environment(os.environ), listen_fds(os.environ))
     try:
         server.start()
     except StoreError as exc:
