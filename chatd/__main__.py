@@ -4,6 +4,7 @@ import logging
 import os
 import sys
 
+from . import logs
 from .app import Server
 from .config import ConfigError, describe, load_settings, parse_arguments
 from .store import StoreError
@@ -31,8 +32,7 @@ def main(argv=None) -> int:
     if checking:
         sys.stdout.write(describe(config, sources))
         return 0
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure(config.log_level, config.log_format, sys.stderr)
     server = Server(config, Notifier.from_environment(os.environ), listen_fds(os.environ))
     try:
         server.start()

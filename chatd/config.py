@@ -20,6 +20,7 @@ from .core import ChatSettings
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,8 @@ class Config:
     shutdown_timeout: float = _setting(5.0, "seconds to flush clients on SIGTERM/SIGINT "
                                             "before closing them anyway")
     log_level: str = _setting("info", "debug, info, warning or error")
+    log_format: str = _setting("text", "text, or json: one object a line with the same "
+                                       "fields plus a connection's peer and reason")
 
     def __post_init__(self):
         problems = []
@@ -107,6 +110,8 @@ class Config:
             problems.append("store must be a file path or 'memory'")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if problems:
             raise ConfigError(problems)
 
