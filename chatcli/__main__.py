@@ -2,6 +2,7 @@
 
 import argparse
 import math
+from importlib import metadata
 import os
 import sys
 
@@ -54,10 +55,21 @@ or the name, or the server cannot be reached; 2 on a usage error.
 Colours only on a terminal, and never when NO_COLOR is set."""
 
 
+def client_version() -> str:
+    """The version of the distribution chatcli ships in (the `chatd` one, as the
+    server's), read from its metadata without importing the server's package."""
+    try:
+        return metadata.version("chatd")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def parse_arguments(argv, environ) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chatcli", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"chatcli {client_version()}")
     parser.add_argument("--host", default=environ.get(ENV_PREFIX + "HOST", DEFAULT_HOST),
                         help=f"server address (default: {DEFAULT_HOST})")
     parser.add_argument("--port", type=int,

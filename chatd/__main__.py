@@ -1,25 +1,39 @@
 """`chatd` / `python -m chatd`: read the settings, serve until SIGTERM or SIGINT."""
 
 import logging
+import os
 import sys
 
+from . import logs
 from .app import Server
-from .config import load_config
+from .config import ConfigError, describe, load_settings, parse_arguments
 from .store import StoreError
+from .systemd import Notifier, listen_fds
 
-# sysexits.h EX_CONFIG: the store file given is one chatd must not use.
-EXIT_BAD_STORE = 78
+# sysexits.h EX_CONFIG: the store file given is one chatd must not use, or
+# (with --check-config) a setting is.
+EXIT_CONFIG = EXIT_BAD_STORE = 78
+# A bad setting at a normal start (argparse's usage errors exit 2 as well).
+EXIT_BAD_SETTING = 2
 
 
 def main(argv=None) -> int:
+    arguments = parse_arguments(argv)
+    checking = arguments.check_config
     try:
-        config = load_config(argv)
+        config, sources = load_settings(arguments=arguments)
     except (ValueError, OSError) as exc:
+        if checking:
+            first = exc.problems[0] if isinstance(exc, ConfigError) else str(exc)
+            print(f"chatd: {first}", file=sys.stderr)
+            return EXIT_CONFIG
         print(f"chatd: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    server = Server(config)
+        return EXIT_BAD_SETTING
+    if checking:
+        sys.stdout.write(describe(config, sources))
+        return 0
+    logs.configure(config.log_level, config.log_format, sys.stderr)
+    server = Server(config, Notifier.from_environment(os.environ), listen_fds(os.environ))
     try:
         server.start()
     except StoreError as exc:

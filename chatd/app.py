@@ -15,6 +15,7 @@ from .core import ChatCore
 from .listeners import Listener, bind, raise_fd_limit
 from .loop import EventLoop
 from .store import StoreLink, open_store
+from .systemd import Notifier, adopt_listeners
 from .transport import Connections, OutputLimits
 
 log = logging.getLogger("chatd")
@@ -28,8 +29,15 @@ class Server:
     stop; a second signal stops at once.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, notifier: Notifier | None = None,
+                 passed_fds: list | None = None):
+        """`notifier` tells systemd how it goes (sd_notify); `passed_fds` are
+        the sockets systemd passed, [(fd, name)] (socket activation). Both
+        come from the environment in `__main__`, never from here, so a
+        server embedded in a test ignores the environment it runs in."""
         self.config = config
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        self.passed_fds = passed_fds or []
         self.loop = EventLoop()
         self.connections = Connections(self.loop, OutputLimits(
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
@@ -48,7 +56,15 @@ class Server:
         """
         config = self.config
         self.max_clients = raise_fd_limit(config.max_clients)
-        sock = bind(config.host, config.port)
+        sock = adopt_listeners(self.passed_fds) if self.passed_fds else None
+        if sock is not None:
+            log.info("systemd: serving the socket passed as fd %d (host and port settings "
+                     "unused)", sock.fileno())
+        else:
+            if self.passed_fds:
+                log.warning("systemd: no chat socket among those passed; binding %s:%d",
+                            config.host, config.port)
+            sock = bind(config.host, config.port)
         try:
             store = open_store(config.store, config.retention, config.history)
         except Exception:
@@ -73,6 +89,7 @@ class Server:
         self.listener.start()
         self.address = self.listener.address
         log.info("listening on %s:%d", *self.address)
+        self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
         return self.address
 
     @property
@@ -111,6 +128,7 @@ class Server:
         log.info("%s: closing %d connections", signal.Signals(signum).name,
                  len(self.connections.open))
         self._shutting_down = True
+        self.notifier.stopping()
         self.loop.call_later(self.config.shutdown_timeout, self.loop.stop)
         self.listener.close()
         self.connections.begin_shutdown(when_empty=self.loop.stop)
@@ -119,6 +137,8 @@ class Server:
             transport.protocol.shutdown()
 
     def _close_everything(self) -> bool:
+        self.notifier.stopping()
+        self.notifier.close()
         self.connections.close_all()
         self.loop.run_ready()  # the reaps of those last closes, the last store batch
         if self.listener is not None:

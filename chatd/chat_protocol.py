@@ -14,6 +14,7 @@ from collections import Counter
 import framing
 from framing import REQUESTS, Decoder
 
+from . import logs
 from .core import ChatCore, Close, Deliver, Session
 from .transport import State
 
@@ -212,7 +213,8 @@ class ChatProtocol(Session):
         service.disconnects[reason] += 1
         if not service.shutting_down:
             service.apply(service.core.end(self, reason))
-        log.info("closing %s:%d (%s)", *self.transport.peer, reason)
+        log.info("closing %s:%d (%s)", *self.transport.peer, reason,
+                 extra=logs.connection(self.transport.peer, reason))
 
     # ----------------------------------------------------------------- closing
 

@@ -7,6 +7,7 @@ flags over environment over file over defaults.
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import tomllib
@@ -14,10 +15,20 @@ from dataclasses import dataclass, field
 
 import framing
 
+from . import __version__
 from .core import ChatSettings
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """Settings chatd must not start with; `problems` lists them, first found first."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 def _setting(default, reason: str):
@@ -71,6 +82,8 @@ class Config:
     shutdown_timeout: float = _setting(5.0, "seconds to flush clients on SIGTERM/SIGINT "
                                             "before closing them anyway")
     log_level: str = _setting("info", "debug, info, warning or error")
+    log_format: str = _setting("text", "text, or json: one object a line with the same "
+                                       "fields plus a connection's peer and reason")
 
     def __post_init__(self):
         problems = []
@@ -97,8 +110,10 @@ class Config:
             problems.append("store must be a file path or 'memory'")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError(problems)
 
 
     def chat_settings(self, **overrides) -> ChatSettings:
@@ -122,7 +137,7 @@ def _convert(name: str, value):
             return kind(value)
         except ValueError:
             pass
-    raise ValueError(f"{name}: {value!r} is not a valid {kind.__name__}")
+    raise ConfigError([f"{name}: {value!r} is not a valid {kind.__name__}"])
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -131,7 +146,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         epilog="Every setting can also come from CHATD_<NAME> in the environment or "
                "from the TOML file given with --config; flags win, then the "
                "environment, then the file.")
+    parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    parser.add_argument("--check-config", action="store_true",
+                        help="print the effective settings and where each came from, "
+                             "then exit: 0 if chatd would start with them, 78 with the "
+                             "first error if not")
     for setting in dataclasses.fields(Config):
         parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name,
                             metavar=setting.type.__name__.upper(),
@@ -141,26 +161,55 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def load_config(argv=None, environ=None) -> Config:
     """Build the Config from defaults, a TOML file, CHATD_* variables and flags."""
-    arguments = parse_arguments(argv)
+    return load_settings(argv, environ)[0]
+
+
+def load_settings(argv=None, environ=None, arguments=None) -> tuple[Config, dict]:
+    """The Config, and where each setting came from: {name: source}.
+
+    A source is "default", "file PATH", "environment CHATD_NAME" or "flag
+    --name"; the last one to set a value wins (flags over environment over
+    file over defaults). `arguments`, when given, are `parse_arguments`'s
+    answer (then `argv` is not read). Raises ConfigError (a ValueError) or
+    OSError.
+    """
+    if arguments is None:
+        arguments = parse_arguments(argv)
     environ = os.environ if environ is None else environ
     values = {}
+    sources = {name: "default" for name in SETTINGS}
     config_file = arguments.config or environ.get(ENV_PREFIX + "CONFIG")
     if config_file:
         with open(config_file, "rb") as file:
             try:
                 table = tomllib.load(file)
             except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"{config_file}: not TOML: {exc}") from None
+                raise ConfigError([f"{config_file}: not TOML: {exc}"]) from None
         for key, value in table.items():
             name = key.replace("-", "_")
             if name not in SETTINGS:
-                raise ValueError(f"{config_file}: unknown setting {key!r}")
+                raise ConfigError([f"{config_file}: unknown setting {key!r}"])
             values[name] = _convert(name, value)
+            sources[name] = f"file {config_file}"
     for name in SETTINGS:
-        if ENV_PREFIX + name.upper() in environ:
-            values[name] = _convert(name, environ[ENV_PREFIX + name.upper()])
+        variable = ENV_PREFIX + name.upper()
+        if variable in environ:
+            values[name] = _convert(name, environ[variable])
+            sources[name] = f"environment {variable}"
     for name in SETTINGS:
         flag = getattr(arguments, name)
         if flag is not None:
             values[name] = _convert(name, flag)
-    return Config(**values)
+            sources[name] = "flag --" + name.replace("_", "-")
+    return Config(**values), sources
+
+
+def describe(config: Config, sources: dict) -> str:
+    """The settings as TOML (so they can be kept as a config file), each line
+    commented with where its value came from."""
+    lines = []
+    for name in SETTINGS:
+        value = getattr(config, name)
+        text = json.dumps(value) if isinstance(value, str) else repr(value)
+        lines.append(f"{name} = {text}  # {sources[name]}")
+    return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ import logging
 import resource
 import socket
 
+from . import logs
 from .transport import Connections, Transport
 
 log = logging.getLogger("chatd")
@@ -136,6 +137,6 @@ class Listener:
             transport = Transport(connections, sock, peer[:2])
             protocol = self.protocol_factory()
             transport.start(protocol)
-            log.info("open %s:%d", *transport.peer)
+            log.info("open %s:%d", *transport.peer, extra=logs.connection(transport.peer))
             if len(connections.open) > self.max_connections:
                 protocol.over_capacity(self.max_connections)

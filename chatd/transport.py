@@ -33,6 +33,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
+from . import logs
 from .output import OutputQueue
 
 log = logging.getLogger("chatd")
@@ -250,7 +251,8 @@ class Transport:
 
     def _cut_slow(self, why: str) -> None:
         dropped = self.output.drop_unsent()
-        log.warning("too slow %s:%d (%s); %d bytes dropped", *self.peer, why, dropped)
+        log.warning("too slow %s:%d (%s); %d bytes dropped", *self.peer, why, dropped,
+                    extra=logs.connection(self.peer, "too_slow"))
         self.protocol.slow_consumer(why)
 
     # ------------------------------------------------------------- closing

@@ -25,6 +25,7 @@ from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 
 from collections import deque
 
+from .. import __version__
 from .effects import (Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom, Outbox,
                       RoomLoaded, StoreWritable)
 from .history import History, RingBudget
@@ -32,7 +33,8 @@ from .messages import Messages
 from .rooms import Room, Rooms
 from .session import Session
 
-SERVER_VERSION = "chatd/0.1.0"
+# What `welcome.server` says: the package metadata's version, as `chatd --version`.
+SERVER_VERSION = f"chatd/{__version__}"
 # Requests served before a successful hello (chat/1, Session).
 _BEFORE_WELCOME = frozenset(("hello", "ping", "quit"))
 
