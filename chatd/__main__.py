@@ -43,7 +43,8 @@ def main(argv=None) -> int:
         logging.getLogger("chatd").error("cannot listen on %s:%d: %s",
                                          config.host, config.port, exc.strerror)
         return 1
-    server.install_signal_handlers()
+    # A reload reads what a start reads: the same flags, the environment, the file.
+    server.install_signal_handlers(lambda: load_settings(arguments=arguments)[0])
     return 0 if server.serve_forever() else 1
 
 

@@ -9,6 +9,7 @@ factory, a worker whose completions come back through the loop.
 import logging
 import signal
 
+from . import reload
 from .chat_protocol import ChatService
 from .config import Config
 from .core import ChatCore
@@ -102,10 +103,52 @@ class Server:
         """Closed connections by reason (a Counter), as logged at exit."""
         return self.chat.disconnects
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT begin the shutdown (main thread only)."""
+    def install_signal_handlers(self, reread=None) -> None:
+        """SIGTERM and SIGINT begin the shutdown; SIGHUP calls `reread()` for the
+        settings as a start would read them and applies them (reload.py).
+        Main thread only."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._on_signal)
+        if reread is not None:
+            self.loop.add_signal_handler(signal.SIGHUP, lambda signum: self.reload(reread))
+
+    def reload(self, reread) -> bool:
+        """Apply the settings `reread()` returns if all of them may change live.
+
+        Logs what changed, or why nothing did; True if applied.  Tells
+        systemd RELOADING=1 then READY=1 around it.
+        """
+        self.notifier.reloading()
+        try:
+            try:
+                new = reread()
+                changed = reload.changes(self.config, new)
+            except (ValueError, OSError) as exc:
+                log.error("reload refused, nothing changed: %s", exc)
+                return False
+            self._apply(new)
+            log.warning("reloaded: %s", ", ".join(
+                f"{name} {old!r} -> {value!r}" for name, (old, value) in changed.items())
+                or "nothing changed")
+            return True
+        finally:
+            self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
+
+    def _apply(self, config: Config) -> None:
+        """Hand the LIVE settings of `config` to the parts that use them."""
+        self.config = config
+        logging.getLogger().setLevel(config.log_level.upper())
+        self.max_clients = raise_fd_limit(config.max_clients)
+        self.connections.limits = OutputLimits(
+            write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
+            soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
+        self.listener.max_connections = self.max_clients
+        self.listener.accepts_per_turn = config.accepts_per_turn
+        self.chat.handshake_timeout = config.handshake_timeout
+        self.chat.idle_timeout = config.idle_timeout
+        self.chat.core.reconfigure(config.chat_settings(max_clients=self.max_clients))
+        if self.chat.store is not None:
+            self.chat.store.set_retention(config.retention)
 
     def request_shutdown(self) -> None:
         """What SIGTERM does, callable from any thread."""

@@ -17,6 +17,7 @@ valid only when `LISTEN_PID` is this process, named by the colon-separated
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger("chatd")
 
@@ -88,7 +89,7 @@ class Notifier:
         if self._sock is None:
             return
         self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
-        if self.watchdog_interval is not None:
+        if self.watchdog_interval is not None and self._watchdog_timer is None:
             log.info("systemd: watchdog ping every %.3f s", self.watchdog_interval)
             self._ping(loop)
 
@@ -96,6 +97,12 @@ class Notifier:
         # A loop timer, not a thread: if the loop stops turning, the pings stop.
         self.notify("WATCHDOG=1")
         self._watchdog_timer = loop.call_later(self.watchdog_interval, self._ping, loop)
+
+    def reloading(self) -> None:
+        """RELOADING=1 with MONOTONIC_USEC (systemd 253's Type=notify-reload);
+        `ready` says it is over."""
+        if self._sock is not None:
+            self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
     def stopping(self) -> None:
         """STOPPING=1, once."""

@@ -93,13 +93,7 @@ class ChatCore:
         self.out = Outbox(settings.max_frame)
         self.messages = Messages(self.out, settings.max_conversations, settings.history,
                                  budget, durable, wall_clock)
-        self.limits = {
-            "max_frame": settings.max_frame, "max_text": MAX_TEXT_CHARS,
-            "rate": settings.rate_limit, "burst": settings.rate_burst,
-            "presence_limit": settings.presence_limit, "history": settings.history,
-            "max_clients": settings.max_clients, "idle_timeout": settings.idle_timeout,
-            "max_rooms_per_user": settings.max_rooms_per_user,
-        }
+        self.limits = self._limits(settings)
         self._handlers = {
             "hello": self._hello, "say": self._say, "dm": self._dm,
             "join": self._join, "leave": self._leave, "nick": self._nick,
@@ -108,6 +102,18 @@ class ChatCore:
         }
 
     # ---------------------------------------------------------- the callers' API
+
+    def reconfigure(self, settings: ChatSettings) -> None:
+        """New settings for new work (a reload): rate, presence, caps, `welcome.limits`.
+
+        Sizes fixed at start (max_frame, history, retention in memory) must
+        not differ; a session keeps the rate bucket it has.
+        """
+        self.settings = settings
+        self.rate = settings.rate_limit
+        self.burst = float(settings.rate_burst)
+        self.rooms.presence_limit = settings.presence_limit
+        self.limits = self._limits(settings)
 
     def receive(self, session: Session, item) -> list:
         """Handle one item from the session's decoder: a request dict or a ProtocolError."""
@@ -154,6 +160,17 @@ class ChatCore:
         elif kind is StoreWritable:
             self.messages.writable = completion.writable
         return out
+
+    @staticmethod
+    def _limits(settings: ChatSettings) -> dict:
+        """`welcome.limits`: what a client should know of the server's limits."""
+        return {
+            "max_frame": settings.max_frame, "max_text": MAX_TEXT_CHARS,
+            "rate": settings.rate_limit, "burst": settings.rate_burst,
+            "presence_limit": settings.presence_limit, "history": settings.history,
+            "max_clients": settings.max_clients, "idle_timeout": settings.idle_timeout,
+            "max_rooms_per_user": settings.max_rooms_per_user,
+        }
 
     def _handle(self, session: Session, item) -> None:
         if type(item) is not dict:

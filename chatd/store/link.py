@@ -162,6 +162,11 @@ class StoreLink:
         for answer in answers:
             self.complete(answer)
 
+    def set_retention(self, retention: int) -> None:
+        """Messages kept per room on file from the next commit on (a reload)."""
+        writer = self.writer
+        self.worker.submit(lambda: setattr(writer, "retention", retention))
+
     def pause(self, transport) -> None:
         """Read nothing more from `transport` until the commits catch up."""
         transport.pause_reading()
