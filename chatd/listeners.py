@@ -91,6 +91,11 @@ class Listener:
         self.max_connections = max_connections
         self._closed = False
         self._resume_timer = None
+        # Totals for metrics: connections accepted, and of those refused
+        # (over capacity); accept() failing for want of resources.
+        self.accepted = 0
+        self.refused = 0
+        self.accept_failures = 0
 
     def start(self) -> None:
         self.loop.add_reader(self.sock, self._on_readable)
@@ -123,6 +128,7 @@ class Listener:
                 return
             except OSError as exc:
                 if exc.errno in _EXHAUSTED:
+                    self.accept_failures += 1
                     log.warning("accept failed (%s); pausing accepts for %.1fs",
                                 exc.strerror, ACCEPT_BACKOFF_SECONDS)
                     self._pause()
@@ -136,5 +142,7 @@ class Listener:
             protocol = self.protocol_factory()
             transport.start(protocol)
             log.info("open %s:%d", *transport.peer)
+            self.accepted += 1
             if len(connections.open) > self.max_connections:
+                self.refused += 1
                 protocol.over_capacity(self.max_connections)
