@@ -71,6 +71,10 @@ class Config:
     shutdown_timeout: float = _setting(5.0, "seconds to flush clients on SIGTERM/SIGINT "
                                             "before closing them anyway")
     log_level: str = _setting("info", "debug, info, warning or error")
+    metrics_port: int = _setting(0, "TCP port serving GET /metrics (Prometheus text "
+                                    "format); 0 turns metrics off")
+    metrics_host: str = _setting("127.0.0.1", "address metrics listen on (loopback by "
+                                              "default: the counters are not for everyone)")
 
     def __post_init__(self):
         problems = []
@@ -93,6 +97,8 @@ class Config:
                 problems.append(f"{setting.name} must be a finite number")
         if not 0 <= self.port <= 65535:
             problems.append("port must be between 0 and 65535")
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append("metrics_port must be between 0 and 65535 (0: off)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.log_level.lower() not in LOG_LEVELS:
