@@ -2,6 +2,8 @@
 
 import socket
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,7 +14,7 @@ from chatd.app import Server
 from chatd.config import Config, load_config
 from chatd.metrics import Metrics
 from chatd.output import OutputQueue
-from support import WAIT, ChatClient, running_server, serve
+from support import REPO, WAIT, ChatClient, ServerProcess, running_server, serve
 
 SERIES = {
     "chatd_connections": "gauge", "chatd_connections_max": "gauge",
@@ -288,3 +290,29 @@ def test_scrape_cost_with_10000_connections_of_state(capsys):
     assert b"chatd_users 10000.0" in body
     assert b'chatd_output_queued_bytes{listener="chat"} 29994.0' in body
     assert median < 20  # the target is 5 ms; the margin is for a loaded test machine
+
+
+def test_chatd_process_serves_metrics_on_the_flag_port_and_refuses_a_taken_one():
+    # A port held by this test: chatd cannot have it, and says which.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = subprocess.run(
+            [sys.executable, "-m", "chatd", "--port", "0", "--store", "memory",
+             "--metrics-port", str(port)], cwd=REPO, capture_output=True, text=True,
+            timeout=30)
+        assert process.returncode == 1
+        assert f"(metrics on 127.0.0.1:{port})" in process.stderr
+    # A free port, kept bound (SO_REUSEADDR, not listening) while chatd
+    # starts, so that no other socket is given it meanwhile; chatd's
+    # SO_REUSEADDR bind and listen may share it.
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        with ServerProcess("--store", "memory", "--metrics-port", str(port)) as server:
+            server.wait_for_log(rf"metrics on 127\.0\.0\.1:{port}\b")
+            status, headers, body = get(("127.0.0.1", port))
+            assert status == 200 and b"chatd_connections" in body
+            assert server.stop() == 0
