@@ -10,11 +10,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import chatd.http_metrics
+import chatd.metrics
 from chatd.app import Server
 from chatd.config import Config, load_config
 from chatd.metrics import Metrics
 from chatd.output import OutputQueue
-from support import REPO, WAIT, ChatClient, ServerProcess, running_server, serve
+from support import (REPO, WAIT, ChatClient, ServerProcess, running_server, serve,
+                     wait_until)
 
 SERIES = {
     "chatd_connections": "gauge", "chatd_connections_max": "gauge",
@@ -316,3 +318,41 @@ def test_chatd_process_serves_metrics_on_the_flag_port_and_refuses_a_taken_one()
             status, headers, body = get(("127.0.0.1", port))
             assert status == 200 and b"chatd_connections" in body
             assert server.stop() == 0
+
+
+def test_a_big_answer_to_a_scraper_that_never_reads_is_queued_not_blocking(monkeypatch):
+    """A 600 KB answer (as if the series were many) to a scraper that reads
+    nothing: it goes to the transport's queue and the kernel's buffers (on
+    loopback they take it all), chat is answered meanwhile, the scraper is
+    closed after the linger anyway, and a scraper still connected at
+    shutdown does not hold the server up."""
+    big = b"# " + b"x" * 600_000 + b"\n"
+    monkeypatch.setattr(chatd.metrics.Metrics, "render", lambda self: big)
+    with running_server(metrics=True, store="memory") as server:
+        address = server.metrics_address
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(WAIT)
+        stalled.connect(address)
+        stalled.sendall(b"GET /metrics HTTP/1.1\r\nHost: c\r\n\r\n")
+        with stalled, ChatClient(server.address, "alice") as alice:
+            # Read from this thread; a RuntimeError (the set changing) is "not yet".
+            connections = server.metrics_connections
+            wait_until(lambda: connections.bytes_sent + sum(
+                transport.output.size for transport in list(connections.open)) > len(big),
+                what="the big answer written or queued")
+            for ref in range(5):
+                began = time.monotonic()
+                alice.send({"type": "ping", "ref": ref})
+                assert alice.next_of("pong")["ref"] == ref
+                assert time.monotonic() - began < 1.0
+            # Closed by the server after the linger (2 s), answer unfinished.
+            wait_until(lambda: not server.metrics_connections.open,
+                       what="the stalled scraper closed")
+        idle = socket.create_connection(address, timeout=WAIT)
+        with idle:
+            wait_until(lambda: len(server.metrics_connections.open) == 1,
+                       what="the idle scraper accepted")
+            began = time.monotonic()
+    # running_server's exit asserts the server stopped; it did so at once.
+    assert time.monotonic() - began < 2.0
