@@ -101,7 +101,8 @@ class Server:
             metrics = MetricsService(self.loop, Metrics(self))
             self.metrics_listener = Listener(self.loop, self.metrics_connections, metrics_sock,
                                              metrics.protocol, config.accepts_per_turn,
-                                             METRICS_MAX_CONNECTIONS)
+                                             METRICS_MAX_CONNECTIONS,
+                                             open_log_level=logging.DEBUG)
             self.metrics_listener.start()
             self.metrics_address = self.metrics_listener.address
             log.info("metrics on %s:%d", *self.metrics_address)

@@ -146,13 +146,13 @@ class MetricsHTTP:
             return
         self.transport.write(data)
         if status != 200:
-            log.info("metrics: %d to %s:%d", status, *self.transport.peer)
+            log.debug("metrics: %d to %s:%d", status, *self.transport.peer)
         self._close()
 
     def _timeout(self) -> None:
         self.timer = None
         if not self.answered:
-            log.info("metrics: no request from %s:%d within %gs; closing",
+            log.debug("metrics: no request from %s:%d within %gs; closing",
                      *self.transport.peer, TIMEOUT)
         self._close()
 

@@ -77,11 +77,13 @@ class Listener:
 
     `max_connections` bounds `connections.open` (every listener's, closing
     ones included); the protocol of one beyond it gets `over_capacity(limit)`
-    instead of service.
+    instead of service.  `open_log_level` is the level of the "open HOST:PORT"
+    line (a scraper's connections log at debug: one a scrape is noise).
     """
 
     def __init__(self, loop, connections: Connections, sock: socket.socket,
-                 protocol_factory, accepts_per_turn: int, max_connections: int):
+                 protocol_factory, accepts_per_turn: int, max_connections: int,
+                 open_log_level: int = logging.INFO):
         self.loop = loop
         self.connections = connections
         self.sock = sock
@@ -89,6 +91,7 @@ class Listener:
         self.protocol_factory = protocol_factory
         self.accepts_per_turn = accepts_per_turn
         self.max_connections = max_connections
+        self.open_log_level = open_log_level
         self._closed = False
         self._resume_timer = None
         # Totals for metrics: connections accepted, and of those refused
@@ -141,7 +144,7 @@ class Listener:
             transport = Transport(connections, sock, peer[:2])
             protocol = self.protocol_factory()
             transport.start(protocol)
-            log.info("open %s:%d", *transport.peer)
+            log.log(self.open_log_level, "open %s:%d", *transport.peer)
             self.accepted += 1
             if len(connections.open) > self.max_connections:
                 self.refused += 1
