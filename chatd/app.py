@@ -13,13 +13,18 @@ from . import reload
 from .chat_protocol import ChatService
 from .config import Config
 from .core import ChatCore
+from .http_metrics import MetricsService
 from .listeners import Listener, bind, raise_fd_limit
 from .loop import EventLoop
+from .metrics import Metrics
 from .store import StoreLink, open_store
 from .systemd import Notifier, adopt_listeners
 from .transport import Connections, OutputLimits
 
 log = logging.getLogger("chatd")
+
+# Scrapers served at once: a few, so they cannot crowd out chat.
+METRICS_MAX_CONNECTIONS = 16
 
 
 class Server:
@@ -31,18 +36,27 @@ class Server:
     """
 
     def __init__(self, config: Config, notifier: Notifier | None = None,
-                 passed_fds: list | None = None):
+                 passed_fds: list | None = None, metrics_socket=None):
         """`notifier` tells systemd how it goes (sd_notify); `passed_fds` are
         the sockets systemd passed, [(fd, name)] (socket activation). Both
         come from the environment in `__main__`, never from here, so a
-        server embedded in a test ignores the environment it runs in."""
+        server embedded in a test ignores the environment it runs in.
+        `metrics_socket`: a listening socket already bound for metrics
+        (serves metrics whatever `metrics_port` says; tests use one on port 0)."""
         self.config = config
         self.notifier = notifier if notifier is not None else Notifier(None)
         self.passed_fds = passed_fds or []
         self.loop = EventLoop()
-        self.connections = Connections(self.loop, OutputLimits(
+        limits = OutputLimits(
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
-            soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit))
+            soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
+        self.connections = Connections(self.loop, limits)
+        # Scrapers have their own set: they count against their listener's
+        # few places, never against max_clients.
+        self.metrics_connections = Connections(self.loop, limits)
+        self.metrics_socket = metrics_socket
+        self.metrics_listener: Listener | None = None
+        self.metrics_address = None
         self.max_clients = config.max_clients
         self.chat: ChatService | None = None
         self.listener: Listener | None = None
@@ -56,7 +70,10 @@ class Server:
         store's file must not be used (chatd then exits 78).
         """
         config = self.config
-        self.max_clients = raise_fd_limit(config.max_clients)
+        metrics_sock = self.metrics_socket
+        metrics_on = metrics_sock is not None or config.metrics_port != 0
+        extra = METRICS_MAX_CONNECTIONS if metrics_on else 0
+        self.max_clients = max(1, raise_fd_limit(config.max_clients + extra) - extra)
         sock = adopt_listeners(self.passed_fds) if self.passed_fds else None
         if sock is not None:
             log.info("systemd: serving the socket passed as fd %d (host and port settings "
@@ -67,9 +84,17 @@ class Server:
                             config.host, config.port)
             sock = bind(config.host, config.port)
         try:
+            if metrics_sock is None and metrics_on:
+                try:
+                    metrics_sock = bind(config.metrics_host, config.metrics_port)
+                except OSError as exc:
+                    raise OSError(exc.errno, f"{exc.strerror} (metrics on "
+                                  f"{config.metrics_host}:{config.metrics_port})") from None
             store = open_store(config.store, config.retention, config.history)
         except Exception:
             sock.close()
+            if metrics_sock is not None:
+                metrics_sock.close()
             raise
         if store.durable:
             log.info("store: %s (epoch %s)", store.path, store.epoch)
@@ -89,6 +114,15 @@ class Server:
                                  config.accepts_per_turn, self.max_clients)
         self.listener.start()
         self.address = self.listener.address
+        if metrics_sock is not None:
+            metrics = MetricsService(self.loop, Metrics(self))
+            self.metrics_listener = Listener(self.loop, self.metrics_connections, metrics_sock,
+                                             metrics.protocol, config.accepts_per_turn,
+                                             METRICS_MAX_CONNECTIONS,
+                                             open_log_level=logging.DEBUG)
+            self.metrics_listener.start()
+            self.metrics_address = self.metrics_listener.address
+            log.info("metrics on %s:%d", *self.metrics_address)
         log.info("listening on %s:%d", *self.address)
         self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
         return self.address
@@ -174,6 +208,10 @@ class Server:
         self.notifier.stopping()
         self.loop.call_later(self.config.shutdown_timeout, self.loop.stop)
         self.listener.close()
+        if self.metrics_listener is not None:
+            self.metrics_listener.close()
+            for transport in list(self.metrics_connections.open):
+                transport.protocol.shutdown()
         self.connections.begin_shutdown(when_empty=self.loop.stop)
         self.chat.shutting_down = True
         for transport in list(self.connections.open):
@@ -183,9 +221,14 @@ class Server:
         self.notifier.stopping()
         self.notifier.close()
         self.connections.close_all()
+        self.metrics_connections.close_all()
         self.loop.run_ready()  # the reaps of those last closes, the last store batch
         if self.listener is not None:
             self.listener.close()
+        if self.metrics_listener is not None:
+            self.metrics_listener.close()
+        elif self.metrics_socket is not None:
+            self.metrics_socket.close()
         stored = True
         store = self.chat.store
         if store is not None:

@@ -84,6 +84,10 @@ class Config:
     log_level: str = _setting("info", "debug, info, warning or error")
     log_format: str = _setting("text", "text, or json: one object a line with the same "
                                        "fields plus a connection's peer and reason")
+    metrics_port: int = _setting(0, "TCP port serving GET /metrics (Prometheus text "
+                                    "format); 0 turns metrics off")
+    metrics_host: str = _setting("127.0.0.1", "address metrics listen on (loopback by "
+                                              "default: the counters are not for everyone)")
 
     def __post_init__(self):
         problems = []
@@ -106,6 +110,8 @@ class Config:
                 problems.append(f"{setting.name} must be a finite number")
         if not 0 <= self.port <= 65535:
             problems.append("port must be between 0 and 65535")
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append("metrics_port must be between 0 and 65535 (0: off)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.log_level.lower() not in LOG_LEVELS:

@@ -78,11 +78,13 @@ class Listener:
 
     `max_connections` bounds `connections.open` (every listener's, closing
     ones included); the protocol of one beyond it gets `over_capacity(limit)`
-    instead of service.
+    instead of service.  `open_log_level` is the level of the "open HOST:PORT"
+    line (a scraper's connections log at debug: one a scrape is noise).
     """
 
     def __init__(self, loop, connections: Connections, sock: socket.socket,
-                 protocol_factory, accepts_per_turn: int, max_connections: int):
+                 protocol_factory, accepts_per_turn: int, max_connections: int,
+                 open_log_level: int = logging.INFO):
         self.loop = loop
         self.connections = connections
         self.sock = sock
@@ -90,8 +92,14 @@ class Listener:
         self.protocol_factory = protocol_factory
         self.accepts_per_turn = accepts_per_turn
         self.max_connections = max_connections
+        self.open_log_level = open_log_level
         self._closed = False
         self._resume_timer = None
+        # Totals for metrics: connections accepted, and of those refused
+        # (over capacity); accept() failing for want of resources.
+        self.accepted = 0
+        self.refused = 0
+        self.accept_failures = 0
 
     def start(self) -> None:
         """Begin (or resume) accepting."""
@@ -125,6 +133,7 @@ class Listener:
                 return
             except OSError as exc:
                 if exc.errno in _EXHAUSTED:
+                    self.accept_failures += 1
                     log.warning("accept failed (%s); pausing accepts for %.1fs",
                                 exc.strerror, ACCEPT_BACKOFF_SECONDS)
                     self._pause()
@@ -137,6 +146,9 @@ class Listener:
             transport = Transport(connections, sock, peer[:2])
             protocol = self.protocol_factory()
             transport.start(protocol)
-            log.info("open %s:%d", *transport.peer, extra=logs.connection(transport.peer))
+            log.log(self.open_log_level, "open %s:%d", *transport.peer,
+                    extra=logs.connection(transport.peer))
+            self.accepted += 1
             if len(connections.open) > self.max_connections:
+                self.refused += 1
                 protocol.over_capacity(self.max_connections)

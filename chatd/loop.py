@@ -23,7 +23,9 @@ signal's number there (`signal.set_wakeup_fd`), and signal numbers start at
 1, so a wake byte is never taken for a signal (asyncio does the same).
 """
 
+import bisect
 import collections
+import functools
 import heapq
 import itertools
 import selectors
@@ -34,6 +36,9 @@ import time
 # Cancelled timers the heap may hold before it is rebuilt without them,
 # whatever its size (below this a rebuild costs more than it frees).
 TIMERS_PURGE_FLOOR = 1024
+# Upper bounds, in seconds, of the loop-turn histogram's buckets (metrics).
+TURN_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5)
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
@@ -73,6 +78,9 @@ class EventLoop:
     Everything but `call_soon_threadsafe` is for the loop's own thread.
     `longest_turn` is the longest turn so far in seconds (wake-up to the
     end of its ready callbacks): how long one client could wait behind others.
+    `turn_counts[i]` counts the turns that took at most `TURN_BUCKETS[i]`
+    seconds (not cumulative; the last slot is the rest) and `turn_seconds`
+    their total: the metrics' turn-duration histogram, one bisect per turn.
     """
 
     def __init__(self):
@@ -84,6 +92,8 @@ class EventLoop:
         self._signal_handlers: dict[int, object] = {}
         self._running = False
         self.longest_turn = 0.0
+        self.turn_counts = [0] * (len(TURN_BUCKETS) + 1)
+        self.turn_seconds = 0.0
         self._wake_reader, self._wake_writer = socket.socketpair()
         for end in (self._wake_reader, self._wake_writer):
             end.setblocking(False)
@@ -229,6 +239,8 @@ class EventLoop:
         self._running = True
         select, now_of = self._selector.select, time.monotonic
         ready, timers = self._ready, self._timers
+        turn_counts, bucket_of = self.turn_counts, functools.partial(bisect.bisect_left,
+                                                                     TURN_BUCKETS)
         try:
             while self._running:
                 if ready:
@@ -251,6 +263,8 @@ class EventLoop:
                         self._run_timers(now)
                 self.run_ready()
                 turn = now_of() - turn_began
+                turn_counts[bucket_of(turn)] += 1
+                self.turn_seconds += turn
                 if turn > self.longest_turn:
                     self.longest_turn = turn
         finally:

@@ -85,6 +85,10 @@ class Connections:
         self.pending: list = []   # transports owed a flush this turn
         self.shutting_down = False
         self._when_empty = None
+        # Totals for metrics, each one addition per read, per send or per cut.
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.slow_consumers = 0
         # One receive buffer for every connection (one thread): a read does
         # not allocate 64 KiB; the protocol copies only the bytes that came.
         self.received = memoryview(bytearray(RECV_SIZE))
@@ -164,7 +168,8 @@ class Transport:
     # ------------------------------------------------------------- reading
 
     def _on_readable(self) -> None:
-        received = self.connections.received
+        connections = self.connections
+        received = connections.received
         try:
             size = self.sock.recv_into(received)
         except (BlockingIOError, InterruptedError):
@@ -180,6 +185,7 @@ class Transport:
             elif self.state is _DRAINING:
                 self.abort(None)  # the peer hung up after our last words
             return
+        connections.bytes_received += size
         if self.state is _OPEN:
             self.protocol.data_received(received[:size])
         # closing: what the peer still sends is read and dropped
@@ -218,7 +224,7 @@ class Transport:
             # all of it, so only a peer that does not read stays behind.
             budget = limits.write_per_turn if output.size <= limits.soft else output.size
             try:
-                output.send(self.sock, budget)
+                self.connections.bytes_sent += output.send(self.sock, budget)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
@@ -251,6 +257,7 @@ class Transport:
 
     def _cut_slow(self, why: str) -> None:
         dropped = self.output.drop_unsent()
+        self.connections.slow_consumers += 1
         log.warning("too slow %s:%d (%s); %d bytes dropped", *self.peer, why, dropped,
                     extra=logs.connection(self.peer, "too_slow"))
         self.protocol.slow_consumer(why)

@@ -15,6 +15,7 @@ from pathlib import Path
 import framing
 from chatd.config import Config
 from chatd.app import Server
+from chatd.listeners import bind
 
 REPO = Path(__file__).resolve().parent.parent
 # How long a test waits for a frame it expects before failing.
@@ -22,17 +23,19 @@ WAIT = 5.0
 
 
 @contextmanager
-def running_server(**settings):
+def running_server(metrics: bool = False, **settings):
     """A chatd serving in a thread of this process on 127.0.0.1, port 0.
 
     Its store is the default kind, a SQLite file, in a temporary directory
-    unless `store` is given.
+    unless `store` is given.  With `metrics`, it also serves /metrics on
+    127.0.0.1 at a free port (`server.metrics_address`).
     """
     settings.setdefault("port", 0)
     settings.setdefault("log_level", "warning")
     with tempfile.TemporaryDirectory(prefix="chatd-test-") as directory:
         settings.setdefault("store", os.path.join(directory, "chatd.db"))
-        server = Server(Config(**settings))
+        metrics_socket = bind("127.0.0.1", 0) if metrics else None
+        server = Server(Config(**settings), metrics_socket=metrics_socket)
         host, port = server.start()
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

@@ -23,7 +23,7 @@ from framing import (DEFAULT_HISTORY_LIMIT, LOBBY, MAX_TEXT_CHARS, TOKEN_BYTES,
                      WELCOME_USERS, ProtocolError, TokenBucket, encode_payload)
 from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 
-from collections import deque
+from collections import Counter, deque
 
 from .. import __version__
 from .effects import (Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom, Outbox,
@@ -100,6 +100,9 @@ class ChatCore:
             "who": self._who, "rooms": self._rooms, "history": self._history,
             "ping": self._ping, "quit": self._quit,
         }
+        # Well-formed requests received, by type (the decoder admits only
+        # chat/1's types: a bounded set), for metrics.
+        self.requests: Counter[str] = Counter()
 
     # ---------------------------------------------------------- the callers' API
 
@@ -120,6 +123,8 @@ class ChatCore:
         out = self.out.begin()
         if session.ended:
             return out
+        if type(item) is dict:
+            self.requests[item["type"]] += 1
         if type(item) is dict and self.rate and item["type"] != "quit":
             # Counted on arrival, even for a request that will wait.
             now = self.clock()

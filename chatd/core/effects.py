@@ -8,6 +8,8 @@ transport it serves.  Store effects go to the store's worker thread; its
 answers come back as completions through `ChatCore.complete`.
 """
 
+from collections import Counter
+
 from framing import encode_payload
 from framing.paging import paged
 
@@ -132,11 +134,13 @@ class Outbox:
     frame the server sends fits it).
     """
 
-    __slots__ = ("effects", "max_frame")
+    __slots__ = ("effects", "max_frame", "errors")
 
     def __init__(self, max_frame: int):
         self.effects: list = []
         self.max_frame = max_frame
+        # `error` frames sent, by code (chat/1's codes: a bounded set), for metrics.
+        self.errors: Counter[str] = Counter()
 
     def begin(self) -> list:
         """A fresh effects list for the call starting now; returned to its caller."""
@@ -162,6 +166,7 @@ class Outbox:
 
     def error(self, session, code: str, text: str, ref=None) -> None:
         """`error` {code, message[, ref]} to `session` (chat/1's error codes)."""
+        self.errors[code] += 1
         message = {"type": "error", "code": code, "message": text}
         if ref is not None:
             message["ref"] = ref

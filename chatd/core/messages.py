@@ -37,6 +37,7 @@ class Messages:
         self.wall_clock = wall_clock
         self.durable = durable
         self.writable = True
+        self.accepted = 0  # messages numbered and recorded (rooms and dms), for metrics
         self.conversations = RetainedHistories(max_conversations, history_size, budget)
 
     def post(self, sender, history: History, recipients, msg: dict, ref, room=None) -> None:
@@ -59,6 +60,7 @@ class Messages:
                       f"{out.max_frame - HISTORY_OVERHEAD} fit max_frame", ref)
             return
         history.append(msg_id, payload)
+        self.accepted += 1
         # The room's Deliver first: the protocol joins a read's run of says to
         # one room only when it leads (measured: with the store's copy first,
         # durable fan-out ran at half the speed of memory-only).
