@@ -70,11 +70,12 @@ class Server:
         store's file must not be used (chatd then exits 78).
         """
         config = self.config
-        metrics_sock = self.metrics_socket
+        adopted = adopt_listeners(self.passed_fds)
+        metrics_sock = self.metrics_socket or adopted.get("metrics")
         metrics_on = metrics_sock is not None or config.metrics_port != 0
         extra = METRICS_MAX_CONNECTIONS if metrics_on else 0
         self.max_clients = max(1, raise_fd_limit(config.max_clients + extra) - extra)
-        sock = adopt_listeners(self.passed_fds) if self.passed_fds else None
+        sock = adopted.get("chat")
         if sock is not None:
             log.info("systemd: serving the socket passed as fd %d (host and port settings "
                      "unused)", sock.fileno())

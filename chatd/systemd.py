@@ -26,6 +26,8 @@ SD_LISTEN_FDS_START = 3
 # all (no LISTEN_FDNAMES, or an empty name; sd_listen_fds_with_names(3)
 # calls those "unknown").
 CHAT_NAMES = frozenset(("chat", "", "unknown"))
+# What a passed socket may be for (LISTEN_FDNAMES, after CHAT_NAMES -> "chat").
+SERVED = frozenset(("chat", "metrics"))
 
 
 class Notifier:
@@ -148,16 +150,17 @@ def listen_fds(environ, unset: bool = True) -> list[tuple[int, str]]:
     return [(SD_LISTEN_FDS_START + index, labels[index]) for index in range(count)]
 
 
-def adopt_listeners(passed: list[tuple[int, str]]) -> socket.socket | None:
-    """The plaintext chat listener among the sockets systemd passed, ready for a
-    Listener (non-blocking, close-on-exec); None if there is none.
+def adopt_listeners(passed: list[tuple[int, str]]) -> dict[str, socket.socket]:
+    """The listeners among the sockets systemd passed, by what they serve:
+    {"chat": ..., "metrics": ...}, each ready for a Listener (non-blocking,
+    close-on-exec).
 
-    Only the chat/1 listener exists on this branch: the TLS and metrics
-    listeners (and their LISTEN_FDNAMES, e.g. "tls" and "metrics") land in
-    other branches, so any other name is logged and closed for now, as is a
-    second "chat" socket or one that is not a listening TCP socket.
+    A socket named "chat" (or unnamed) is the chat/1 listener, one named
+    "metrics" the metrics endpoint's.  Any other name (e.g. "tls", whose
+    listener lands with the TLS issue) is logged and closed, as is a second
+    socket for the same thing or one that is not a listening TCP socket.
     """
-    chosen = None
+    chosen: dict[str, socket.socket] = {}
     for fd, name in passed:
         try:
             sock = socket.socket(fileno=fd)
@@ -173,7 +176,8 @@ def adopt_listeners(passed: list[tuple[int, str]]) -> socket.socket | None:
         usable = (sock.type == socket.SOCK_STREAM
                   and sock.family in (socket.AF_INET, socket.AF_INET6)
                   and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-        if name not in CHAT_NAMES:
+        role = "chat" if name in CHAT_NAMES else name
+        if role not in SERVED:
             log.warning("systemd: passed socket %r (fd %d) is not one chatd serves yet; "
                         "closed", name, fd)
             sock.close()
@@ -181,10 +185,11 @@ def adopt_listeners(passed: list[tuple[int, str]]) -> socket.socket | None:
             log.warning("systemd: passed socket %r (fd %d) is not a listening TCP socket; "
                         "closed", name, fd)
             sock.close()
-        elif chosen is not None:
-            log.warning("systemd: a second chat socket (fd %d); closed, chatd serves one", fd)
+        elif role in chosen:
+            log.warning("systemd: a second %s socket (fd %d); closed, chatd serves one",
+                        role, fd)
             sock.close()
         else:
             sock.setblocking(False)
-            chosen = sock
+            chosen[role] = sock
     return chosen

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO, WAIT, ChatClient, ServerProcess
+from test_metrics import get
 
 ACTIVATE = str(Path(__file__).resolve().parent / "activate.py")
 
@@ -150,17 +151,19 @@ def test_socket_activation_serves_the_passed_socket_instead_of_binding():
         assert server.stop() == 0
 
 
-def test_fds_3_to_5_named_the_chat_one_is_served_the_others_closed(notify):
+def test_fds_3_to_5_named_chat_and_metrics_are_served_an_unknown_one_closed(notify):
     server, ports = activated(env={"ACTIVATE_NAMES": "tls:chat:metrics",
                                    "NOTIFY_SOCKET": notify.name})
     with server:
         assert server.port == ports["chat"]
         assert notify.next("READY")["STATUS"] == f"listening on 127.0.0.1:{ports['chat']}"
         server.wait_for_log(r"systemd: serving the socket passed as fd 4\b")
-        for name in ("tls", "metrics"):
-            server.wait_for_log(rf"systemd: passed socket '{name}' .* closed")
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection(("127.0.0.1", ports[name]), timeout=WAIT).close()
+        server.wait_for_log(rf"metrics on 127\.0\.0\.1:{ports['metrics']}")
+        status, _, body = get(("127.0.0.1", ports["metrics"]))
+        assert status == 200 and b"chatd_users" in body
+        server.wait_for_log(r"systemd: passed socket 'tls' .* closed")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", ports["tls"]), timeout=WAIT).close()
         with ChatClient((server.host, server.port), "alice") as alice:
             assert alice.welcome["name"] == "alice"
         assert server.stop() == 0
