@@ -10,15 +10,13 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import termios
-import threading
 import time
 from contextlib import contextmanager
 
-from support import REPO, WAIT, ChatClient, CliProcess, ServerProcess, running_server
+from support import REPO, WAIT, ChatClient, CliProcess, Relay, ServerProcess, running_server
 
 
 def run_cli(port: int, *options: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -225,62 +223,16 @@ def test_terminal_is_restored_when_the_client_is_killed_with_sigterm():
 # ------------------------------------------------------------------ reconnect
 
 
-class CuttableProxy:
-    """A loopback TCP relay whose client side the test can cut, leaving the
-    server side open: a dropped connection the server has not noticed."""
-
-    def __init__(self, upstream):
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.links: list[tuple[socket.socket, socket.socket]] = []
-        self.accepted = threading.Semaphore(0)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            self.links.append((client, server))
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-            self.accepted.release()
-
-    @staticmethod
-    def _pump(source, target):
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass  # the cut: the other pump's socket was shut down
-
-    def cut_client_side(self):
-        """Reset the client's connection; the server's stays open and silent."""
-        client, _ = self.links[-1]
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        client.shutdown(socket.SHUT_RDWR)
-        client.close()
-
-    def close(self):
-        self.listener.close()
-        for client, server in self.links:
-            client.close()
-            server.close()
-
-
 def test_reconnect_reclaims_the_name_and_shows_exactly_the_missed_messages():
     with running_server() as server, ChatClient(server.address, "bob") as bob:
-        proxy = CuttableProxy(server.address)
+        proxy = Relay(server.address)
         try:
             with CliProcess(proxy.port, "--name", "alice", "--room", "dev") as alice:
                 alice.out.wait_for("you joined #dev")
                 bob.send({"type": "join", "room": "dev"})
                 bob.send({"type": "say", "room": "dev", "text": "seen live"})
                 alice.out.wait_for("<bob> seen live")
-                proxy.cut_client_side()
+                proxy.cut(proxy.link_of("alice"))
                 # The server still holds alice's old connection: these reach
                 # the proxy's dead end, never alice.
                 for text in ("missed 1", "missed 2"):

@@ -13,156 +13,18 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-import framing
 from chatcli.connect import ATTEMPT_DELAY, Dialer, interleave
-from support import REPO, WAIT, ChatClient, CliProcess, serve
+from support import REPO, WAIT, ChatClient, CliProcess, Relay, serve
 
 
 def run_cli(port: int, *options, stdin: str = "", timeout: float = WAIT * 2):
     return subprocess.run([sys.executable, "-m", "chatcli", "--port", str(port), *options],
                           cwd=REPO, input=stdin, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
-
-
-class Link:
-    """One relayed connection: the client's socket, chatd's, and whether the
-    relay still forwards between them."""
-
-    def __init__(self, name: str, client: socket.socket, server: socket.socket):
-        self.name, self.client, self.server = name, client, server
-        self.forwarding = True
-
-
-class Relay:
-    """A loopback TCP relay from chatcli to chatd that the test steers.
-
-    It reads each new connection's first frame (chatcli's hello) to learn
-    the client's name, then forwards both ways.  `hold()` keeps new
-    connections waiting (accepted, not yet forwarded) until `release()`;
-    `turn_away(n)` closes each client's next n connections right after their
-    hello; `black_hole(link)` keeps a link open but drops all it carries.
-    `events` records (name, what, monotonic time): accepted, turned away.
-    """
-
-    def __init__(self, upstream):
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.links: list[Link] = []
-        self.events: list[tuple[str, str, float]] = []
-        self.changed = threading.Condition()
-        self._open = threading.Event()
-        self._open.set()
-        self._turn_away: dict[str, int] = {}
-        self._turn_away_default = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            accepted_at = time.monotonic()
-            threading.Thread(target=self._serve, args=(client, accepted_at), daemon=True).start()
-
-    def _serve(self, client, accepted_at):
-        self._open.wait()
-        hello = self._first_frame(client)
-        if hello is None:
-            client.close()
-            return
-        name = framing.parse_payload(hello[framing.HEADER_SIZE:])["name"]
-        with self.changed:
-            self.events.append((name, "accepted", accepted_at))
-            left = self._turn_away.get(name, self._turn_away_default)
-            if left > 0:
-                self._turn_away[name] = left - 1
-                client.close()
-                self.events.append((name, "turned away", time.monotonic()))
-                self.changed.notify_all()
-                return
-        server = socket.create_connection(self.upstream)
-        server.sendall(hello)
-        link = Link(name, client, server)
-        with self.changed:
-            self.links.append(link)
-            self.changed.notify_all()
-        for source, target in ((client, server), (server, client)):
-            threading.Thread(target=self._pump, args=(link, source, target), daemon=True).start()
-
-    @staticmethod
-    def _first_frame(sock) -> bytes | None:
-        data = b""
-        while len(data) < framing.HEADER_SIZE or \
-                len(data) < framing.HEADER_SIZE + int.from_bytes(data[:4], "big"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        return data  # chatcli sends nothing after hello before the answer
-
-    @staticmethod
-    def _pump(link, source, target):
-        try:
-            while data := source.recv(65536):
-                if link.forwarding:
-                    target.sendall(data)
-        except OSError:
-            pass  # one side was cut
-
-    def link_of(self, name: str, timeout: float = WAIT) -> Link:
-        """The newest link of client `name`, waiting for it if need be."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                links = [link for link in self.links if link.name == name]
-                if links:
-                    return links[-1]
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"no link of {name}"
-                self.changed.wait(remaining)
-
-    def hold(self):
-        self._open.clear()
-
-    def release(self):
-        self._open.set()
-
-    def turn_away(self, times: int):
-        """Close every client's next `times` connections right after its hello."""
-        with self.changed:
-            self._turn_away_default = times
-
-    @staticmethod
-    def cut(link: Link) -> float:
-        """Reset the client's side of `link`; chatd's side stays open and
-        silent (a drop the server has not noticed).  Returns when."""
-        link.forwarding = False
-        link.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        # shutdown wakes the pump blocked in recv, which close alone would not.
-        link.client.shutdown(socket.SHUT_RDWR)
-        link.client.close()
-        return time.monotonic()
-
-    @staticmethod
-    def black_hole(link: Link) -> float:
-        """Keep both sides of `link` open but let nothing through, either way."""
-        link.forwarding = False
-        return time.monotonic()
-
-    def close(self):
-        self.listener.close()
-        self._open.set()
-        for link in self.links:
-            link.client.close()
-            link.server.close()
 
 
 def say_and_confirm(client: ChatClient, room: str, texts):
