@@ -26,8 +26,9 @@ from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 from collections import Counter, deque
 
 from .. import __version__
-from .effects import (Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom, Outbox,
-                      RoomLoaded, StoreWritable)
+from .accounts import Account, LoginLimiter, password_ok
+from .effects import (CheckPassword, Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom,
+                      Outbox, PasswordChecked, RoomLoaded, StoreAccount, StoreWritable)
 from .history import History, RingBudget
 from .messages import Messages
 from .rooms import Room, Rooms
@@ -60,6 +61,9 @@ class ChatSettings:
     max_rooms: int
     max_rooms_per_user: int
     history_memory: int
+    accounts: str = "open"
+    login_failures: int = 5
+    login_window: float = 60.0
 
 
 class ChatCore:
@@ -78,7 +82,7 @@ class ChatCore:
 
     def __init__(self, settings: ChatSettings, epoch: str, durable: bool = False,
                  lobby: tuple[int, list] = (1, []), wall_clock=time.time,
-                 clock=time.monotonic):
+                 clock=time.monotonic, accounts: dict | None = None):
         self.settings = settings
         self.epoch = epoch
         self.rate = settings.rate_limit
@@ -90,6 +94,13 @@ class ChatCore:
         self.rooms = Rooms(settings.presence_limit, settings.retained_rooms, settings.history,
                            budget, durable, History(settings.history, budget, *lobby))
         self._identities = itertools.count(1)
+        # Registered names: casefolded name -> Account (all of them, read at
+        # start; a few hundred bytes each).
+        self.accounts: dict[str, Account] = dict(accounts or {})
+        # An account's identity for private history, kept while the process
+        # lives (the store keeps account dms across restarts: not yet).
+        self._account_identities: dict[str, int] = {}
+        self.logins = LoginLimiter(settings.login_failures, settings.login_window)
         self.out = Outbox(settings.max_frame)
         self.messages = Messages(self.out, settings.max_conversations, settings.history,
                                  budget, durable, wall_clock)
@@ -99,7 +110,10 @@ class ChatCore:
             "join": self._join, "leave": self._leave, "nick": self._nick,
             "who": self._who, "rooms": self._rooms, "history": self._history,
             "ping": self._ping, "quit": self._quit,
+            "register": self._register, "passwd": self._passwd,
         }
+        self._checked = {"hello": self._hello_checked, "register": self._register_checked,
+                         "passwd": self._passwd_checked}
         # Well-formed requests received, by type (the decoder admits only
         # chat/1's types: a bounded set), for metrics.
         self.requests: Counter[str] = Counter()
@@ -117,6 +131,8 @@ class ChatCore:
         self.burst = float(settings.rate_burst)
         self.rooms.presence_limit = settings.presence_limit
         self.limits = self._limits(settings)
+        self.logins.failures = settings.login_failures
+        self.logins.window = settings.login_window
 
     def receive(self, session: Session, item) -> list:
         """Handle one item from the session's decoder: a request dict or a ProtocolError."""
@@ -162,6 +178,12 @@ class ChatCore:
                 self.messages.answer_history(session, self._history_envelope(session, item),
                                              completion.payloads, item.get("ref"))
                 self._resume(session)
+        elif kind is PasswordChecked:
+            session = completion.job.session
+            if not session.ended:  # a login whose connection closed is dropped quietly
+                item = session.deferred.popleft()
+                self._checked[item["type"]](session, item, completion, item.get("ref"))
+                self._resume(session)
         elif kind is StoreWritable:
             self.messages.writable = completion.writable
         return out
@@ -175,6 +197,7 @@ class ChatCore:
             "presence_limit": settings.presence_limit, "history": settings.history,
             "max_clients": settings.max_clients, "idle_timeout": settings.idle_timeout,
             "max_rooms_per_user": settings.max_rooms_per_user,
+            "accounts": settings.accounts,
         }
 
     def _handle(self, session: Session, item) -> None:
@@ -302,24 +325,88 @@ class ChatCore:
             if tell_actor:
                 self.out.to_actor(session, message, payload, ref)
 
+    def _account_of(self, key: str) -> Account | None:
+        """The account that owns name `key`, if accounts are on."""
+        if self.settings.accounts == "off":
+            return None
+        return self.accounts.get(key)
+
     def _hello(self, session: Session, message: dict, ref) -> None:
         if session.name is not None:
             self.out.error(session, "bad_message", "already welcomed", ref)
             return
         name = message["name"]
         key = name.lower()
+        password = message.get("password")
+        if password is not None:
+            self._login(session, message, key, password, ref)
+            return
         holder = self.users.get(key)
+        account = self._account_of(key)
         if holder is not None:
             token = message.get("token")
             # As bytes: compare_digest refuses str with non-ASCII characters.
             if token is None or not hmac.compare_digest(token.encode(),
                                                         holder.token.encode()):
-                self.out.error(session, "name_taken", f"{name!r} is taken", ref)
+                if account is not None:
+                    self.out.error(session, "auth_required",
+                                   f"{name!r} is an account: send its password", ref)
+                else:
+                    self.out.error(session, "name_taken", f"{name!r} is taken", ref)
                 return
             self._close(holder, "replaced")
             session.identity = holder.identity
+            session.account = holder.account
+        elif account is not None:
+            self.out.error(session, "auth_required",
+                           f"{name!r} is an account: send its password", ref)
+            return
         else:
             session.identity = next(self._identities)
+        self._welcome(session, name, key, ref)
+
+    def _login(self, session: Session, message: dict, key: str, password: str, ref) -> None:
+        """A hello with a password: limited per address, then checked on the worker."""
+        now = self.clock()
+        if self.logins.blocked(session.address, now):
+            self.out.error(session, "rate_limited", "too many failed logins from your "
+                           f"address; wait up to {self.logins.window:g}s", ref)
+            return
+        account = self._account_of(key)
+        if self.settings.accounts == "off" or not password_ok(password):
+            # Nothing could match: no hash to spend.
+            self._auth_failed(session, ref)
+            return
+        self.out.effects.append(CheckPassword(
+            session, password, account.credential if account is not None else None))
+        self._park(session, message)
+
+    def _auth_failed(self, session: Session, ref) -> None:
+        self.logins.failed(session.address, self.clock())
+        # One message for a wrong password and for a name that is no account.
+        self.out.error(session, "auth_failed", "wrong name or password", ref)
+
+    def _hello_checked(self, session: Session, message: dict, result: PasswordChecked,
+                       ref) -> None:
+        name = message["name"]
+        key = name.lower()
+        account = self._account_of(key)
+        if result.ok is None:
+            self.out.error(session, "unavailable", "too many logins being checked; "
+                           "try again shortly", ref)
+            return
+        if not result.ok or account is None or account.credential is not result.job.credential:
+            self._auth_failed(session, ref)
+            return
+        holder = self.users.get(key)
+        if holder is not None:
+            # The account's owner logs in again: the old session goes.
+            self._close(holder, "replaced")
+        session.identity = self._account_identities.setdefault(key, next(self._identities))
+        session.account = True
+        self._welcome(session, account.name, key, ref)
+
+    def _welcome(self, session: Session, name: str, key: str, ref) -> None:
         session.name, session.key = name, key
         session.token = secrets.token_urlsafe(TOKEN_BYTES)
         self.users[key] = session
@@ -328,15 +415,86 @@ class ChatCore:
         # islice: a walk over a 10,000-member lobby per hello would be O(N²).
         others = [member.name for member in itertools.islice(lobby.members, WELCOME_USERS)
                   if member is not session][:WELCOME_USERS - 1]
-        self.out.reply(session, {
+        welcome = {
             "type": "welcome", "name": name, "token": session.token, "rooms": [LOBBY],
             "users": [name] + others,
             "user_count": len(lobby.members), "server": SERVER_VERSION,
             "epoch": self.epoch, "limits": self.limits,
-        }, ref)
+        }
+        if session.account:
+            # Account dms are not stored yet: no conversation to list.
+            welcome["account"] = True
+            welcome["conversations"] = []
+        self.out.reply(session, welcome, ref)
         if self.rooms.announces(lobby) and len(lobby.members) > 1:
             self.out.deliver(tuple(m for m in lobby.members if m is not session),
                           {"type": "joined", "room": LOBBY, "name": name})
+
+    def _register(self, session: Session, message: dict, ref) -> None:
+        if session.account or self._account_of(session.key) is not None:
+            self.out.error(session, "name_registered",
+                           f"{session.name!r} is an account already", ref)
+            return
+        if self.settings.accounts != "open":
+            self.out.error(session, "registration_closed", "this server does not take "
+                           "registrations", ref)
+            return
+        if not password_ok(message["password"]):
+            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
+            return
+        self.out.effects.append(CheckPassword(session, None, None, message["password"]))
+        self._park(session, message)
+
+    def _register_checked(self, session: Session, message: dict, result: PasswordChecked,
+                          ref) -> None:
+        if result.ok is None:
+            self.out.error(session, "unavailable", "too many passwords being hashed; "
+                           "try again shortly", ref)
+            return
+        key = session.key
+        account = self.accounts[key] = Account(session.name, result.credential,
+                                               self.wall_clock())
+        self._account_identities[key] = session.identity
+        session.account = True
+        if self.rooms.durable:
+            self.out.effects.append(StoreAccount(key, account.name, account.credential,
+                                                 account.created))
+        self.out.reply(session, {"type": "registered", "name": session.name}, ref)
+
+    def _passwd(self, session: Session, message: dict, ref) -> None:
+        account = self._account_of(session.key)
+        if not session.account or account is None:
+            self.out.error(session, "not_registered", "log in to an account first", ref)
+            return
+        if not password_ok(message["new"]):
+            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
+            return
+        if self.logins.blocked(session.address, self.clock()):
+            self.out.error(session, "rate_limited", "too many failed logins from your "
+                           f"address; wait up to {self.logins.window:g}s", ref)
+            return
+        if not password_ok(message["old"]):
+            self._auth_failed(session, ref)
+            return
+        self.out.effects.append(CheckPassword(session, message["old"], account.credential,
+                                              message["new"]))
+        self._park(session, message)
+
+    def _passwd_checked(self, session: Session, message: dict, result: PasswordChecked,
+                        ref) -> None:
+        account = self._account_of(session.key)
+        if result.ok is None:
+            self.out.error(session, "unavailable", "too many passwords being hashed; "
+                           "try again shortly", ref)
+            return
+        if not result.ok or account is None or account.credential is not result.job.credential:
+            self._auth_failed(session, ref)
+            return
+        account.credential = result.credential
+        if self.rooms.durable:
+            self.out.effects.append(StoreAccount(session.key, account.name,
+                                                 account.credential, account.created))
+        self.out.reply(session, {"type": "password_changed"}, ref)
 
     def _join(self, session: Session, message: dict, ref) -> None:
         name = message["room"]
@@ -373,6 +531,13 @@ class ChatCore:
     def _nick(self, session: Session, message: dict, ref) -> None:
         new = message["name"]
         key = new.lower()
+        if session.account:
+            self.out.error(session, "not_allowed", "a logged-in user keeps the account's "
+                           "name", ref)
+            return
+        if key != session.key and self._account_of(key) is not None:
+            self.out.error(session, "name_registered", f"{new!r} is an account", ref)
+            return
         holder = self.users.get(key)
         if holder is not None and holder is not session:
             self.out.error(session, "name_taken", f"{new!r} is taken", ref)

@@ -126,6 +126,57 @@ class StoreWritable:
         self.writable = writable
 
 
+class CheckPassword:
+    """For the password worker: check `password` against `credential` and/or hash `new`.
+
+    - a login: `password` and the account's `credential` (None for a name
+      that is no account: the worker hashes anyway and fails, so both take
+      the same time), `new` None;
+    - `register`: `new` only;
+    - `passwd`: all three; `new` is hashed only when `password` matched.
+
+    Answered by `PasswordChecked`.  The passwords live only in this object,
+    between the request and the worker: never logged, echoed or stored.
+    """
+
+    __slots__ = ("session", "password", "credential", "new")
+
+    def __init__(self, session, password: str | None, credential, new: str | None = None):
+        self.session = session
+        self.password = password
+        self.credential = credential
+        self.new = new
+
+    def __repr__(self):
+        return f"CheckPassword({self.session!r})"
+
+
+class PasswordChecked:
+    """Completion of `CheckPassword` (`job`): `ok` True or False, or None when the
+    worker's queue was full (the request is `unavailable`); `credential` is the
+    new one when `job.new` was hashed."""
+
+    __slots__ = ("job", "ok", "credential")
+
+    def __init__(self, job: CheckPassword, ok: bool | None, credential=None):
+        self.job = job
+        self.ok = ok
+        self.credential = credential
+
+
+class StoreAccount:
+    """Write (insert or replace) account `key` to the durable store: its name as
+    spelled, its `Credential`, and when it was created."""
+
+    __slots__ = ("key", "name", "credential", "created")
+
+    def __init__(self, key: str, name: str, credential, created: float):
+        self.key = key
+        self.name = name
+        self.credential = credential
+        self.created = created
+
+
 class Outbox:
     """The effects one core call is producing, and the replies that build them.
 

@@ -6,6 +6,9 @@ APPLICATION_ID so that another program's database is never taken for ours):
     meta(key, value)                   epoch, id_floor, clean_shutdown
     rooms(key, name, last_id, kept)    every room that ever had a message
     messages(room_key, id, room, ts, sender, text)
+    accounts(key, name, n, r, p, salt, hash, created)
+                                       registered names: scrypt hash, its
+                                       parameters and salt (never a password)
     private_messages(...)              between accounts (the accounts issue)
 
 `open_file` validates and prepares the file on the main thread before the
@@ -32,6 +35,8 @@ import sqlite3
 
 from framing import encode_payload
 
+from ..core import Account, Credential
+
 log = logging.getLogger("chatd")
 
 SCHEMA_VERSION = 1
@@ -50,6 +55,11 @@ CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, last_id INTEGER NO
 CREATE TABLE messages (
     room_key TEXT NOT NULL, id INTEGER NOT NULL, room TEXT NOT NULL, ts REAL NOT NULL,
     sender TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (room_key, id)) WITHOUT ROWID;
+-- Registered names: key is the casefolded name, and the scrypt parameters are kept
+-- with each hash so they can be raised later.
+CREATE TABLE accounts (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, n INTEGER NOT NULL, r INTEGER NOT NULL,
+    p INTEGER NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL, created REAL NOT NULL);
 -- Private messages between two accounts, keyed by the account names in order.
 CREATE TABLE private_messages (
     low TEXT NOT NULL, high TEXT NOT NULL, id INTEGER NOT NULL, ts REAL NOT NULL,
@@ -146,6 +156,7 @@ class Writer:
         self.retention = retention
         self.history_size = history_size
         self.unstored: list = []
+        self.unstored_accounts: list = []  # StoreAccount effects not yet committed
         self._conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
@@ -155,14 +166,16 @@ class Writer:
             self._conn.execute("PRAGMA synchronous = FULL")
         return self._conn
 
-    def write(self, rows: list) -> tuple[int, int, str | None]:
-        """Commit `rows` (and any earlier unstored ones) in one transaction.
+    def write(self, rows: list, accounts: list = ()) -> tuple[int, int, str | None]:
+        """Commit `rows` and `accounts` (StoreAccount effects), and any earlier
+        unstored ones, in one transaction.
 
         Returns (rows committed, their text's bytes, None), or (0, 0, the
-        error) with every row kept in `unstored` for the next try.
+        error) with every row and account kept for the next try.
         """
         rows = self.unstored + rows if self.unstored else rows
-        if not rows:
+        accounts = self.unstored_accounts + list(accounts)
+        if not rows and not accounts:
             return 0, 0, None
         last: dict[str, tuple[str, int]] = {}
         added: dict[str, int] = {}
@@ -172,6 +185,10 @@ class Writer:
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(a.key, a.name, a.credential.n, a.credential.r, a.credential.p,
+                  a.credential.salt, a.credential.hash, a.created) for a in accounts])
             conn.executemany(
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?)",
                 [(r.room_key, r.id, r.room, r.ts, r.sender, r.text) for r in rows])
@@ -184,8 +201,10 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback()
             self.unstored = rows
+            self.unstored_accounts = accounts
             return 0, 0, f"{type(exc).__name__}: {exc}"
         self.unstored = []
+        self.unstored_accounts = []
         return len(rows), sum(len(row.text) for row in rows), None
 
     def _trim(self, conn: sqlite3.Connection, keys: list[str]) -> None:
@@ -236,6 +255,13 @@ class Writer:
             run.append(row)
         return next_id, [_payload(room, msg_id, ts, sender, text)
                          for msg_id, room, ts, sender, text in reversed(run)]
+
+    def load_accounts(self) -> dict:
+        """Every account on file: casefolded name -> Account (read once, at start)."""
+        return {key: Account(name, Credential(n, r, p, bytes(salt), bytes(hashed)), created)
+                for key, name, n, r, p, salt, hashed, created
+                in self._rows("SELECT key, name, n, r, p, salt, hash, created FROM accounts",
+                              ())}
 
     def load_history(self, key: str, since: int | None, limit: int) -> list[bytes]:
         """`history` of room `key` from the file: the first `limit` after `since`,
