@@ -206,6 +206,30 @@ def test_a_memory_store_keeps_accounts_without_store_effects():
     assert chat.last(chat.connect("alice", password=PASSWORD))["account"] is True
 
 
+def test_a_dm_to_an_offline_account_waits_for_it():
+    chat = AccountHarness()
+    alice, bob = chat.connect("alice"), chat.connect("bob")
+    for client in (alice, bob):
+        chat.send(client, {"type": "register", "password": PASSWORD})
+    chat.end(bob, "quit")
+    chat.take(alice)
+    chat.send(alice, {"type": "dm", "to": "BOB", "text": "are you there?", "ref": 1})
+    echo = chat.last(alice)
+    assert echo["to"] == "bob" and echo["id"] == 1 and echo["ref"] == 1
+    chat.send(alice, {"type": "dm", "to": "carol", "text": "hi"})
+    assert chat.last(alice)["code"] == "no_such_user"
+    chat.end(alice, "quit")
+    bob = chat.connect("bob", password=PASSWORD)
+    assert chat.last(bob)["conversations"] == [{"with": "alice", "last_id": 1}]
+    chat.send(bob, {"type": "history", "with": "alice"})
+    answer = chat.last(bob)
+    assert [m["text"] for m in answer["messages"]] == ["are you there?"]
+    chat.send(bob, {"type": "dm", "to": "alice", "text": "now I am"})
+    assert chat.last(bob)["id"] == 2
+    alice = chat.connect("alice", password=PASSWORD)
+    assert chat.last(alice)["conversations"] == [{"with": "bob", "last_id": 2}]
+
+
 # ------------------------------------------------------------- real sockets
 
 def error_of(client, message):
@@ -306,3 +330,21 @@ def test_a_full_hash_queue_answers_unavailable():
             for client in clients:
                 client.close()
         assert set(answers) == {"auth_failed", "unavailable"}
+
+
+def test_an_offline_dm_is_found_after_login_through_sockets():
+    with running_server() as server:
+        with ChatClient(server.address, "alice") as alice, \
+                ChatClient(server.address, "bob") as bob:
+            for client in (alice, bob):
+                assert error_of(client, {"type": "register", "password": PASSWORD}) \
+                    == "registered"
+            bob.send({"type": "quit"})
+            bob.frames_until_close()
+            alice.send({"type": "dm", "to": "bob", "text": "later", "ref": "d"})
+            assert alice.next(lambda m: m.get("ref") == "d")["type"] == "msg"
+        with ChatClient(server.address) as bob:
+            welcome = bob.hello("bob", password=PASSWORD)
+            assert welcome["conversations"] == [{"with": "alice", "last_id": 1}]
+            bob.send({"type": "history", "with": "alice"})
+            assert [m["text"] for m in bob.next_of("history")["messages"]] == ["later"]

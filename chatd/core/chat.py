@@ -23,7 +23,7 @@ from framing import (DEFAULT_HISTORY_LIMIT, LOBBY, MAX_TEXT_CHARS, TOKEN_BYTES,
                      WELCOME_USERS, ProtocolError, TokenBucket, encode_payload)
 from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 
 from .. import __version__
 from .accounts import Account, LoginLimiter, password_ok
@@ -36,6 +36,23 @@ from .session import Session
 
 # What `welcome.server` says: the package metadata's version, as `chatd --version`.
 SERVER_VERSION = f"chatd/{__version__}"
+# Partners of one account listed in `welcome.conversations`, at most.
+WELCOME_CONVERSATIONS = 100
+# Partners remembered per account (least recent forgotten first).
+MAX_PARTNERS = 1_000
+
+
+class OfflineAccount:
+    """An account that is not connected, as the other end of a dm or a `history` {with}:
+    its name and its identity (no connection: nothing is delivered to it)."""
+
+    __slots__ = ("name", "identity")
+
+    def __init__(self, name: str, identity: int):
+        self.name = name
+        self.identity = identity
+
+
 # Requests served before a successful hello (chat/1, Session).
 _BEFORE_WELCOME = frozenset(("hello", "ping", "quit"))
 
@@ -100,6 +117,9 @@ class ChatCore:
         # An account's identity for private history, kept while the process
         # lives (the store keeps account dms across restarts: not yet).
         self._account_identities: dict[str, int] = {}
+        # Account identity -> {partner identity: partner's name}, most recent
+        # last: the source of `welcome.conversations`.
+        self._partners: dict[int, OrderedDict] = {}
         self.logins = LoginLimiter(settings.login_failures, settings.login_window)
         self.out = Outbox(settings.max_frame)
         self.messages = Messages(self.out, settings.max_conversations, settings.history,
@@ -422,13 +442,47 @@ class ChatCore:
             "epoch": self.epoch, "limits": self.limits,
         }
         if session.account:
-            # Account dms are not stored yet: no conversation to list.
             welcome["account"] = True
-            welcome["conversations"] = []
+            welcome["conversations"] = self._conversations_of(session)
         self.out.reply(session, welcome, ref)
         if self.rooms.announces(lobby) and len(lobby.members) > 1:
             self.out.deliver(tuple(m for m in lobby.members if m is not session),
                           {"type": "joined", "room": LOBBY, "name": name})
+
+    def _conversations_of(self, session: Session) -> list:
+        """`welcome.conversations`: up to 100 {with, last_id}, most recent first, of the
+        pairs still kept in memory."""
+        listed = []
+        for identity, name in reversed(self._partners.get(session.identity, {}).items()):
+            pair = (session.identity, identity) if session.identity <= identity \
+                else (identity, session.identity)
+            history = self.messages.conversations.get(pair)
+            if history is not None and history.next_id > 1:
+                listed.append({"with": name, "last_id": history.next_id - 1})
+                if len(listed) == WELCOME_CONVERSATIONS:
+                    break
+        return listed
+
+    def _note_partner(self, account, partner) -> None:
+        partners = self._partners.setdefault(account.identity, OrderedDict())
+        partners[partner.identity] = partner.name
+        partners.move_to_end(partner.identity)
+        if len(partners) > MAX_PARTNERS:
+            partners.popitem(last=False)
+
+    def _peer(self, session: Session, name: str, ref):
+        """The other end of a dm or a private `history`: a connected user, or an
+        account that is offline (no_such_user for anyone else)."""
+        key = name.lower()
+        user = self.users.get(key)
+        if user is not None:
+            return user
+        account = self._account_of(key)
+        if account is None:
+            self.out.error(session, "no_such_user", f"no user {name!r}", ref)
+            return None
+        return OfflineAccount(account.name,
+                              self._account_identities.setdefault(key, next(self._identities)))
 
     def _register(self, session: Session, message: dict, ref) -> None:
         if session.account or self._account_of(session.key) is not None:
@@ -565,9 +619,17 @@ class ChatCore:
                                 "text": message["text"]}, ref, room)
 
     def _dm(self, session: Session, message: dict, ref) -> None:
-        recipient = self._user_or_error(session, message["to"], ref)
-        if recipient is not None:
-            self.messages.dm(session, recipient, message["text"], ref)
+        recipient = self._peer(session, message["to"], ref)
+        if recipient is None:
+            return
+        accepted = self.messages.accepted
+        self.messages.dm(session, recipient, message["text"], ref,
+                         online=type(recipient) is not OfflineAccount)
+        if self.messages.accepted != accepted:
+            if session.account:
+                self._note_partner(session, recipient)
+            if type(recipient) is OfflineAccount or recipient.account:
+                self._note_partner(recipient, session)
 
     def _who(self, session: Session, message: dict, ref) -> None:
         room = self._room_or_error(session, message.get("room", LOBBY), ref)
@@ -586,7 +648,7 @@ class ChatCore:
                 return
             history = room.history
         else:
-            peer = self._user_or_error(session, message["with"], ref)
+            peer = self._peer(session, message["with"], ref)
             if peer is None:
                 return
             room, history = None, self.messages.private_history(session, peer)

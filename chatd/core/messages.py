@@ -74,10 +74,15 @@ class Messages:
             out.effects.append(StoreMessage(room.key, room.name, msg_id, ts, sender.name,
                                             msg["text"]))
 
-    def dm(self, sender, recipient, text: str, ref) -> None:
-        """Post a private `msg` from `sender` to `recipient` (both echoed)."""
+    def dm(self, sender, recipient, text: str, ref, online: bool = True) -> None:
+        """Post a private `msg` from `sender` to `recipient` (both echoed; only the
+        sender when the recipient, an account, is not `online`: it finds the
+        message later through `welcome.conversations` and `history`)."""
         history = self.conversations.get_or_new(pair_key(sender, recipient))
-        recipients = (recipient,) if recipient is sender else (recipient, sender)
+        if not online or recipient is sender:
+            recipients = (sender,) if not online else (recipient,)
+        else:
+            recipients = (recipient, sender)
         self.post(sender, history, recipients,
                   {"type": "msg", "to": recipient.name, "from": sender.name, "text": text}, ref)
 
