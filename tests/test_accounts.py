@@ -1,7 +1,7 @@
 """Accounts (chat/1 second edition): the core with a real store file, then real sockets."""
 
+import logging
 import os
-import socket
 import tempfile
 import time
 
@@ -348,3 +348,23 @@ def test_an_offline_dm_is_found_after_login_through_sockets():
             assert welcome["conversations"] == [{"with": "alice", "last_id": 1}]
             bob.send({"type": "history", "with": "alice"})
             assert [m["text"] for m in bob.next_of("history")["messages"]] == ["later"]
+
+
+def test_no_password_reaches_the_log_even_at_debug(caplog):
+    caplog.set_level(logging.DEBUG)
+    secrets_sent = ["first secret pw", "second secret pw", "wrong secret pw"]
+    with running_server(log_level="debug") as server:
+        with ChatClient(server.address, "alice") as alice:
+            assert error_of(alice, {"type": "register", "password": secrets_sent[0]}) \
+                == "registered"
+            assert error_of(alice, {"type": "passwd", "old": secrets_sent[2],
+                                    "new": secrets_sent[1]}) == "auth_failed"
+            assert error_of(alice, {"type": "passwd", "old": secrets_sent[0],
+                                    "new": secrets_sent[1]}) == "password_changed"
+        with ChatClient(server.address) as again:
+            again.send({"type": "hello", "name": "alice", "password": secrets_sent[2]})
+            assert again.next_of("error")["code"] == "auth_failed"
+            assert again.hello("alice", password=secrets_sent[1])["account"] is True
+    assert "closing" in caplog.text  # the log was captured at all
+    for secret in secrets_sent:
+        assert secret not in caplog.text
