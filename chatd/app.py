@@ -108,7 +108,8 @@ class Server:
                      store.epoch)
             log.info("accounts: memory only; they end with this process")
         core = ChatCore(config.chat_settings(max_clients=self.max_clients), store.epoch,
-                        store.durable, store.lobby, accounts=store.accounts)
+                        store.durable, store.lobby, accounts=store.accounts,
+                        pairs=store.pairs)
         self.chat = ChatService(self.loop, self.connections, core,
                                 config.handshake_timeout, config.idle_timeout)
         if store.durable:

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from chatd.accounts import SCRYPT_N, check, verify_password
-from chatd.core import ChatCore, CheckPassword, StoreAccount
+from chatd.core import (ChatCore, CheckPassword, HistoryLoaded, LoadPrivate, StoreAccount,
+                        StorePrivate)
 from chatd.store import MEMORY, open_store
 from tests.support import ChatClient, running_server
 from tests.test_core import Harness
@@ -25,6 +26,7 @@ class AccountHarness(Harness):
         self.held = []
         self.checks = 0
         self.stored_accounts = 0
+        self.stored_privates = 0
         super().__init__(store, **settings)
 
     def start(self):
@@ -32,7 +34,8 @@ class AccountHarness(Harness):
         self.store = open_store(config.store, config.retention, config.history)
         self.core = ChatCore(config.chat_settings(), self.store.epoch, self.store.durable,
                              self.store.lobby, wall_clock=lambda: 1.7e9,
-                             clock=lambda: self.clock, accounts=self.store.accounts)
+                             clock=lambda: self.clock, accounts=self.store.accounts,
+                             pairs=self.store.pairs)
         self.max_frame = self.core.settings.max_frame
 
     def connect(self, name=None, address="127.0.0.1", **hello):
@@ -43,19 +46,29 @@ class AccountHarness(Harness):
         return client
 
     def apply(self, effects):
-        rest, accounts = [], []
+        rest, accounts, private = [], [], []
         for effect in effects:
             if type(effect) is CheckPassword:
                 self.checks += 1
                 self.held.append(effect)
             elif type(effect) is StoreAccount:
                 accounts.append(effect)
+            elif type(effect) is LoadPrivate:
+                private.append(effect)
             else:
                 rest.append(effect)
         if accounts:
             self.stored_accounts += len(accounts)
             assert self.store.writer.write([], accounts)[2] is None
-        super().apply(rest)
+        rows = [row for row in rest if type(row) is StorePrivate]
+        if rows:
+            self.stored_privates += len(rows)
+            assert self.store.writer.write(rows)[2] is None
+        super().apply([row for row in rest if type(row) is not StorePrivate])
+        for load in private:
+            payloads = self.store.writer.load_private(load.low, load.high, load.since,
+                                                      load.limit)
+            self.apply(self.core.complete(HistoryLoaded(load.session, payloads)))
         if not self.hold:
             self.finish()
 
@@ -230,6 +243,30 @@ def test_a_dm_to_an_offline_account_waits_for_it():
     assert chat.last(alice)["conversations"] == [{"with": "bob", "last_id": 2}]
 
 
+def test_dms_between_accounts_survive_a_restart(store_file):
+    chat = AccountHarness(store_file)
+    alice, bob, carol = chat.connect("alice"), chat.connect("bob"), chat.connect("carol")
+    for client in (alice, bob):
+        chat.send(client, {"type": "register", "password": PASSWORD})
+    chat.end(bob, "quit")
+    chat.send(alice, {"type": "dm", "to": "bob", "text": "one"})
+    chat.send(alice, {"type": "dm", "to": "bob", "text": "two"})
+    chat.send(carol, {"type": "dm", "to": "alice", "text": "from a guest"})
+    assert chat.stored_privates == 2  # the guest's dm is not stored
+    chat.restart()
+    bob = chat.connect("bob", password=PASSWORD)
+    assert chat.last(bob)["conversations"] == [{"with": "alice", "last_id": 2}]
+    chat.send(bob, {"type": "history", "with": "alice", "ref": 3})
+    answer = chat.last(bob)
+    assert answer["with"] == "alice" and answer["ref"] == 3
+    assert [(m["id"], m["from"], m["to"], m["text"]) for m in answer["messages"]] == [
+        (1, "alice", "bob", "one"), (2, "alice", "bob", "two")]
+    chat.send(bob, {"type": "history", "with": "alice", "since": 1})
+    assert [m["text"] for m in chat.last(bob)["messages"]] == ["two"]
+    chat.send(bob, {"type": "dm", "to": "alice", "text": "three"})
+    assert chat.last(bob)["id"] == 3
+
+
 # ------------------------------------------------------------- real sockets
 
 def error_of(client, message):
@@ -269,12 +306,24 @@ def test_accounts_survive_a_restart_of_the_server():
     with tempfile.TemporaryDirectory(prefix="chatd-accounts-") as directory:
         path = os.path.join(directory, "chatd.db")
         with running_server(store=path) as server:
-            with ChatClient(server.address, "alice") as alice:
-                assert error_of(alice, {"type": "register", "password": PASSWORD}) \
-                    == "registered"
+            with ChatClient(server.address, "alice") as alice, \
+                    ChatClient(server.address, "bob") as bob:
+                for client in (alice, bob):
+                    assert error_of(client, {"type": "register", "password": PASSWORD}) \
+                        == "registered"
+                bob.send({"type": "quit"})
+                bob.frames_until_close()
+                alice.send({"type": "dm", "to": "bob", "text": "while you were away",
+                            "ref": 1})
+                assert alice.next(lambda m: m.get("ref") == 1)["type"] == "msg"
         with running_server(store=path) as server:
-            with ChatClient(server.address) as alice:
-                assert alice.hello("alice", password=PASSWORD)["account"] is True
+            with ChatClient(server.address) as bob:
+                welcome = bob.hello("bob", password=PASSWORD)
+                assert welcome["account"] is True
+                assert welcome["conversations"] == [{"with": "alice", "last_id": 1}]
+                bob.send({"type": "history", "with": "alice"})
+                assert [m["text"] for m in bob.next_of("history")["messages"]] == [
+                    "while you were away"]
 
 
 def test_the_sixth_failed_login_is_refused_without_a_hash():

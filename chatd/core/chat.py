@@ -27,10 +27,11 @@ from collections import Counter, OrderedDict, deque
 
 from .. import __version__
 from .accounts import Account, LoginLimiter, password_ok
-from .effects import (CheckPassword, Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom,
-                      Outbox, PasswordChecked, RoomLoaded, StoreAccount, StoreWritable)
+from .effects import (CheckPassword, Close, Deliver, HistoryLoaded, LoadHistory, LoadPrivate,
+                      LoadRoom, Outbox, PasswordChecked, RoomLoaded, StoreAccount,
+                      StoreWritable)
 from .history import History, RingBudget
-from .messages import Messages
+from .messages import Messages, pair_key
 from .rooms import Room, Rooms
 from .session import Session
 
@@ -46,11 +47,13 @@ class OfflineAccount:
     """An account that is not connected, as the other end of a dm or a `history` {with}:
     its name and its identity (no connection: nothing is delivered to it)."""
 
-    __slots__ = ("name", "identity")
+    __slots__ = ("name", "key", "identity", "account")
 
     def __init__(self, name: str, identity: int):
         self.name = name
+        self.key = name.lower()
         self.identity = identity
+        self.account = True
 
 
 # Requests served before a successful hello (chat/1, Session).
@@ -99,7 +102,7 @@ class ChatCore:
 
     def __init__(self, settings: ChatSettings, epoch: str, durable: bool = False,
                  lobby: tuple[int, list] = (1, []), wall_clock=time.time,
-                 clock=time.monotonic, accounts: dict | None = None):
+                 clock=time.monotonic, accounts: dict | None = None, pairs=()):
         self.settings = settings
         self.epoch = epoch
         self.rate = settings.rate_limit
@@ -134,6 +137,7 @@ class ChatCore:
         }
         self._checked = {"hello": self._hello_checked, "register": self._register_checked,
                          "passwd": self._passwd_checked}
+        self._load_pairs(pairs)
         # Well-formed requests received, by type (the decoder admits only
         # chat/1's types: a bounded set), for metrics.
         self.requests: Counter[str] = Counter()
@@ -449,6 +453,29 @@ class ChatCore:
             self.out.deliver(tuple(m for m in lobby.members if m is not session),
                           {"type": "joined", "room": LOBBY, "name": name})
 
+    def _load_pairs(self, pairs) -> None:
+        """The accounts' conversations on file: (low key, high key, next id), least
+        recent first.  Each gets its numbering (its messages load on demand)."""
+        for key in self.accounts:
+            self._account_identities[key] = next(self._identities)
+        conversations = self.messages.conversations
+        for low, high, next_id in pairs:
+            if low not in self.accounts or high not in self.accounts:
+                continue
+            a = OfflineAccount(self.accounts[low].name, self._account_identities[low])
+            b = OfflineAccount(self.accounts[high].name, self._account_identities[high])
+            conversations.put(pair_key(a, b), History(conversations.history_size,
+                                                       conversations.budget, next_id))
+            self._note_partner(a, b)
+            self._note_partner(b, a)
+
+    @staticmethod
+    def _stored_pair(a, b) -> tuple[str, str] | None:
+        """The store's key of a pair of two accounts (their keys in order), else None."""
+        if not (a.account and b.account):
+            return None
+        return (a.key, b.key) if a.key <= b.key else (b.key, a.key)
+
     def _conversations_of(self, session: Session) -> list:
         """`welcome.conversations`: up to 100 {with, last_id}, most recent first, of the
         pairs still kept in memory."""
@@ -623,8 +650,9 @@ class ChatCore:
         if recipient is None:
             return
         accepted = self.messages.accepted
+        pair = self._stored_pair(session, recipient) if self.rooms.durable else None
         self.messages.dm(session, recipient, message["text"], ref,
-                         online=type(recipient) is not OfflineAccount)
+                         online=type(recipient) is not OfflineAccount, pair=pair)
         if self.messages.accepted != accepted:
             if session.account:
                 self._note_partner(session, recipient)
@@ -654,6 +682,13 @@ class ChatCore:
             room, history = None, self.messages.private_history(session, peer)
         since = message.get("since")
         limit = min(message.get("limit", DEFAULT_HISTORY_LIMIT), self.settings.history)
+        if room is None and self.rooms.durable and (history is None
+                                                    or not history.covers(since, limit)):
+            pair = self._stored_pair(session, peer)
+            if pair is not None:
+                self.out.effects.append(LoadPrivate(session, *pair, since, limit))
+                self._park(session, message)
+                return
         if room is not None and self.rooms.durable and not history.covers(since, limit):
             self.out.effects.append(LoadHistory(session, room.key, since, limit))
             self._park(session, message)

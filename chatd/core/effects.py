@@ -126,6 +126,38 @@ class StoreWritable:
         self.writable = writable
 
 
+class StorePrivate:
+    """Write one private message between two accounts to the durable store: the
+    pair's account keys in order (`low`, `high`), id, ts, sender's and
+    recipient's names, text.  Already delivered, as `StoreMessage`."""
+
+    __slots__ = ("low", "high", "id", "ts", "sender", "recipient", "text")
+
+    def __init__(self, low: str, high: str, msg_id: int, ts: float, sender: str,
+                 recipient: str, text: str):
+        self.low = low
+        self.high = high
+        self.id = msg_id
+        self.ts = ts
+        self.sender = sender
+        self.recipient = recipient
+        self.text = text
+
+
+class LoadPrivate:
+    """Read `history` {with} for `session` from the store: the pair of accounts
+    (`low`, `high`), as `LoadHistory` does for a room (answered by `HistoryLoaded`)."""
+
+    __slots__ = ("session", "low", "high", "since", "limit")
+
+    def __init__(self, session, low: str, high: str, since: int | None, limit: int):
+        self.session = session
+        self.low = low
+        self.high = high
+        self.since = since
+        self.limit = limit
+
+
 class CheckPassword:
     """For the password worker: check `password` against `credential` and/or hash `new`.
 

@@ -26,7 +26,8 @@ class Store:
     newest payloads), `writer` (None in memory), `path` (absolute, or None),
     `crashed` (the last run did not shut down cleanly), `id_floor`, `accounts`
     (casefolded name -> Account: read from the file, or empty in memory, where
-    accounts end with the process)."""
+    accounts end with the process), `pairs` (the accounts' private
+    conversations on file: (low key, high key, next id), least recent first)."""
 
     epoch: str
     durable: bool
@@ -36,6 +37,7 @@ class Store:
     crashed: bool = False
     id_floor: int = 0
     accounts: dict = field(default_factory=dict)
+    pairs: list = field(default_factory=list)
 
 
 def open_store(spec: str, retention: int, history_size: int) -> Store:
@@ -52,4 +54,6 @@ def open_store(spec: str, retention: int, history_size: int) -> Store:
     writer = Writer(path, opening.id_floor, retention, history_size)
     return Store(epoch=opening.epoch, durable=True, lobby=writer.load_room(LOBBY),
                  writer=writer, path=path, crashed=opening.crashed,
-                 id_floor=opening.id_floor, accounts=writer.load_accounts())
+                 id_floor=opening.id_floor, accounts=writer.load_accounts(),
+                 pairs=[(low, high, max(last_id, opening.id_floor) + 1)
+                        for low, high, last_id in writer.load_pairs()])

@@ -23,8 +23,8 @@ protocol then stops reading from whoever sends, until the commits catch up.
 import logging
 import sqlite3
 
-from ..core import (HistoryLoaded, LoadHistory, LoadRoom, RoomLoaded, StoreAccount,
-                    StoreWritable)
+from ..core import (HistoryLoaded, LoadHistory, LoadPrivate, LoadRoom, RoomLoaded,
+                    StoreAccount, StoreWritable)
 from ..worker import Worker
 from .sqlite import CRASH_ID_JUMP, Writer
 
@@ -80,7 +80,8 @@ class StoreLink:
 
     def take(self, effect) -> None:
         """Gather one store effect for this turn's batch."""
-        if type(effect) is LoadHistory or type(effect) is LoadRoom:
+        if type(effect) is LoadHistory or type(effect) is LoadRoom \
+                or type(effect) is LoadPrivate:
             self._loads.append(effect)
         elif type(effect) is StoreAccount:
             self._accounts.append(effect)
@@ -119,6 +120,9 @@ class StoreLink:
                     if type(load) is LoadHistory:
                         answers.append(HistoryLoaded(load.session, writer.load_history(
                             load.key, load.since, load.limit)))
+                    elif type(load) is LoadPrivate:
+                        answers.append(HistoryLoaded(load.session, writer.load_private(
+                            load.low, load.high, load.since, load.limit)))
                     else:
                         answers.append(RoomLoaded(load.key, *writer.load_room(load.key)))
                 except sqlite3.Error as exc:

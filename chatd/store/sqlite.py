@@ -9,7 +9,8 @@ APPLICATION_ID so that another program's database is never taken for ours):
     accounts(key, name, n, r, p, salt, hash, created)
                                        registered names: scrypt hash, its
                                        parameters and salt (never a password)
-    private_messages(...)              between accounts (the accounts issue)
+    private_messages(low, high, id, ts, sender, recipient, text)
+                                       dms between two accounts (keys in order)
 
 `open_file` validates and prepares the file on the main thread before the
 loop runs.  After that only the worker thread touches it, through its own
@@ -35,7 +36,7 @@ import sqlite3
 
 from framing import encode_payload
 
-from ..core import Account, Credential
+from ..core import Account, Credential, StorePrivate
 
 log = logging.getLogger("chatd")
 
@@ -125,7 +126,9 @@ def open_file(path: str) -> Opening:
         crashed = meta["clean_shutdown"] != "1"
         floor = int(meta["id_floor"])
         if crashed:
-            highest = conn.execute("SELECT max(last_id) FROM rooms").fetchone()[0] or 0
+            highest = max(conn.execute("SELECT max(last_id) FROM rooms").fetchone()[0] or 0,
+                          conn.execute("SELECT max(id) FROM private_messages").fetchone()[0]
+                          or 0)
             floor = max(floor, highest) + CRASH_ID_JUMP
             conn.execute("UPDATE meta SET value = ? WHERE key = 'id_floor'", (str(floor),))
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'clean_shutdown'")
@@ -179,7 +182,10 @@ class Writer:
             return 0, 0, None
         last: dict[str, tuple[str, int]] = {}
         added: dict[str, int] = {}
+        privates = [row for row in rows if type(row) is StorePrivate]
         for row in rows:
+            if type(row) is StorePrivate:
+                continue
             last[row.room_key] = (row.room, row.id)
             added[row.room_key] = added.get(row.room_key, 0) + 1
         try:
@@ -191,7 +197,12 @@ class Writer:
                   a.credential.salt, a.credential.hash, a.created) for a in accounts])
             conn.executemany(
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.room_key, r.id, r.room, r.ts, r.sender, r.text) for r in rows])
+                [(r.room_key, r.id, r.room, r.ts, r.sender, r.text) for r in rows
+                 if type(r) is not StorePrivate])
+            conn.executemany(
+                "INSERT OR IGNORE INTO private_messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.low, r.high, r.id, r.ts, r.sender, r.recipient, r.text)
+                 for r in privates])
             conn.executemany(
                 "INSERT INTO rooms VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                 "last_id = max(last_id, excluded.last_id), kept = kept + excluded.kept",
@@ -237,7 +248,7 @@ class Writer:
 
     def _unstored_of(self, key: str) -> list[tuple]:
         return [(r.id, r.room, r.ts, r.sender, r.text) for r in self.unstored
-                if r.room_key == key]
+                if type(r) is not StorePrivate and r.room_key == key]
 
     def load_room(self, key: str) -> tuple[int, list[bytes]]:
         """Room `key`'s next id and its newest payloads with consecutive ids up to it."""
@@ -262,6 +273,33 @@ class Writer:
                 for key, name, n, r, p, salt, hashed, created
                 in self._rows("SELECT key, name, n, r, p, salt, hash, created FROM accounts",
                               ())}
+
+    def load_pairs(self) -> list[tuple[str, str, int]]:
+        """Every pair of accounts with private messages on file: (low, high, last id),
+        least recently written first (read once, at start)."""
+        return self._rows("SELECT low, high, max(id) FROM private_messages "
+                          "GROUP BY low, high ORDER BY max(ts)", ())
+
+    def load_private(self, low: str, high: str, since: int | None,
+                     limit: int) -> list[bytes]:
+        """`history` {with} of the pair of accounts (low, high), as `load_history`."""
+        if since is None:
+            rows = self._rows("SELECT id, ts, sender, recipient, text FROM private_messages "
+                              "WHERE low = ? AND high = ? ORDER BY id DESC LIMIT ?",
+                              (low, high, limit))
+        else:
+            rows = self._rows("SELECT id, ts, sender, recipient, text FROM private_messages "
+                              "WHERE low = ? AND high = ? AND id > ? ORDER BY id LIMIT ?",
+                              (low, high, since, limit))
+        rows = sorted(set(rows) | {(r.id, r.ts, r.sender, r.recipient, r.text)
+                                   for r in self.unstored if type(r) is StorePrivate
+                                   and (r.low, r.high) == (low, high)
+                                   and (since is None or r.id > since)})
+        rows = rows[-limit:] if since is None else rows[:limit]
+        # Member order as the core encodes a dm's msg.
+        return [encode_payload({"type": "msg", "to": recipient, "from": sender, "text": text,
+                                "id": msg_id, "ts": ts})
+                for msg_id, ts, sender, recipient, text in rows]
 
     def load_history(self, key: str, since: int | None, limit: int) -> list[bytes]:
         """`history` of room `key` from the file: the first `limit` after `since`,
