@@ -34,6 +34,11 @@ def main(argv=None) -> int:
         return 0
     logs.configure(config.log_level, config.log_format, sys.stderr)
     server = Server(config, Notifier.from_environment(os.environ), listen_fds(os.environ))
+    # Before start(), which tells systemd READY: a SIGHUP or SIGTERM sent as
+    # soon as READY arrives must find its handler (it then waits in the wake
+    # socket until the loop runs), not the default action that kills us.
+    # A reload reads what a start reads: the same flags, the environment, the file.
+    server.install_signal_handlers(lambda: load_settings(arguments=arguments)[0])
     try:
         server.start()
     except StoreError as exc:
@@ -43,8 +48,6 @@ def main(argv=None) -> int:
         logging.getLogger("chatd").error("cannot listen on %s:%d: %s",
                                          config.host, config.port, exc.strerror)
         return 1
-    # A reload reads what a start reads: the same flags, the environment, the file.
-    server.install_signal_handlers(lambda: load_settings(arguments=arguments)[0])
     return 0 if server.serve_forever() else 1
 
 

@@ -10,6 +10,7 @@ import logging
 import signal
 
 from . import reload
+from .accounts import AccountLink
 from .chat_protocol import ChatService
 from .config import Config
 from .core import ChatCore
@@ -105,12 +106,15 @@ class Server:
         else:
             log.info("store: memory only; history ends with this process (epoch %s)",
                      store.epoch)
+            log.info("accounts: memory only; they end with this process")
         core = ChatCore(config.chat_settings(max_clients=self.max_clients), store.epoch,
-                        store.durable, store.lobby)
+                        store.durable, store.lobby, accounts=store.accounts,
+                        pairs=store.pairs)
         self.chat = ChatService(self.loop, self.connections, core,
                                 config.handshake_timeout, config.idle_timeout)
         if store.durable:
             self.chat.store = StoreLink(self.loop, store.writer, self.chat.complete)
+        self.chat.accounts = AccountLink(self.loop, self.chat.complete)
         self.listener = Listener(self.loop, self.connections, sock, self.chat.protocol,
                                  config.accepts_per_turn, self.max_clients)
         self.listener.start()
@@ -231,6 +235,7 @@ class Server:
         elif self.metrics_socket is not None:
             self.metrics_socket.close()
         stored = True
+        self.chat.accounts.close(self.config.shutdown_timeout)
         store = self.chat.store
         if store is not None:
             stored = store.close(self.config.shutdown_timeout)

@@ -15,7 +15,7 @@ import framing
 from framing import REQUESTS, Decoder
 
 from . import logs
-from .core import ChatCore, Close, Deliver, Session
+from .core import ChatCore, CheckPassword, Close, Deliver, Session
 from .transport import State
 
 log = logging.getLogger("chatd")
@@ -46,6 +46,8 @@ class ChatService:
         self.deliveries = 0
         # The durable store's link (store/link.py), or None in memory mode.
         self.store = None
+        # The password hasher's link (accounts.py).
+        self.accounts = None
         self._parked: list = []  # protocols not read while their session waits
         # Set at shutdown: closes no longer tell the core (nobody is left to
         # hear who left) and nothing more is delivered.
@@ -63,11 +65,13 @@ class ChatService:
                 self.queue(effect.recipients, framing.frame(effect.payload, self.max_frame))
             elif kind is Close:  # the core has ended the session already
                 effect.session.begin_close(effect.reason, ref=effect.ref)
+            elif kind is CheckPassword:  # its answer comes back through complete()
+                self.accounts.take(effect)
             else:  # for the store: its answer comes back through complete()
                 self.store.take(effect)
 
     def complete(self, completion) -> None:
-        """A completion from a worker (the store's answer) into the core, its effects out.
+        """A completion from a worker (the store's or the hasher's) into the core, its effects out.
 
         Then reads again from the sessions it let go on.
         """
@@ -141,6 +145,7 @@ class ChatProtocol(Session):
     def connection_made(self, transport) -> None:
         """Arm the watchdog: hello within handshake_timeout, then a frame per idle_timeout."""
         self.transport = transport
+        self.address = transport.peer[0]  # for the core's failed-login limiter
         now = self.service.loop.time()
         self.last_frame_at = now
         self.hello_deadline = now + self.service.handshake_timeout

@@ -64,6 +64,13 @@ class Config:
                                       "restarts, or 'memory' to keep nothing")
     retention: int = _setting(100_000, "messages kept on file per room, oldest deleted "
                                        "first")
+    accounts: str = _setting("open", "open: anyone may register a name; closed: no new "
+                                     "registrations (existing accounts log in); off: no "
+                                     "accounts at all")
+    login_failures: int = _setting(5, "failed logins one client address may make per "
+                                      "login_window before it gets rate_limited (no "
+                                      "password is hashed then)")
+    login_window: float = _setting(60.0, "seconds over which failed logins are counted")
     handshake_timeout: float = _setting(10.0, "seconds to complete hello (timeout)")
     idle_timeout: float = _setting(300.0, "seconds without any frame before the connection "
                                           "is closed (timeout)")
@@ -97,12 +104,12 @@ class Config:
         for name in ("max_clients", "rate_burst", "history", "max_bad_messages",
                      "accepts_per_turn", "write_per_turn", "output_hard_limit",
                      "output_soft_limit", "history_memory", "max_rooms",
-                     "max_rooms_per_user", "retention"):
+                     "max_rooms_per_user", "retention", "login_failures"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("rate_limit", "presence_limit", "retained_rooms", "max_conversations",
                      "handshake_timeout", "idle_timeout", "output_soft_seconds",
-                     "shutdown_timeout"):
+                     "shutdown_timeout", "login_window"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         for setting in dataclasses.fields(self):
@@ -114,6 +121,8 @@ class Config:
             problems.append("metrics_port must be between 0 and 65535 (0: off)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
+        if self.accounts not in ("open", "closed", "off"):
+            problems.append("accounts must be one of open, closed, off")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:

@@ -106,6 +106,17 @@ def _check_token(member: str, value) -> None:
                          f"{MAX_TOKEN_CHARS} characters")
 
 
+def _check_bool(member: str, value) -> None:
+    if type(value) is not bool:
+        raise BadMessage(f"{member} must be true or false")
+
+
+# A password member: any string here (its length is the server's to judge:
+# `bad_password`, or `auth_failed` on a login); the codec has refused lone
+# surrogates already.  Never quoted in an error.
+_check_password = _check_string
+
+
 def _check_any(member: str, value) -> None:
     """Any JSON value (ping's `data`): the codec has already vetted it."""
 
@@ -142,7 +153,8 @@ def _shape(required: dict, optional: dict, one_of: tuple = ()):
 
 REQUESTS = {
     "hello": _shape({"name": check_name},
-                    {"version": _check_version, "token": _check_token}),
+                    {"version": _check_version, "token": _check_token,
+                     "password": _check_password}),
     "say": _shape({"text": check_text}, {"room": check_name}),
     "dm": _shape({"to": check_name, "text": check_text}, {}),
     "join": _shape({"room": check_name}, {}),
@@ -156,6 +168,9 @@ REQUESTS = {
                       one_of=("room", "with")),
     "ping": _shape({}, {"data": _check_any}),
     "quit": _shape({}, {"reason": check_text}),
+    # chat/1 Accounts
+    "register": _shape({"password": _check_password}, {}),
+    "passwd": _shape({"old": _check_password, "new": _check_password}, {}),
 }
 
 EVENTS = {
@@ -163,7 +178,8 @@ EVENTS = {
                        "rooms": _check_list, "users": _check_list,
                        "user_count": _check_natural,
                        "server": _check_string, "limits": _check_object},
-                      {"epoch": _check_string}),
+                      {"epoch": _check_string, "account": _check_bool,
+                       "conversations": _check_list}),
     "msg": _shape({"from": check_name, "text": check_text,
                    "id": _check_positive,
                    "ts": _check_number},
@@ -180,4 +196,7 @@ EVENTS = {
     "pong": _shape({}, {"data": _check_any}),
     "error": _shape({"code": _check_string, "message": _check_string}, {}),
     "bye": _shape({"reason": _check_string}, {}),
+    # chat/1 Accounts
+    "registered": _shape({"name": check_name}, {}),
+    "password_changed": _shape({}, {}),
 }

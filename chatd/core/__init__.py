@@ -7,10 +7,12 @@ through `ChatCore.complete`); see docs/architecture.md for the path of one
 message.
 """
 
+from .accounts import Account, Credential, LoginLimiter
 from .chat import ChatCore, ChatSettings
-from .effects import (Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom, RoomLoaded,
-                      StoreMessage, StoreWritable)
+from .effects import (CheckPassword, Close, Deliver, HistoryLoaded, LoadHistory, LoadPrivate,
+                      LoadRoom, PasswordChecked, StorePrivate, RoomLoaded, StoreAccount, StoreMessage, StoreWritable)
 from .session import Session
 
-__all__ = ["ChatCore", "ChatSettings", "Close", "Deliver", "HistoryLoaded", "LoadHistory",
+__all__ = ["Account", "CheckPassword", "Credential", "LoginLimiter", "PasswordChecked", "LoadPrivate", "StorePrivate",
+           "StoreAccount", "ChatCore", "ChatSettings", "Close", "Deliver", "HistoryLoaded", "LoadHistory",
            "LoadRoom", "RoomLoaded", "Session", "StoreMessage", "StoreWritable"]

@@ -126,6 +126,89 @@ class StoreWritable:
         self.writable = writable
 
 
+class StorePrivate:
+    """Write one private message between two accounts to the durable store: the
+    pair's account keys in order (`low`, `high`), id, ts, sender's and
+    recipient's names, text.  Already delivered, as `StoreMessage`."""
+
+    __slots__ = ("low", "high", "id", "ts", "sender", "recipient", "text")
+
+    def __init__(self, low: str, high: str, msg_id: int, ts: float, sender: str,
+                 recipient: str, text: str):
+        self.low = low
+        self.high = high
+        self.id = msg_id
+        self.ts = ts
+        self.sender = sender
+        self.recipient = recipient
+        self.text = text
+
+
+class LoadPrivate:
+    """Read `history` {with} for `session` from the store: the pair of accounts
+    (`low`, `high`), as `LoadHistory` does for a room (answered by `HistoryLoaded`)."""
+
+    __slots__ = ("session", "low", "high", "since", "limit")
+
+    def __init__(self, session, low: str, high: str, since: int | None, limit: int):
+        self.session = session
+        self.low = low
+        self.high = high
+        self.since = since
+        self.limit = limit
+
+
+class CheckPassword:
+    """For the password worker: check `password` against `credential` and/or hash `new`.
+
+    - a login: `password` and the account's `credential` (None for a name
+      that is no account: the worker hashes anyway and fails, so both take
+      the same time), `new` None;
+    - `register`: `new` only;
+    - `passwd`: all three; `new` is hashed only when `password` matched.
+
+    Answered by `PasswordChecked`.  The passwords live only in this object,
+    between the request and the worker: never logged, echoed or stored.
+    """
+
+    __slots__ = ("session", "password", "credential", "new")
+
+    def __init__(self, session, password: str | None, credential, new: str | None = None):
+        self.session = session
+        self.password = password
+        self.credential = credential
+        self.new = new
+
+    def __repr__(self):
+        return f"CheckPassword({self.session!r})"
+
+
+class PasswordChecked:
+    """Completion of `CheckPassword` (`job`): `ok` True or False, or None when the
+    worker's queue was full (the request is `unavailable`); `credential` is the
+    new one when `job.new` was hashed."""
+
+    __slots__ = ("job", "ok", "credential")
+
+    def __init__(self, job: CheckPassword, ok: bool | None, credential=None):
+        self.job = job
+        self.ok = ok
+        self.credential = credential
+
+
+class StoreAccount:
+    """Write (insert or replace) account `key` to the durable store: its name as
+    spelled, its `Credential`, and when it was created."""
+
+    __slots__ = ("key", "name", "credential", "created")
+
+    def __init__(self, key: str, name: str, credential, created: float):
+        self.key = key
+        self.name = name
+        self.credential = credential
+        self.created = created
+
+
 class Outbox:
     """The effects one core call is producing, and the replies that build them.
 

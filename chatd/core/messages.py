@@ -3,7 +3,7 @@
 from framing import encode_payload
 from framing.paging import HISTORY_OVERHEAD, history_page
 
-from .effects import Deliver, Outbox, StoreMessage
+from .effects import Deliver, Outbox, StoreMessage, StorePrivate
 from .history import History, RetainedHistories, RingBudget
 
 
@@ -40,7 +40,8 @@ class Messages:
         self.accepted = 0  # messages numbered and recorded (rooms and dms), for metrics
         self.conversations = RetainedHistories(max_conversations, history_size, budget)
 
-    def post(self, sender, history: History, recipients, msg: dict, ref, room=None) -> None:
+    def post(self, sender, history: History, recipients, msg: dict, ref, room=None,
+             pair=None) -> None:
         """Number, record and deliver one msg; the sender's echo carries its ref.
 
         A msg whose payload would not leave HISTORY_OVERHEAD spare in
@@ -73,13 +74,24 @@ class Messages:
         if room is not None and self.durable:
             out.effects.append(StoreMessage(room.key, room.name, msg_id, ts, sender.name,
                                             msg["text"]))
+        elif pair is not None:
+            out.effects.append(StorePrivate(pair[0], pair[1], msg_id, ts, sender.name,
+                                            msg["to"], msg["text"]))
 
-    def dm(self, sender, recipient, text: str, ref) -> None:
-        """Post a private `msg` from `sender` to `recipient` (both echoed)."""
+    def dm(self, sender, recipient, text: str, ref, online: bool = True,
+           pair=None) -> None:
+        """Post a private `msg` from `sender` to `recipient` (both echoed; only the
+        sender when the recipient, an account, is not `online`: it finds the
+        message later through `welcome.conversations` and `history`).  `pair`, the
+        two account keys in order, has it stored (`StorePrivate`)."""
         history = self.conversations.get_or_new(pair_key(sender, recipient))
-        recipients = (recipient,) if recipient is sender else (recipient, sender)
+        if not online or recipient is sender:
+            recipients = (sender,) if not online else (recipient,)
+        else:
+            recipients = (recipient, sender)
         self.post(sender, history, recipients,
-                  {"type": "msg", "to": recipient.name, "from": sender.name, "text": text}, ref)
+                  {"type": "msg", "to": recipient.name, "from": sender.name, "text": text}, ref,
+                  pair=pair)
 
     def private_history(self, a, b) -> History | None:
         """The pair's history, if it is still kept."""

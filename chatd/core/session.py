@@ -13,7 +13,7 @@ class Session:
     """
 
     __slots__ = ("name", "key", "token", "identity", "rooms", "bad_messages",
-                 "bucket", "ended", "deferred")
+                 "bucket", "ended", "deferred", "account", "address")
 
     def __init__(self):
         self.name: str | None = None  # set by welcome
@@ -30,6 +30,11 @@ class Session:
         self.ended = False
         # Requests waiting for the store's answer (a deque, head first), or None.
         self.deferred = None
+        # Logged in to (or registered) the account of its name.
+        self.account = False
+        # The client's address, for the failed-login limiter: set by whoever
+        # serves the connection (None in tests that do not care).
+        self.address = None
 
     def __repr__(self):
         return f"<Session {self.name or 'unwelcomed'}>"

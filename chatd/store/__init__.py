@@ -8,7 +8,7 @@ drives on a worker thread.
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from framing import LOBBY
 
@@ -24,7 +24,10 @@ __all__ = ["MEMORY", "Store", "StoreError", "StoreLink", "open_store"]
 class Store:
     """An opened store: `epoch` (welcome.epoch), `durable`, `lobby` = (next id,
     newest payloads), `writer` (None in memory), `path` (absolute, or None),
-    `crashed` (the last run did not shut down cleanly), `id_floor`."""
+    `crashed` (the last run did not shut down cleanly), `id_floor`, `accounts`
+    (casefolded name -> Account: read from the file, or empty in memory, where
+    accounts end with the process), `pairs` (the accounts' private
+    conversations on file: (low key, high key, next id), least recent first)."""
 
     epoch: str
     durable: bool
@@ -33,6 +36,8 @@ class Store:
     path: str | None = None
     crashed: bool = False
     id_floor: int = 0
+    accounts: dict = field(default_factory=dict)
+    pairs: list = field(default_factory=list)
 
 
 def open_store(spec: str, retention: int, history_size: int) -> Store:
@@ -49,4 +54,6 @@ def open_store(spec: str, retention: int, history_size: int) -> Store:
     writer = Writer(path, opening.id_floor, retention, history_size)
     return Store(epoch=opening.epoch, durable=True, lobby=writer.load_room(LOBBY),
                  writer=writer, path=path, crashed=opening.crashed,
-                 id_floor=opening.id_floor)
+                 id_floor=opening.id_floor, accounts=writer.load_accounts(),
+                 pairs=[(low, high, max(last_id, opening.id_floor) + 1)
+                        for low, high, last_id in writer.load_pairs()])

@@ -23,7 +23,8 @@ protocol then stops reading from whoever sends, until the commits catch up.
 import logging
 import sqlite3
 
-from ..core import HistoryLoaded, LoadHistory, LoadRoom, RoomLoaded, StoreWritable
+from ..core import (HistoryLoaded, LoadHistory, LoadPrivate, LoadRoom, RoomLoaded,
+                    StoreAccount, StoreWritable)
 from ..worker import Worker
 from .sqlite import CRASH_ID_JUMP, Writer
 
@@ -61,6 +62,7 @@ class StoreLink:
         self.worker = Worker(loop, "chatd-store")
         self._rows: list = []
         self._loads: list = []
+        self._accounts: list = []  # StoreAccount effects: committed with the next batch
         self._queued = False      # a submit is waiting for the end of the turn
         self._busy = False        # a batch is with the worker
         self.in_flight = 0        # rows gathered or with the worker, not yet committed
@@ -78,8 +80,11 @@ class StoreLink:
 
     def take(self, effect) -> None:
         """Gather one store effect for this turn's batch."""
-        if type(effect) is LoadHistory or type(effect) is LoadRoom:
+        if type(effect) is LoadHistory or type(effect) is LoadRoom \
+                or type(effect) is LoadPrivate:
             self._loads.append(effect)
+        elif type(effect) is StoreAccount:
+            self._accounts.append(effect)
         else:
             self._rows.append(effect)
             self.in_flight += 1
@@ -101,19 +106,23 @@ class StoreLink:
         self._busy = True
         rows, self._rows = self._rows, []
         loads, self._loads = self._loads, []
+        accounts, self._accounts = self._accounts, []
         self._update_writable()
         began = self.loop.time()
         writer = self.writer
 
         def job():
             """On the worker: commit `rows`, then answer `loads`."""
-            committed, committed_bytes, error = writer.write(rows)
+            committed, committed_bytes, error = writer.write(rows, accounts)
             answers, unanswered = [], []
             for load in loads:
                 try:
                     if type(load) is LoadHistory:
                         answers.append(HistoryLoaded(load.session, writer.load_history(
                             load.key, load.since, load.limit)))
+                    elif type(load) is LoadPrivate:
+                        answers.append(HistoryLoaded(load.session, writer.load_private(
+                            load.low, load.high, load.since, load.limit)))
                     else:
                         answers.append(RoomLoaded(load.key, *writer.load_room(load.key)))
                 except sqlite3.Error as exc:
@@ -156,7 +165,7 @@ class StoreLink:
             for transport in paused:
                 transport.resume_reading()
         self._update_writable()
-        if (self._rows or self._loads) and not self.failing and not self._queued:
+        if (self._rows or self._loads or self._accounts) and not self.failing and not self._queued:
             self._queued = True
             self.loop.call_soon(self._submit)
         for answer in answers:
@@ -188,9 +197,10 @@ class StoreLink:
         """After the loop stopped: commit what is left, checkpoint, mark a clean
         shutdown.  True if everything acknowledged is on file."""
         rows, self._rows = self._rows, []
+        accounts, self._accounts = self._accounts, []
         writer, outcome = self.writer, []
         # After any batch still with the worker (FIFO), whatever its result.
-        self.worker.submit(lambda: outcome.append(writer.write(rows)[2] is None
+        self.worker.submit(lambda: outcome.append(writer.write(rows, accounts)[2] is None
                                                   and writer.close()))
         stopped = self.worker.stop(timeout)
         return stopped and outcome == [True]

@@ -6,7 +6,11 @@ APPLICATION_ID so that another program's database is never taken for ours):
     meta(key, value)                   epoch, id_floor, clean_shutdown
     rooms(key, name, last_id, kept)    every room that ever had a message
     messages(room_key, id, room, ts, sender, text)
-    private_messages(...)              between accounts (the accounts issue)
+    accounts(key, name, n, r, p, salt, hash, created)
+                                       registered names: scrypt hash, its
+                                       parameters and salt (never a password)
+    private_messages(low, high, id, ts, sender, recipient, text)
+                                       dms between two accounts (keys in order)
 
 `open_file` validates and prepares the file on the main thread before the
 loop runs.  After that only the worker thread touches it, through its own
@@ -32,6 +36,8 @@ import sqlite3
 
 from framing import encode_payload
 
+from ..core import Account, Credential, StorePrivate
+
 log = logging.getLogger("chatd")
 
 SCHEMA_VERSION = 1
@@ -50,6 +56,11 @@ CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, last_id INTEGER NO
 CREATE TABLE messages (
     room_key TEXT NOT NULL, id INTEGER NOT NULL, room TEXT NOT NULL, ts REAL NOT NULL,
     sender TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (room_key, id)) WITHOUT ROWID;
+-- Registered names: key is the casefolded name, and the scrypt parameters are kept
+-- with each hash so they can be raised later.
+CREATE TABLE accounts (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, n INTEGER NOT NULL, r INTEGER NOT NULL,
+    p INTEGER NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL, created REAL NOT NULL);
 -- Private messages between two accounts, keyed by the account names in order.
 CREATE TABLE private_messages (
     low TEXT NOT NULL, high TEXT NOT NULL, id INTEGER NOT NULL, ts REAL NOT NULL,
@@ -115,7 +126,9 @@ def open_file(path: str) -> Opening:
         crashed = meta["clean_shutdown"] != "1"
         floor = int(meta["id_floor"])
         if crashed:
-            highest = conn.execute("SELECT max(last_id) FROM rooms").fetchone()[0] or 0
+            highest = max(conn.execute("SELECT max(last_id) FROM rooms").fetchone()[0] or 0,
+                          conn.execute("SELECT max(id) FROM private_messages").fetchone()[0]
+                          or 0)
             floor = max(floor, highest) + CRASH_ID_JUMP
             conn.execute("UPDATE meta SET value = ? WHERE key = 'id_floor'", (str(floor),))
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'clean_shutdown'")
@@ -146,6 +159,7 @@ class Writer:
         self.retention = retention
         self.history_size = history_size
         self.unstored: list = []
+        self.unstored_accounts: list = []  # StoreAccount effects not yet committed
         self._conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
@@ -155,26 +169,40 @@ class Writer:
             self._conn.execute("PRAGMA synchronous = FULL")
         return self._conn
 
-    def write(self, rows: list) -> tuple[int, int, str | None]:
-        """Commit `rows` (and any earlier unstored ones) in one transaction.
+    def write(self, rows: list, accounts: list = ()) -> tuple[int, int, str | None]:
+        """Commit `rows` and `accounts` (StoreAccount effects), and any earlier
+        unstored ones, in one transaction.
 
         Returns (rows committed, their text's bytes, None), or (0, 0, the
-        error) with every row kept in `unstored` for the next try.
+        error) with every row and account kept for the next try.
         """
         rows = self.unstored + rows if self.unstored else rows
-        if not rows:
+        accounts = self.unstored_accounts + list(accounts)
+        if not rows and not accounts:
             return 0, 0, None
         last: dict[str, tuple[str, int]] = {}
         added: dict[str, int] = {}
+        privates = [row for row in rows if type(row) is StorePrivate]
         for row in rows:
+            if type(row) is StorePrivate:
+                continue
             last[row.room_key] = (row.room, row.id)
             added[row.room_key] = added.get(row.room_key, 0) + 1
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(a.key, a.name, a.credential.n, a.credential.r, a.credential.p,
+                  a.credential.salt, a.credential.hash, a.created) for a in accounts])
+            conn.executemany(
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.room_key, r.id, r.room, r.ts, r.sender, r.text) for r in rows])
+                [(r.room_key, r.id, r.room, r.ts, r.sender, r.text) for r in rows
+                 if type(r) is not StorePrivate])
+            conn.executemany(
+                "INSERT OR IGNORE INTO private_messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.low, r.high, r.id, r.ts, r.sender, r.recipient, r.text)
+                 for r in privates])
             conn.executemany(
                 "INSERT INTO rooms VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                 "last_id = max(last_id, excluded.last_id), kept = kept + excluded.kept",
@@ -184,8 +212,10 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback()
             self.unstored = rows
+            self.unstored_accounts = accounts
             return 0, 0, f"{type(exc).__name__}: {exc}"
         self.unstored = []
+        self.unstored_accounts = []
         return len(rows), sum(len(row.text) for row in rows), None
 
     def _trim(self, conn: sqlite3.Connection, keys: list[str]) -> None:
@@ -218,7 +248,7 @@ class Writer:
 
     def _unstored_of(self, key: str) -> list[tuple]:
         return [(r.id, r.room, r.ts, r.sender, r.text) for r in self.unstored
-                if r.room_key == key]
+                if type(r) is not StorePrivate and r.room_key == key]
 
     def load_room(self, key: str) -> tuple[int, list[bytes]]:
         """Room `key`'s next id and its newest payloads with consecutive ids up to it."""
@@ -236,6 +266,40 @@ class Writer:
             run.append(row)
         return next_id, [_payload(room, msg_id, ts, sender, text)
                          for msg_id, room, ts, sender, text in reversed(run)]
+
+    def load_accounts(self) -> dict:
+        """Every account on file: casefolded name -> Account (read once, at start)."""
+        return {key: Account(name, Credential(n, r, p, bytes(salt), bytes(hashed)), created)
+                for key, name, n, r, p, salt, hashed, created
+                in self._rows("SELECT key, name, n, r, p, salt, hash, created FROM accounts",
+                              ())}
+
+    def load_pairs(self) -> list[tuple[str, str, int]]:
+        """Every pair of accounts with private messages on file: (low, high, last id),
+        least recently written first (read once, at start)."""
+        return self._rows("SELECT low, high, max(id) FROM private_messages "
+                          "GROUP BY low, high ORDER BY max(ts)", ())
+
+    def load_private(self, low: str, high: str, since: int | None,
+                     limit: int) -> list[bytes]:
+        """`history` {with} of the pair of accounts (low, high), as `load_history`."""
+        if since is None:
+            rows = self._rows("SELECT id, ts, sender, recipient, text FROM private_messages "
+                              "WHERE low = ? AND high = ? ORDER BY id DESC LIMIT ?",
+                              (low, high, limit))
+        else:
+            rows = self._rows("SELECT id, ts, sender, recipient, text FROM private_messages "
+                              "WHERE low = ? AND high = ? AND id > ? ORDER BY id LIMIT ?",
+                              (low, high, since, limit))
+        rows = sorted(set(rows) | {(r.id, r.ts, r.sender, r.recipient, r.text)
+                                   for r in self.unstored if type(r) is StorePrivate
+                                   and (r.low, r.high) == (low, high)
+                                   and (since is None or r.id > since)})
+        rows = rows[-limit:] if since is None else rows[:limit]
+        # Member order as the core encodes a dm's msg.
+        return [encode_payload({"type": "msg", "to": recipient, "from": sender, "text": text,
+                                "id": msg_id, "ts": ts})
+                for msg_id, ts, sender, recipient, text in rows]
 
     def load_history(self, key: str, since: int | None, limit: int) -> list[bytes]:
         """`history` of room `key` from the file: the first `limit` after `since`,

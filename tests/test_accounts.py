@@ -1,0 +1,419 @@
+"""Accounts (chat/1 second edition): the core with a real store file, then real sockets."""
+
+import logging
+import os
+import tempfile
+import time
+
+import pytest
+
+from chatd.accounts import SCRYPT_N, check, verify_password
+from chatd.core import (ChatCore, CheckPassword, HistoryLoaded, LoadPrivate, StoreAccount,
+                        StorePrivate)
+from chatd.store import MEMORY, open_store
+from tests.support import ChatClient, running_server
+from tests.test_core import Harness
+
+PASSWORD = "correct horse"
+
+
+class AccountHarness(Harness):
+    """The core harness plus the password worker's part, run synchronously, and the
+    store's account writes.  With `hold`, checks wait in `held` until `finish()`."""
+
+    def __init__(self, store=MEMORY, hold=False, **settings):
+        self.hold = hold
+        self.held = []
+        self.checks = 0
+        self.stored_accounts = 0
+        self.stored_privates = 0
+        super().__init__(store, **settings)
+
+    def start(self):
+        config = self.config
+        self.store = open_store(config.store, config.retention, config.history)
+        self.core = ChatCore(config.chat_settings(), self.store.epoch, self.store.durable,
+                             self.store.lobby, wall_clock=lambda: 1.7e9,
+                             clock=lambda: self.clock, accounts=self.store.accounts,
+                             pairs=self.store.pairs)
+        self.max_frame = self.core.settings.max_frame
+
+    def connect(self, name=None, address="127.0.0.1", **hello):
+        client = super().connect()
+        client.address = address
+        if name is not None:
+            self.send(client, {"type": "hello", "name": name, **hello})
+        return client
+
+    def apply(self, effects):
+        rest, accounts, private = [], [], []
+        for effect in effects:
+            if type(effect) is CheckPassword:
+                self.checks += 1
+                self.held.append(effect)
+            elif type(effect) is StoreAccount:
+                accounts.append(effect)
+            elif type(effect) is LoadPrivate:
+                private.append(effect)
+            else:
+                rest.append(effect)
+        if accounts:
+            self.stored_accounts += len(accounts)
+            assert self.store.writer.write([], accounts)[2] is None
+        rows = [row for row in rest if type(row) is StorePrivate]
+        if rows:
+            self.stored_privates += len(rows)
+            assert self.store.writer.write(rows)[2] is None
+        super().apply([row for row in rest if type(row) is not StorePrivate])
+        for load in private:
+            payloads = self.store.writer.load_private(load.low, load.high, load.since,
+                                                      load.limit)
+            self.apply(self.core.complete(HistoryLoaded(load.session, payloads)))
+        if not self.hold:
+            self.finish()
+
+    def finish(self):
+        """Run the held checks, as the worker would, and complete them."""
+        held, self.held = self.held, []
+        for job in held:
+            self.apply(self.core.complete(check(job)))
+
+    def last(self, client):
+        return self.take(client)[-1]
+
+
+@pytest.fixture
+def store_file():
+    with tempfile.TemporaryDirectory(prefix="chatd-accounts-") as directory:
+        yield os.path.join(directory, "chatd.db")
+
+
+def test_register_then_log_in_after_a_restart_with_the_store_file(store_file):
+    chat = AccountHarness(store_file)
+    alice = chat.connect("alice")
+    assert "account" not in chat.take(alice)[0]
+    chat.send(alice, {"type": "register", "password": PASSWORD, "ref": 1})
+    assert chat.last(alice) == {"type": "registered", "name": "alice", "ref": 1}
+    assert chat.stored_accounts == 1
+    chat.end(alice, "quit")
+    chat.restart()
+    guest = chat.connect("alice")
+    assert chat.last(guest)["code"] == "auth_required"
+    again = chat.connect("Alice", password=PASSWORD)
+    welcome = chat.last(again)
+    assert welcome["type"] == "welcome" and welcome["name"] == "alice"
+    assert welcome["account"] is True and welcome["conversations"] == []
+    # The file holds the hash and its parameters, never the password.
+    with open(store_file, "rb") as file:
+        assert PASSWORD.encode() not in file.read()
+    account = chat.core.accounts["alice"]
+    assert account.credential.n == SCRYPT_N and len(account.credential.salt) == 16
+    assert verify_password(PASSWORD, account.credential)
+
+
+def test_wrong_password_and_unknown_name_get_the_same_answer():
+    chat = AccountHarness()
+    alice = chat.connect("alice")
+    chat.send(alice, {"type": "register", "password": PASSWORD})
+    chat.end(alice, "quit")
+    wrong = chat.connect("alice", password="not the one")
+    nobody = chat.connect("nobody", password="not the one")
+    answers = [chat.last(wrong), chat.last(nobody)]
+    assert answers[0] == answers[1] and answers[0]["code"] == "auth_failed"
+    assert chat.checks == 3  # the unknown name is hashed too: same time, same answer
+
+
+def test_failed_logins_are_limited_per_address_before_hashing():
+    chat = AccountHarness(login_failures=5, login_window=60.0)
+    for _ in range(5):
+        client = chat.connect("alice", password="wrong password")
+        assert chat.last(client)["code"] == "auth_failed"
+    assert chat.checks == 5
+    blocked = chat.connect("alice", password="wrong password")
+    assert chat.last(blocked)["code"] == "rate_limited" and chat.checks == 5
+    other = chat.connect("bob", address="127.0.0.2", password="wrong password")
+    assert chat.last(other)["code"] == "auth_failed"
+    chat.clock += 60.0
+    later = chat.connect("alice", password="wrong password")
+    assert chat.last(later)["code"] == "auth_failed"
+
+
+def test_a_login_whose_session_ended_meanwhile_is_dropped_quietly():
+    chat = AccountHarness(hold=True)
+    alice = chat.connect("alice")
+    chat.send(alice, {"type": "register", "password": PASSWORD})
+    chat.finish()
+    chat.end(alice, "quit")
+    late = chat.connect("alice", password=PASSWORD)
+    chat.send(late, {"type": "ping"})
+    assert chat.take(late) == [] and chat.held
+    chat.end(late, "disconnect")
+    chat.finish()
+    assert chat.take(late) == [] and "alice" not in chat.core.users
+
+
+def test_requests_after_a_login_wait_for_it_in_order():
+    chat = AccountHarness(hold=True)
+    alice = chat.connect("alice")
+    chat.send(alice, {"type": "register", "password": PASSWORD})
+    chat.send(alice, {"type": "ping", "data": 1})
+    assert chat.take(alice)[-1]["type"] == "welcome"
+    chat.finish()
+    assert [m["type"] for m in chat.take(alice)] == ["registered", "pong"]
+
+
+def test_nick_rules_for_guests_and_accounts():
+    chat = AccountHarness()
+    alice = chat.connect("alice")
+    chat.send(alice, {"type": "register", "password": PASSWORD})
+    chat.take(alice)
+    bob = chat.connect("bob")
+    chat.take(bob)
+    chat.send(bob, {"type": "nick", "name": "ALICE"})
+    assert chat.last(bob)["code"] == "name_registered"
+    chat.send(alice, {"type": "nick", "name": "alice2"})
+    assert chat.last(alice)["code"] == "not_allowed"
+    chat.send(bob, {"type": "nick", "name": "bobby"})
+    assert chat.last(bob)["type"] == "renamed"
+
+
+def test_register_and_passwd_errors_and_modes():
+    chat = AccountHarness()
+    guest = chat.connect("guest")
+    chat.take(guest)
+    chat.send(guest, {"type": "register", "password": "short"})
+    assert chat.last(guest)["code"] == "bad_password"
+    chat.send(guest, {"type": "register", "password": "x" * 1025})
+    assert chat.last(guest)["code"] == "bad_password"
+    chat.send(guest, {"type": "passwd", "old": PASSWORD, "new": PASSWORD})
+    assert chat.last(guest)["code"] == "not_registered"
+    chat.send(guest, {"type": "register", "password": PASSWORD})
+    assert chat.last(guest)["type"] == "registered"
+    chat.send(guest, {"type": "register", "password": PASSWORD})
+    assert chat.last(guest)["code"] == "name_registered"
+    chat.send(guest, {"type": "passwd", "old": "wrong password", "new": "new password"})
+    assert chat.last(guest)["code"] == "auth_failed"
+    chat.send(guest, {"type": "passwd", "old": PASSWORD, "new": "short"})
+    assert chat.last(guest)["code"] == "bad_password"
+    chat.send(guest, {"type": "passwd", "old": PASSWORD, "new": "new password", "ref": 7})
+    assert chat.last(guest) == {"type": "password_changed", "ref": 7}
+    chat.end(guest, "quit")
+    old = chat.connect("guest", password=PASSWORD)
+    assert chat.last(old)["code"] == "auth_failed"
+    new = chat.connect("guest", password="new password")
+    assert chat.last(new)["account"] is True
+    for mode in ("closed", "off"):
+        closed = AccountHarness(accounts=mode)
+        carol = closed.connect("carol")
+        assert closed.take(carol)[0]["limits"]["accounts"] == mode
+        closed.send(carol, {"type": "register", "password": PASSWORD})
+        assert closed.last(carol)["code"] == "registration_closed"
+
+
+def test_a_memory_store_keeps_accounts_without_store_effects():
+    chat = AccountHarness(MEMORY)
+    alice = chat.connect("alice")
+    chat.send(alice, {"type": "register", "password": PASSWORD})
+    assert chat.last(alice)["type"] == "registered" and chat.stored_accounts == 0
+    chat.end(alice, "quit")
+    assert chat.last(chat.connect("alice", password=PASSWORD))["account"] is True
+
+
+def test_a_dm_to_an_offline_account_waits_for_it():
+    chat = AccountHarness()
+    alice, bob = chat.connect("alice"), chat.connect("bob")
+    for client in (alice, bob):
+        chat.send(client, {"type": "register", "password": PASSWORD})
+    chat.end(bob, "quit")
+    chat.take(alice)
+    chat.send(alice, {"type": "dm", "to": "BOB", "text": "are you there?", "ref": 1})
+    echo = chat.last(alice)
+    assert echo["to"] == "bob" and echo["id"] == 1 and echo["ref"] == 1
+    chat.send(alice, {"type": "dm", "to": "carol", "text": "hi"})
+    assert chat.last(alice)["code"] == "no_such_user"
+    chat.end(alice, "quit")
+    bob = chat.connect("bob", password=PASSWORD)
+    assert chat.last(bob)["conversations"] == [{"with": "alice", "last_id": 1}]
+    chat.send(bob, {"type": "history", "with": "alice"})
+    answer = chat.last(bob)
+    assert [m["text"] for m in answer["messages"]] == ["are you there?"]
+    chat.send(bob, {"type": "dm", "to": "alice", "text": "now I am"})
+    assert chat.last(bob)["id"] == 2
+    alice = chat.connect("alice", password=PASSWORD)
+    assert chat.last(alice)["conversations"] == [{"with": "bob", "last_id": 2}]
+
+
+def test_dms_between_accounts_survive_a_restart(store_file):
+    chat = AccountHarness(store_file)
+    alice, bob, carol = chat.connect("alice"), chat.connect("bob"), chat.connect("carol")
+    for client in (alice, bob):
+        chat.send(client, {"type": "register", "password": PASSWORD})
+    chat.end(bob, "quit")
+    chat.send(alice, {"type": "dm", "to": "bob", "text": "one"})
+    chat.send(alice, {"type": "dm", "to": "bob", "text": "two"})
+    chat.send(carol, {"type": "dm", "to": "alice", "text": "from a guest"})
+    assert chat.stored_privates == 2  # the guest's dm is not stored
+    chat.restart()
+    bob = chat.connect("bob", password=PASSWORD)
+    assert chat.last(bob)["conversations"] == [{"with": "alice", "last_id": 2}]
+    chat.send(bob, {"type": "history", "with": "alice", "ref": 3})
+    answer = chat.last(bob)
+    assert answer["with"] == "alice" and answer["ref"] == 3
+    assert [(m["id"], m["from"], m["to"], m["text"]) for m in answer["messages"]] == [
+        (1, "alice", "bob", "one"), (2, "alice", "bob", "two")]
+    chat.send(bob, {"type": "history", "with": "alice", "since": 1})
+    assert [m["text"] for m in chat.last(bob)["messages"]] == ["two"]
+    chat.send(bob, {"type": "dm", "to": "alice", "text": "three"})
+    assert chat.last(bob)["id"] == 3
+
+
+# ------------------------------------------------------------- real sockets
+
+def error_of(client, message):
+    client.send(message)
+    reply = client.next(lambda m: m["type"] != "joined" and m["type"] != "left")
+    return reply.get("code", reply["type"])
+
+
+def test_the_account_life_through_sockets():
+    with running_server() as server:
+        address = server.address
+        with ChatClient(address, "alice") as alice:
+            assert alice.welcome["limits"]["accounts"] == "open"
+            assert error_of(alice, {"type": "register", "password": PASSWORD}) == "registered"
+            assert error_of(alice, {"type": "nick", "name": "other"}) == "not_allowed"
+            alice.send({"type": "quit"})
+            alice.frames_until_close()
+        with ChatClient(address) as guest:
+            assert error_of(guest, {"type": "hello", "name": "alice"}) == "auth_required"
+            guest.send({"type": "hello", "name": "alice", "password": "wrong password"})
+            wrong = guest.next_of("error")
+            guest.send({"type": "hello", "name": "nobody", "password": "wrong password"})
+            unknown = guest.next_of("error")
+            assert wrong == unknown and wrong["code"] == "auth_failed"
+            guest.hello("bob")
+            assert error_of(guest, {"type": "nick", "name": "Alice"}) == "name_registered"
+        with ChatClient(address) as alice:
+            welcome = alice.hello("alice", password=PASSWORD)
+            assert welcome["account"] is True and welcome["conversations"] == []
+            assert error_of(alice, {"type": "passwd", "old": PASSWORD,
+                                    "new": "another one"}) == "password_changed"
+        with ChatClient(address) as alice:
+            assert alice.hello("alice", password="another one")["account"] is True
+
+
+def test_accounts_survive_a_restart_of_the_server():
+    with tempfile.TemporaryDirectory(prefix="chatd-accounts-") as directory:
+        path = os.path.join(directory, "chatd.db")
+        with running_server(store=path) as server:
+            with ChatClient(server.address, "alice") as alice, \
+                    ChatClient(server.address, "bob") as bob:
+                for client in (alice, bob):
+                    assert error_of(client, {"type": "register", "password": PASSWORD}) \
+                        == "registered"
+                bob.send({"type": "quit"})
+                bob.frames_until_close()
+                alice.send({"type": "dm", "to": "bob", "text": "while you were away",
+                            "ref": 1})
+                assert alice.next(lambda m: m.get("ref") == 1)["type"] == "msg"
+        with running_server(store=path) as server:
+            with ChatClient(server.address) as bob:
+                welcome = bob.hello("bob", password=PASSWORD)
+                assert welcome["account"] is True
+                assert welcome["conversations"] == [{"with": "alice", "last_id": 1}]
+                bob.send({"type": "history", "with": "alice"})
+                assert [m["text"] for m in bob.next_of("history")["messages"]] == [
+                    "while you were away"]
+
+
+def test_the_sixth_failed_login_is_refused_without_a_hash():
+    with running_server(login_failures=5) as server:
+        with ChatClient(server.address) as client:
+            for _ in range(5):
+                assert error_of(client, {"type": "hello", "name": "alice",
+                                         "password": "wrong password"}) == "auth_failed"
+            hashes = server.chat.accounts.hashes
+            assert hashes == 5
+            assert error_of(client, {"type": "hello", "name": "alice",
+                                     "password": "wrong password"}) == "rate_limited"
+            assert server.chat.accounts.hashes == hashes
+
+
+def test_the_loop_serves_pings_while_passwords_are_hashed():
+    logins = 12
+    with running_server(store=MEMORY, login_failures=1000) as server:
+        with ChatClient(server.address, "pinger") as pinger:
+            clients = [ChatClient(server.address) for _ in range(logins)]
+            try:
+                began = time.monotonic()
+                for number, client in enumerate(clients):
+                    client.send({"type": "hello", "name": f"user{number}",
+                                 "password": "some password"})
+                rtts = []
+                for number in range(5):
+                    sent = time.monotonic()
+                    pinger.send({"type": "ping", "data": number})
+                    assert pinger.next_of("pong")["data"] == number
+                    rtts.append(time.monotonic() - sent)
+                answers = [client.next_of("error")["code"] for client in clients]
+                hashing = time.monotonic() - began
+            finally:
+                for client in clients:
+                    client.close()
+        print(f"ping round trips during {logins} logins ({hashing * 1000:.0f} ms of "
+              f"hashing): max {max(rtts) * 1000:.1f} ms")
+        assert answers == ["auth_failed"] * logins
+        assert max(rtts) < hashing / 4
+
+
+def test_a_full_hash_queue_answers_unavailable():
+    with running_server(store=MEMORY, login_failures=1000) as server:
+        clients = [ChatClient(server.address) for _ in range(60)]
+        try:
+            # All sent before any answer: the worker cannot keep up with 60 x ~70 ms.
+            for number, client in enumerate(clients):
+                client.send({"type": "hello", "name": f"user{number}",
+                             "password": "some password"})
+            answers = [client.next_of("error", timeout=15)["code"] for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+        assert set(answers) == {"auth_failed", "unavailable"}
+
+
+def test_an_offline_dm_is_found_after_login_through_sockets():
+    with running_server() as server:
+        with ChatClient(server.address, "alice") as alice, \
+                ChatClient(server.address, "bob") as bob:
+            for client in (alice, bob):
+                assert error_of(client, {"type": "register", "password": PASSWORD}) \
+                    == "registered"
+            bob.send({"type": "quit"})
+            bob.frames_until_close()
+            alice.send({"type": "dm", "to": "bob", "text": "later", "ref": "d"})
+            assert alice.next(lambda m: m.get("ref") == "d")["type"] == "msg"
+        with ChatClient(server.address) as bob:
+            welcome = bob.hello("bob", password=PASSWORD)
+            assert welcome["conversations"] == [{"with": "alice", "last_id": 1}]
+            bob.send({"type": "history", "with": "alice"})
+            assert [m["text"] for m in bob.next_of("history")["messages"]] == ["later"]
+
+
+def test_no_password_reaches_the_log_even_at_debug(caplog):
+    caplog.set_level(logging.DEBUG)
+    secrets_sent = ["first secret pw", "second secret pw", "wrong secret pw"]
+    with running_server(log_level="debug") as server:
+        with ChatClient(server.address, "alice") as alice:
+            assert error_of(alice, {"type": "register", "password": secrets_sent[0]}) \
+                == "registered"
+            assert error_of(alice, {"type": "passwd", "old": secrets_sent[2],
+                                    "new": secrets_sent[1]}) == "auth_failed"
+            assert error_of(alice, {"type": "passwd", "old": secrets_sent[0],
+                                    "new": secrets_sent[1]}) == "password_changed"
+        with ChatClient(server.address) as again:
+            again.send({"type": "hello", "name": "alice", "password": secrets_sent[2]})
+            assert again.next_of("error")["code"] == "auth_failed"
+            assert again.hello("alice", password=secrets_sent[1])["account"] is True
+    assert "closing" in caplog.text  # the log was captured at all
+    for secret in secrets_sent:
+        assert secret not in caplog.text
