@@ -91,7 +91,7 @@ class Harness:
             assert writer.write(rows)[2] is None
         for load in loads:
             if type(load) is LoadRoom:
-                self.apply(self.core.complete(RoomLoaded(load.key,
+                self.apply(self.core.complete(RoomLoaded(load.room,
                                                          *writer.load_room(load.key))))
             else:
                 self.apply(self.core.complete(HistoryLoaded(load.session, writer.load_history(
@@ -529,3 +529,40 @@ def test_requests_behind_a_room_being_opened_wait_in_order_and_others_are_served
     assert [(m["type"], m.get("text") or m.get("ref")) for m in chat.take(alice)] == [
         ("msg", "first"), ("pong", "p")]
     assert [m["id"] for m in chat.take(bob)] == [1]
+
+
+class EarlyAnswers(Harness):
+    """A durable harness whose store reads a room when asked (as the worker
+    does, in order) but whose answers reach the core only when delivered: an
+    answer may arrive after the room that asked has closed and opened again."""
+
+    def __init__(self, path, **settings):
+        self.answers = []
+        super().__init__(store=path, **settings)
+
+    def apply(self, effects):
+        loads = [e for e in effects if type(e) is LoadRoom]
+        super().apply([e for e in effects if e not in loads])  # writes first
+        writer = self.store.writer
+        self.answers += [RoomLoaded(load.room, *writer.load_room(load.key)) for load in loads]
+
+    def deliver(self):
+        super().apply(self.core.complete(self.answers.pop(0)))
+
+
+def test_a_late_answer_for_a_closed_room_never_numbers_the_room_opened_after_it(tmp_path):
+    chat = EarlyAnswers(str(tmp_path / "chatd.db"))
+    alice = chat.connect("alice")
+    chat.send(alice, {"type": "join", "room": "dev"})   # asks (answer 1)
+    chat.send(alice, {"type": "leave", "room": "dev"})  # the room closes, still unanswered
+    chat.send(alice, {"type": "join", "room": "dev"})   # opened again, asks (answer 2)
+    chat.deliver()  # answer 1: for the closed room, not this one
+    for text in ("a", "b", "c"):
+        chat.send(alice, {"type": "say", "room": "dev", "text": text})
+    chat.send(alice, {"type": "leave", "room": "dev"})
+    chat.send(alice, {"type": "join", "room": "dev"})
+    chat.deliver()  # answer 2: read before a, b, c were written
+    while chat.answers:
+        chat.deliver()
+    chat.send(alice, {"type": "say", "room": "dev", "text": "d"})
+    assert [m["id"] for m in chat.take(alice) if m["type"] == "msg"] == [1, 2, 3, 4]

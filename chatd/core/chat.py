@@ -162,8 +162,8 @@ class ChatCore(IdentityRequests, ChatRequests):
         out = self.out.begin()
         kind = type(completion)
         if kind is RoomLoaded:
-            room = self.rooms.by_key.get(completion.key)
-            if room is not None and room.history is None:
+            room = completion.room
+            if room.history is None and self.rooms.by_key.get(room.key) is room:
                 self.rooms.loaded(room, completion.next_id, completion.payloads)
                 waiters, room.waiters = room.waiters, []
                 for session in waiters:

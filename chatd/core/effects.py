@@ -71,13 +71,17 @@ class StoreMessage:
 
 
 class LoadRoom:
-    """Read the numbering and newest messages of room `key` from the store
-    (answered by `RoomLoaded`)."""
+    """Read the numbering and newest messages of `room` from the store
+    (answered by `RoomLoaded` for that same Room object)."""
 
-    __slots__ = ("key",)
+    __slots__ = ("room",)
 
-    def __init__(self, key: str):
-        self.key = key
+    def __init__(self, room):
+        self.room = room
+
+    @property
+    def key(self) -> str:
+        return self.room.key
 
 
 class LoadHistory:
@@ -95,13 +99,20 @@ class LoadHistory:
 
 
 class RoomLoaded:
-    """Completion of `LoadRoom`: the room's next id and its newest payloads with
-    consecutive ids ending at `next_id - 1` (empty after a jump in numbering)."""
+    """Completion of `LoadRoom`: `room` (the Room object that asked), its next id and
+    its newest payloads with consecutive ids ending at `next_id - 1` (empty
+    after a jump in numbering).
 
-    __slots__ = ("key", "next_id", "payloads")
+    Tied to the object, not the name: a room closed while its load was on
+    the way and opened again asks again, and an answer read before the
+    closed one's last messages were written must not number the new one
+    (that reused ids; found by the lifecycle suite).
+    """
 
-    def __init__(self, key: str, next_id: int, payloads: list):
-        self.key = key
+    __slots__ = ("room", "next_id", "payloads")
+
+    def __init__(self, room, next_id: int, payloads: list):
+        self.room = room
         self.next_id = next_id
         self.payloads = payloads
 

@@ -37,7 +37,7 @@ class ChatRequests:
                 return
             room = self.rooms.open(name)
             if room.history is None:
-                self.out.effects.append(LoadRoom(room.key))
+                self.out.effects.append(LoadRoom(room))
         joined = {"type": "joined", "room": room.name, "name": session.name}
         if session not in room.members:
             self.rooms.enter(session, room)

@@ -124,7 +124,7 @@ class StoreLink:
                         answers.append(HistoryLoaded(load.session, writer.load_private(
                             load.low, load.high, load.since, load.limit)))
                     else:
-                        answers.append(RoomLoaded(load.key, *writer.load_room(load.key)))
+                        answers.append(RoomLoaded(load.room, *writer.load_room(load.key)))
                 except sqlite3.Error as exc:
                     error = error or f"{type(exc).__name__}: {exc}"
                     unanswered.append(load)
