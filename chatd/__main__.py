@@ -9,6 +9,7 @@ from .app import Server
 from .config import ConfigError, describe, load_settings, parse_arguments
 from .store import StoreError
 from .systemd import Notifier, listen_fds
+from .tls import TLSSetupError
 
 # sysexits.h EX_CONFIG: the store file given is one chatd must not use, or
 # (with --check-config) a setting is.
@@ -34,17 +35,23 @@ def main(argv=None) -> int:
         return 0
     logs.configure(config.log_level, config.log_format, sys.stderr)
     server = Server(config, Notifier.from_environment(os.environ), listen_fds(os.environ))
+    # Before start, whose "listening" line and READY tell the world it may
+    # signal now: a SIGHUP in between would kill chatd.  Signals wait for
+    # the loop, so none is handled before start has finished.
+    # A reload reads what a start reads: the same flags, the environment, the file.
+    server.install_signal_handlers(lambda: load_settings(arguments=arguments)[0])
     try:
         server.start()
     except StoreError as exc:
         logging.getLogger("chatd").error("store refused: %s", exc)
         return EXIT_BAD_STORE
+    except TLSSetupError as exc:
+        logging.getLogger("chatd").error("TLS refused: %s", exc)
+        return EXIT_CONFIG
     except OSError as exc:
         logging.getLogger("chatd").error("cannot listen on %s:%d: %s",
                                          config.host, config.port, exc.strerror)
         return 1
-    # A reload reads what a start reads: the same flags, the environment, the file.
-    server.install_signal_handlers(lambda: load_settings(arguments=arguments)[0])
     return 0 if server.serve_forever() else 1
 
 

@@ -20,6 +20,7 @@ LIVE = frozenset((
     "handshake_timeout", "idle_timeout", "output_hard_limit", "output_soft_limit",
     "output_soft_seconds", "write_per_turn", "max_bad_messages", "accepts_per_turn",
     "shutdown_timeout", "retention", "max_rooms", "max_rooms_per_user",
+    "tls_cert", "tls_key", "tls_client_ca",
 ))
 
 

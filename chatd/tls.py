@@ -21,6 +21,10 @@ import ssl
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
 
+class TLSSetupError(ValueError):
+    """The certificate or key cannot be loaded (chatd refuses to start with it)."""
+
+
 class TLSClosed(Exception):
     """The peer sent close_notify: the TLS stream has ended cleanly."""
 
@@ -39,6 +43,16 @@ def server_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSL
         context.verify_mode = ssl.CERT_OPTIONAL
         context.load_verify_locations(client_ca)
     return context
+
+
+def load_server_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """`server_context`, its failures as one TLSSetupError naming the files."""
+    try:
+        return server_context(cert, key, client_ca)
+    except OSError as exc:
+        reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        files = f"cert {cert}, key {key}" + (f", client CA {client_ca}" if client_ca else "")
+        raise TLSSetupError(f"cannot load TLS files ({files}): {reason}") from None
 
 
 def client_context(cafile: str | None = None) -> ssl.SSLContext:
