@@ -6,6 +6,7 @@ Each new capability plugs in here: another listener with its protocol
 factory, a worker whose completions come back through the loop.
 """
 
+import ipaddress
 import logging
 import signal
 
@@ -25,6 +26,14 @@ log = logging.getLogger("chatd")
 
 # Scrapers served at once: a few, so they cannot crowd out chat.
 METRICS_MAX_CONNECTIONS = 16
+
+
+def _loopback(host: str) -> bool:
+    """True for an address only this machine can reach."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class Server:
@@ -140,6 +149,10 @@ class Server:
             self.tls_listener.start()
             self.tls_address = self.tls_listener.address
             log.info("TLS on %s:%d", *self.tls_address)
+            if not _loopback(self.address[0]):
+                log.warning("plaintext chat/1 on %s:%d can be read by anyone on the path, "
+                            "reconnect tokens included; TLS is on %s:%d", *self.address[:2],
+                            *self.tls_address)
         if metrics_sock is not None:
             metrics = MetricsService(self.loop, Metrics(self))
             self.metrics_listener = Listener(self.loop, self.metrics_connections, metrics_sock,

@@ -45,6 +45,9 @@ log = logging.getLogger("chatd")
 LINGER_SECONDS = 2.0
 # One recv per readable socket per turn; a full frame needs at most two.
 RECV_SIZE = 65_536
+# TLS handshake steps per loop turn (a server's first step costs about a
+# millisecond of CPU): a connect storm over TLS waits its turn, chat goes on.
+HANDSHAKES_PER_TURN = 16
 
 
 class State(enum.Enum):
@@ -91,6 +94,12 @@ class Connections:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.slow_consumers = 0
+        # TLS handshakes: steps allowed per turn, taken this turn (`handshake_turn`),
+        # and steps put off to a later turn because the turn's were taken.
+        self.handshakes_per_turn = HANDSHAKES_PER_TURN
+        self.handshakes = 0
+        self.handshake_turn = -1
+        self.handshakes_deferred = 0
         # One receive buffer for every connection (one thread): a read does
         # not allocate 64 KiB; the protocol copies only the bytes that came.
         self.received = memoryview(bytearray(RECV_SIZE))
@@ -345,12 +354,13 @@ class TLSTransport(Transport):
     input without close_notify is an ordinary disconnect.
     """
 
-    __slots__ = ("tls", "cipher")
+    __slots__ = ("tls", "cipher", "handshake_waiting")
 
     def __init__(self, connections: Connections, sock: socket.socket, peer: tuple, context):
         super().__init__(connections, sock, peer)
         self.tls = TLSPipe(context, server_side=True)
         self.cipher = OutputQueue()
+        self.handshake_waiting = False  # put off to a later turn (HANDSHAKES_PER_TURN)
 
     def _on_readable(self) -> None:
         connections = self.connections
@@ -378,8 +388,23 @@ class TLSTransport(Transport):
         if self.state is not _OPEN:
             return  # closing: what the peer still sends is read and dropped
         tls.receive(received[:size])
+        if not self.handshake_waiting:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Handshake (within the turn's budget), then plaintext to the protocol."""
+        tls, connections, received = self.tls, self.connections, self.connections.received
         try:
             if not tls.established:
+                turn = self.loop.turns
+                if connections.handshake_turn != turn:
+                    connections.handshake_turn, connections.handshakes = turn, 0
+                if connections.handshakes >= connections.handshakes_per_turn:
+                    connections.handshakes_deferred += 1
+                    self.handshake_waiting = True
+                    self.loop.call_soon(self._resume_handshake)
+                    return
+                connections.handshakes += 1
                 if not tls.handshake():
                     self._owe_ciphertext()
                     return
@@ -399,6 +424,13 @@ class TLSTransport(Transport):
             self.abort("tls_error")
             return
         self._owe_ciphertext()
+
+    def _resume_handshake(self) -> None:
+        """A handshake put off for want of budget: try again (a later turn if
+        this one's budget is still spent)."""
+        self.handshake_waiting = False
+        if self.state is _OPEN:
+            self._advance()
 
     def _owe_ciphertext(self) -> None:
         """What the TLS layer wants sent (handshake, tickets) goes out this turn."""

@@ -187,6 +187,40 @@ def test_reload_gives_new_connections_a_new_certificate_and_keeps_a_broken_one_o
             assert later.sock.getpeercert()["serialNumber"] == second
 
 
+def test_handshakes_beyond_the_turns_budget_wait_for_a_later_turn(files):
+    import threading
+    with serve(**files.settings()) as server:
+        server.connections.handshakes_per_turn = 2
+        socks = [socket.create_connection(server.tls_address, timeout=WAIT) for _ in range(8)]
+        wait_until(lambda: len(server.connections.open) == 8, what="8 accepted")
+        # Hold the loop so that all 8 ClientHellos are there for one turn.
+        held, release = threading.Event(), threading.Event()
+        server.loop.call_soon_threadsafe(lambda: (held.set(), release.wait(WAIT)))
+        assert held.wait(WAIT)
+        pipes = []
+        for sock in socks:
+            pipe = TLSPipe(files.client(), server_side=False, server_hostname="localhost")
+            pipe.handshake()
+            sock.sendall(pipe.take_output())
+            pipes.append(pipe)
+        release.set()
+        for pipe, sock in zip(pipes, socks):
+            for _ in range(20):
+                if pipe.handshake():
+                    break
+                if pipe.pending:
+                    sock.sendall(pipe.take_output())
+                pipe.receive(sock.recv(65536))
+            if pipe.pending:
+                sock.sendall(pipe.take_output())
+            send_plain(pipe, sock, framing.encode({"type": "ping", "ref": 1}))
+            frames = read_frames(pipe, sock, "pong")  # chat/1 before hello: a pong
+            assert frames[-1] == {"type": "pong", "ref": 1}
+        assert server.connections.handshakes_deferred >= 6  # 8 at once, 2 a turn
+        for sock in socks:
+            sock.close()
+
+
 def test_tls_settings_are_checked(files):
     from chatd.config import Config, ConfigError
     with pytest.raises(ConfigError, match="tls_port needs tls_cert and tls_key"):
