@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import ssl
 from importlib import metadata
 import os
 import sys
@@ -19,11 +20,20 @@ ENV_PREFIX = "CHATCLI_"
 # DEFAULT_PORT, which both share.  Written out rather than imported so the
 # client does not depend on the server's package.
 DEFAULT_HOST = "127.0.0.1"
+# chatd's conventional TLS port (its --tls-port), the default with --tls.
+DEFAULT_TLS_PORT = 7879
 
 DESCRIPTION = "A chat/1 client: chat on a terminal, or script it through a pipe."
 EPILOG = f"""\
 Every option can also come from the environment: CHATCLI_HOST, CHATCLI_PORT,
-CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE; options win.  Names: {NAME_RULE}.
+CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE, CHATCLI_TLS (1), CHATCLI_CAFILE;
+options win.  Names: {NAME_RULE}.
+
+--tls speaks TLS (port {DEFAULT_TLS_PORT} unless --port says otherwise) and verifies the
+server's certificate and host name against the system's CAs, or against
+--cafile FILE (a private CA, or a self-signed server's own certificate;
+--cafile implies --tls).  A certificate that fails verification ends the
+client with exit status 1 and one line saying why.
 
 --host may be a name with several addresses, IPv6 and IPv4: each is tried
 (the next after 250 ms, or at once when one fails; RFC 8305), the first to
@@ -72,9 +82,16 @@ def parse_arguments(argv, environ) -> argparse.Namespace:
                         version=f"chatcli {client_version()}")
     parser.add_argument("--host", default=environ.get(ENV_PREFIX + "HOST", DEFAULT_HOST),
                         help=f"server address (default: {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int,
-                        default=environ.get(ENV_PREFIX + "PORT", DEFAULT_PORT),
-                        help=f"server port (default: {DEFAULT_PORT})")
+    parser.add_argument("--port", type=int, default=environ.get(ENV_PREFIX + "PORT"),
+                        help=f"server port (default: {DEFAULT_PORT}, {DEFAULT_TLS_PORT} with "
+                             "--tls)")
+    parser.add_argument("--tls", action="store_true",
+                        default=environ.get(ENV_PREFIX + "TLS", "").lower()
+                        in ("1", "true", "yes", "on"),
+                        help="speak TLS, verifying the server's certificate")
+    parser.add_argument("--cafile", metavar="FILE", default=environ.get(ENV_PREFIX + "CAFILE"),
+                        help="PEM file of the CAs (or the self-signed certificate) to trust "
+                             "instead of the system's; implies --tls")
     parser.add_argument("--name", default=environ.get(ENV_PREFIX + "NAME"),
                         help="your user name (default: ask)")
     parser.add_argument("--room", default=environ.get(ENV_PREFIX + "ROOM"),
@@ -86,6 +103,10 @@ def parse_arguments(argv, environ) -> argparse.Namespace:
                         help="ping after this long without a frame from the server; "
                              f"dead after 1.5 times it (default: {KEEPALIVE:g})")
     arguments = parser.parse_args(argv)
+    if arguments.cafile:
+        arguments.tls = True
+    if arguments.port is None:
+        arguments.port = DEFAULT_TLS_PORT if arguments.tls else DEFAULT_PORT
     try:
         arguments.port = int(arguments.port)
     except ValueError:
@@ -125,12 +146,22 @@ def main(argv=None) -> int:
                                                            and not environ.get("NO_COLOR"))
                              + "\n")
             return EXIT_FAILED
+    tls = None
+    if arguments.tls:
+        try:
+            tls = ssl.create_default_context(cafile=arguments.cafile or None)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            sys.stderr.write(display.error(f"--cafile {arguments.cafile}: {reason}")
+                             .render(False) + "\n")
+            return EXIT_FAILED
     session = Session(arguments.name, arguments.room, keepalive=arguments.keepalive)
     if interactive:
         ui = TerminalUI(color)
     else:
         ui = PipeUI(color, None if arguments.send is None else [arguments.send])
-    client = Client(arguments.host, arguments.port, session, ui, interactive)
+    client = Client(arguments.host, arguments.port, session, ui, interactive, tls=tls)
     try:
         return client.run()
     except KeyboardInterrupt:

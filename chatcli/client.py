@@ -18,6 +18,7 @@ import random
 import selectors
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -63,14 +64,20 @@ def backoff_delay(failures: int, rng: random.Random) -> float:
     return rng.uniform(0.0, bound)
 
 
+# "Not now" from a socket: a plain one's, or TLS wanting the other direction first.
+_AGAIN = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
 class Client:
     """The loop: owns the selector, the socket and the reconnect schedule."""
 
     def __init__(self, host: str, port: int, session: Session, ui, interactive: bool,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, tls: ssl.SSLContext | None = None):
         """`rng` draws the reconnect delays (default: seeded from the OS, so
-        no two clients draw alike)."""
+        no two clients draw alike); `tls`, a client context: speak TLS,
+        verifying the server's certificate for `host`."""
         self.host, self.port = host, port
+        self.tls = tls
         self.session = session
         self.ui = ui
         self.interactive = interactive
@@ -182,11 +189,57 @@ class Client:
             self._failed(f"cannot connect to {address_text((self.host, self.port))}: "
                          f"{dialer.error}")
             return
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host,
+                                            do_handshake_on_connect=False)
+            except (OSError, ValueError) as exc:
+                sock.close()
+                self._failed(f"cannot connect to {address_text((self.host, self.port))}: "
+                             f"TLS: {exc}")
+                return
+            self.sock = sock
+            self.selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                   self._on_handshake)
+            return
         self.sock = sock
         self.selector.register(sock, selectors.EVENT_READ, self._on_socket)
+        self._connected()
+
+    def _connected(self) -> None:
         self.decoder = framing.Decoder(self.session.max_frame, schema=framing.EVENTS)
         self.output.clear()
         self.session.connection_made(time.monotonic())
+
+    def _on_handshake(self, mask) -> None:
+        """One step of the TLS handshake; chat/1 begins once it is done.
+
+        A certificate that fails verification ends the client (exit 1, one
+        line): retrying would meet the same certificate.
+        """
+        target = address_text((self.host, self.port))
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.selector.modify(self.sock, selectors.EVENT_READ, self._on_handshake)
+            return
+        except ssl.SSLWantWriteError:
+            self.selector.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                 self._on_handshake)
+            return
+        except ssl.SSLCertVerificationError as exc:
+            self._close_socket()
+            self.show([display.error(f"cannot connect to {target}: TLS certificate not "
+                                     f"trusted: {exc.verify_message or exc.reason}")])
+            self.exit_status = EXIT_FAILED
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._close_socket()
+            reason = getattr(exc, "reason", None) or exc.strerror or str(exc) or "closed"
+            self._failed(f"cannot connect to {target}: TLS handshake failed ({reason})")
+            return
+        self.selector.modify(self.sock, selectors.EVENT_READ, self._on_socket)
+        self._connected()
 
     def _failed(self, why: str) -> None:
         # Never welcomed: most likely a wrong host or port, or no server;
@@ -218,7 +271,7 @@ class Client:
         if not self.output:
             try:
                 sent = self.sock.send(data)
-            except BlockingIOError:
+            except _AGAIN:
                 sent = 0
             except OSError as exc:
                 self._lost(f"connection lost: {exc.strerror or exc}")
@@ -239,7 +292,7 @@ class Client:
     def _flush(self) -> None:
         try:
             sent = self.sock.send(self.output)
-        except BlockingIOError:
+        except _AGAIN:
             return
         except OSError as exc:
             self._lost(f"connection lost: {exc.strerror or exc}")
@@ -251,7 +304,11 @@ class Client:
     def _read(self) -> None:
         try:
             data = self.sock.recv(RECV_SIZE)
-        except BlockingIOError:
+            # TLS: records already decrypted wait inside the SSL object,
+            # where select cannot see them.
+            while data and self.tls is not None and self.sock.pending():
+                data += self.sock.recv(RECV_SIZE)
+        except _AGAIN:
             return
         except OSError as exc:
             self._lost(f"connection lost: {exc.strerror or exc}")

@@ -9,6 +9,7 @@ from .app import Server
 from .config import ConfigError, describe, load_settings, parse_arguments
 from .store import StoreError
 from .systemd import Notifier, listen_fds
+from .tls import TLSSetupError
 
 # sysexits.h EX_CONFIG: the store file given is one chatd must not use, or
 # (with --check-config) a setting is.
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
     except StoreError as exc:
         logging.getLogger("chatd").error("store refused: %s", exc)
         return EXIT_BAD_STORE
+    except TLSSetupError as exc:
+        logging.getLogger("chatd").error("TLS refused: %s", exc)
+        return EXIT_CONFIG
     except OSError as exc:
         logging.getLogger("chatd").error("cannot listen on %s:%d: %s",
                                          config.host, config.port, exc.strerror)

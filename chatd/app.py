@@ -6,10 +6,11 @@ Each new capability plugs in here: another listener with its protocol
 factory, a worker whose completions come back through the loop.
 """
 
+import ipaddress
 import logging
 import signal
 
-from . import reload
+from . import reload, tls
 from .accounts import AccountLink
 from .chat_protocol import ChatService
 from .config import Config
@@ -20,12 +21,20 @@ from .loop import EventLoop
 from .metrics import Metrics
 from .store import StoreLink, open_store
 from .systemd import Notifier, adopt_listeners
-from .transport import Connections, OutputLimits
+from .transport import Connections, OutputLimits, TLSTransport
 
 log = logging.getLogger("chatd")
 
 # Scrapers served at once: a few, so they cannot crowd out chat.
 METRICS_MAX_CONNECTIONS = 16
+
+
+def _loopback(host: str) -> bool:
+    """True for an address only this machine can reach."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class Server:
@@ -37,13 +46,15 @@ class Server:
     """
 
     def __init__(self, config: Config, notifier: Notifier | None = None,
-                 passed_fds: list | None = None, metrics_socket=None):
+                 passed_fds: list | None = None, metrics_socket=None, tls_socket=None):
         """`notifier` tells systemd how it goes (sd_notify); `passed_fds` are
         the sockets systemd passed, [(fd, name)] (socket activation). Both
         come from the environment in `__main__`, never from here, so a
         server embedded in a test ignores the environment it runs in.
         `metrics_socket`: a listening socket already bound for metrics
-        (serves metrics whatever `metrics_port` says; tests use one on port 0)."""
+        (serves metrics whatever `metrics_port` says; tests use one on port 0).
+        `tls_socket`: the same for chat/1 over TLS (`tls_cert` and `tls_key`
+        still say what it serves)."""
         self.config = config
         self.notifier = notifier if notifier is not None else Notifier(None)
         self.passed_fds = passed_fds or []
@@ -62,13 +73,18 @@ class Server:
         self.chat: ChatService | None = None
         self.listener: Listener | None = None
         self.address = None
+        self.tls_socket = tls_socket
+        self.tls_context = None   # for new TLS connections; SIGHUP replaces it
+        self.tls_listener: Listener | None = None
+        self.tls_address = None
         self._shutting_down = False
 
     def start(self) -> tuple:
         """Raise the open-files limit, bind, open the store and listen; return the address bound.
 
         Raises OSError when the address cannot be bound, StoreError when the
-        store's file must not be used (chatd then exits 78).
+        store's file must not be used, TLSSetupError when the certificate or
+        key cannot be loaded (chatd then exits 78).
         """
         config = self.config
         adopted = adopt_listeners(self.passed_fds)
@@ -92,11 +108,22 @@ class Server:
                 except OSError as exc:
                     raise OSError(exc.errno, f"{exc.strerror} (metrics on "
                                   f"{config.metrics_host}:{config.metrics_port})") from None
+            tls_sock = self.tls_socket or adopted.get("tls")
+            if tls_sock is not None or config.tls_port:
+                self.tls_context = tls.load_server_context(
+                    config.tls_cert, config.tls_key, config.tls_client_ca or None)
+                if tls_sock is None:
+                    try:
+                        tls_sock = bind(config.host, config.tls_port)
+                    except OSError as exc:
+                        raise OSError(exc.errno, f"{exc.strerror} (TLS on "
+                                      f"{config.host}:{config.tls_port})") from None
             store = open_store(config.store, config.retention, config.history)
         except Exception:
             sock.close()
-            if metrics_sock is not None:
-                metrics_sock.close()
+            for other in (metrics_sock, tls_sock):
+                if other is not None:
+                    other.close()
             raise
         if store.durable:
             log.info("store: %s (epoch %s)", store.path, store.epoch)
@@ -119,6 +146,17 @@ class Server:
                                  config.accepts_per_turn, self.max_clients)
         self.listener.start()
         self.address = self.listener.address
+        if tls_sock is not None:
+            self.tls_listener = Listener(self.loop, self.connections, tls_sock,
+                                         self.chat.protocol, config.accepts_per_turn,
+                                         self.max_clients, transport_factory=self._tls_transport)
+            self.tls_listener.start()
+            self.tls_address = self.tls_listener.address
+            log.info("TLS on %s:%d", *self.tls_address)
+            if not _loopback(self.address[0]):
+                log.warning("plaintext chat/1 on %s:%d can be read by anyone on the path, "
+                            "reconnect tokens included; TLS is on %s:%d", *self.address[:2],
+                            *self.tls_address)
         if metrics_sock is not None:
             metrics = MetricsService(self.loop, Metrics(self))
             self.metrics_listener = Listener(self.loop, self.metrics_connections, metrics_sock,
@@ -131,6 +169,27 @@ class Server:
         log.info("listening on %s:%d", *self.address)
         self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
         return self.address
+
+    def _tls_transport(self, connections, sock, peer) -> TLSTransport:
+        """A new TLS connection's transport, with the context of the moment."""
+        return TLSTransport(connections, sock, peer, self.tls_context)
+
+    def reload_tls(self) -> bool:
+        """Read the certificate and key again (SIGHUP): new connections get a new
+        context, open ones keep theirs; a failed load keeps the old one and
+        logs why.  True if replaced (False too when TLS is off)."""
+        if self.tls_listener is None:
+            return False
+        config = self.config
+        try:
+            self.tls_context = tls.load_server_context(config.tls_cert, config.tls_key,
+                                                       config.tls_client_ca or None)
+        except tls.TLSSetupError as exc:
+            log.error("TLS reload failed, new connections keep the certificate loaded "
+                      "before: %s", exc)
+            return False
+        log.warning("TLS certificate reloaded from %s", config.tls_cert)
+        return True
 
     @property
     def core(self) -> ChatCore:
@@ -169,6 +228,7 @@ class Server:
             log.warning("reloaded: %s", ", ".join(
                 f"{name} {old!r} -> {value!r}" for name, (old, value) in changed.items())
                 or "nothing changed")
+            self.reload_tls()
             return True
         finally:
             self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
@@ -181,8 +241,10 @@ class Server:
         self.connections.limits = OutputLimits(
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
             soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
-        self.listener.max_connections = self.max_clients
-        self.listener.accepts_per_turn = config.accepts_per_turn
+        for listener in (self.listener, self.tls_listener):
+            if listener is not None:
+                listener.max_connections = self.max_clients
+                listener.accepts_per_turn = config.accepts_per_turn
         self.chat.handshake_timeout = config.handshake_timeout
         self.chat.idle_timeout = config.idle_timeout
         self.chat.core.reconfigure(config.chat_settings(max_clients=self.max_clients))
@@ -213,6 +275,8 @@ class Server:
         self.notifier.stopping()
         self.loop.call_later(self.config.shutdown_timeout, self.loop.stop)
         self.listener.close()
+        if self.tls_listener is not None:
+            self.tls_listener.close()
         if self.metrics_listener is not None:
             self.metrics_listener.close()
             for transport in list(self.metrics_connections.open):
@@ -230,6 +294,10 @@ class Server:
         self.loop.run_ready()  # the reaps of those last closes, the last store batch
         if self.listener is not None:
             self.listener.close()
+        if self.tls_listener is not None:
+            self.tls_listener.close()
+        elif self.tls_socket is not None:
+            self.tls_socket.close()
         if self.metrics_listener is not None:
             self.metrics_listener.close()
         elif self.metrics_socket is not None:

@@ -95,6 +95,15 @@ class Config:
                                     "format); 0 turns metrics off")
     metrics_host: str = _setting("127.0.0.1", "address metrics listen on (loopback by "
                                               "default: the counters are not for everyone)")
+    tls_port: int = _setting(0, "TCP port serving chat/1 inside TLS (7879 is the usual "
+                                "choice), on the same host; 0 turns TLS off")
+    tls_cert: str = _setting("", "PEM file of the server's certificate chain (TLS); "
+                                 "read again on SIGHUP")
+    tls_key: str = _setting("", "PEM file of the certificate's private key (TLS); read "
+                                "again on SIGHUP")
+    tls_client_ca: str = _setting("", "PEM file of CAs whose client certificates are asked "
+                                      "for, optional, never in place of a password; empty: "
+                                      "none asked for")
 
     def __post_init__(self):
         problems = []
@@ -119,6 +128,10 @@ class Config:
             problems.append("port must be between 0 and 65535")
         if not 0 <= self.metrics_port <= 65535:
             problems.append("metrics_port must be between 0 and 65535 (0: off)")
+        if not 0 <= self.tls_port <= 65535:
+            problems.append("tls_port must be between 0 and 65535 (0: off)")
+        if self.tls_port and not (self.tls_cert and self.tls_key):
+            problems.append("tls_port needs tls_cert and tls_key (PEM files)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.accounts not in ("open", "closed", "off"):

@@ -80,11 +80,13 @@ class Listener:
     ones included); the protocol of one beyond it gets `over_capacity(limit)`
     instead of service.  `open_log_level` is the level of the "open HOST:PORT"
     line (a scraper's connections log at debug: one a scrape is noise).
+    `transport_factory(connections, sock, peer)` makes each connection's
+    transport (`TLSTransport` on the TLS port).
     """
 
     def __init__(self, loop, connections: Connections, sock: socket.socket,
                  protocol_factory, accepts_per_turn: int, max_connections: int,
-                 open_log_level: int = logging.INFO):
+                 open_log_level: int = logging.INFO, transport_factory=Transport):
         self.loop = loop
         self.connections = connections
         self.sock = sock
@@ -93,6 +95,7 @@ class Listener:
         self.accepts_per_turn = accepts_per_turn
         self.max_connections = max_connections
         self.open_log_level = open_log_level
+        self.transport_factory = transport_factory
         self._closed = False
         self._resume_timer = None
         # Totals for metrics: connections accepted, and of those refused
@@ -143,7 +146,7 @@ class Listener:
                 raise
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport = Transport(connections, sock, peer[:2])
+            transport = self.transport_factory(connections, sock, peer[:2])
             protocol = self.protocol_factory()
             transport.start(protocol)
             log.log(self.open_log_level, "open %s:%d", *transport.peer,

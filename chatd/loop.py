@@ -94,6 +94,7 @@ class EventLoop:
         self.longest_turn = 0.0
         self.turn_counts = [0] * (len(TURN_BUCKETS) + 1)
         self.turn_seconds = 0.0
+        self.turns = 0           # turns begun: tells one turn from the next
         self._wake_reader, self._wake_writer = socket.socketpair()
         for end in (self._wake_reader, self._wake_writer):
             end.setblocking(False)
@@ -251,6 +252,7 @@ class EventLoop:
                     timeout = None
                 events = select(timeout)
                 turn_began = now_of()
+                self.turns += 1
                 for key, mask in events:
                     callbacks = key.data
                     if mask & _READ and callbacks.reader is not None:

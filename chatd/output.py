@@ -70,6 +70,32 @@ class OutputQueue:
             done += 1
         del chunks[:done]
 
+    def take(self, budget: int) -> list:
+        """Remove and return the oldest frames, up to `budget` bytes (at least one
+        byte): what a TLS transport encrypts in one write.  A frame cut by the
+        budget stays at the head as a memoryview of its rest."""
+        chunks = self.chunks
+        if self.size <= budget:
+            taken = chunks[:]
+            chunks.clear()
+            self.size = 0
+            return taken
+        taken, total, count = [], 0, 0
+        for chunk in chunks:
+            room = budget - total
+            if len(chunk) > room:
+                if room:
+                    taken.append(memoryview(chunk)[:room])
+                    chunks[count] = memoryview(chunk)[room:]
+                    total = budget
+                break
+            taken.append(chunk)
+            total += len(chunk)
+            count += 1
+        del chunks[:count]
+        self.size -= total
+        return taken
+
     def clear(self) -> None:
         """Forget everything queued (the connection is gone)."""
         self.chunks.clear()

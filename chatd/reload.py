@@ -20,7 +20,7 @@ LIVE = frozenset((
     "handshake_timeout", "idle_timeout", "output_hard_limit", "output_soft_limit",
     "output_soft_seconds", "write_per_turn", "max_bad_messages", "accepts_per_turn",
     "shutdown_timeout", "retention", "max_rooms", "max_rooms_per_user", "accounts",
-    "login_failures", "login_window",
+    "login_failures", "login_window", "tls_cert", "tls_key", "tls_client_ca",
 ))
 
 

@@ -35,7 +35,10 @@ def running_server(metrics: bool = False, **settings):
     with tempfile.TemporaryDirectory(prefix="chatd-test-") as directory:
         settings.setdefault("store", os.path.join(directory, "chatd.db"))
         metrics_socket = bind("127.0.0.1", 0) if metrics else None
-        server = Server(Config(**settings), metrics_socket=metrics_socket)
+        # With tls_cert, TLS is also served on a free port (`server.tls_address`).
+        tls_socket = bind("127.0.0.1", 0) if settings.get("tls_cert") else None
+        server = Server(Config(**settings), metrics_socket=metrics_socket,
+                        tls_socket=tls_socket)
         host, port = server.start()
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -115,13 +118,16 @@ class ChatClient:
     """A blocking chat/1 client for tests: send messages, wait for frames."""
 
     def __init__(self, address, name: str | None = None, connect_timeout: float = WAIT,
-                 receive_buffer: int | None = None):
-        """`receive_buffer` sets SO_RCVBUF before connecting (a slow reader's window)."""
+                 receive_buffer: int | None = None, tls=None):
+        """`receive_buffer` sets SO_RCVBUF before connecting (a slow reader's window);
+        `tls`, an ssl.SSLContext: speak TLS (handshake at connect, "localhost")."""
         self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
         if receive_buffer is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.sock.settimeout(connect_timeout)
         self.sock.connect(address[:2])
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.decoder = framing.Decoder(schema=framing.EVENTS)
         self.received: list = []   # frames read but not yet taken
         self.closed = False
@@ -296,6 +302,36 @@ def raw_frame(payload: bytes) -> bytes:
     """`payload` behind chat/1's 4-byte big-endian length header, unchecked:
     the way to send bytes the codec would refuse to frame."""
     return len(payload).to_bytes(4, "big") + payload
+
+
+class TLSFiles:
+    """A trustme CA and a certificate for localhost/127.0.0.1 it signed, as PEM
+    files in `directory`: `cert`, `key`, `ca` (paths as str), `client()` a
+    context trusting the CA."""
+
+    def __init__(self, directory, ca=None, name: str = "server"):
+        import trustme
+        self.ca = ca or trustme.CA()
+        issued = self.ca.issue_cert("localhost", "127.0.0.1")
+        directory = Path(directory)
+        self.cert = str(directory / f"{name}-cert.pem")
+        self.key = str(directory / f"{name}-key.pem")
+        self.ca_file = str(directory / f"{name}-ca.pem")
+        issued.private_key_pem.write_to_path(self.key)
+        with open(self.cert, "wb") as chain:
+            for blob in issued.cert_chain_pems:
+                chain.write(blob.bytes())
+        self.ca.cert_pem.write_to_path(self.ca_file)
+
+    def settings(self) -> dict:
+        """The chatd settings serving this certificate."""
+        return {"tls_cert": self.cert, "tls_key": self.key}
+
+    def client(self):
+        """An ssl context that trusts this CA (and verifies host names)."""
+        import ssl
+        context = ssl.create_default_context(cafile=self.ca_file)
+        return context
 
 
 def kernel_send_buffer_max() -> int:

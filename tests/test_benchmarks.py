@@ -296,3 +296,11 @@ def test_resp_subscribers_on_a_shared_stream_check_each_sender():
         assert counts[1] == {b"0001": (4, 0, 0, {4}), b"0002": (4, 0, 1, set())}, step
         assert [m.delivered for m in members] == [10, 9, 10]
         assert members[0].position is not None and members[2].position is not None
+
+
+def test_tls_benchmark_prints_its_figures():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.tls", "--receivers", "3",
+                           "--messages", "20"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "us/delivery TLS" in done.stdout and "handshakes" in done.stdout

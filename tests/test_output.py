@@ -53,3 +53,15 @@ def test_drop_unsent_keeps_a_partly_sent_frame_whole():
         assert queue.size == 70
         queue.send(writer, 1000)
         assert drain(reader, 100) == b"a" * 100
+
+
+def test_take_removes_up_to_a_budget_and_keeps_the_rest_of_a_cut_frame():
+    queue = OutputQueue()
+    for index in range(3):
+        queue.append(bytes([index]) * 100)
+    taken = queue.take(250)
+    assert b"".join(taken) == b"\x00" * 100 + b"\x01" * 100 + b"\x02" * 50
+    assert queue.size == 50 and bytes(queue.chunks[0]) == b"\x02" * 50
+    assert queue.drop_unsent() == 0  # the cut frame's rest stays: the stream stays framed
+    assert b"".join(queue.take(1000)) == b"\x02" * 50 and queue.size == 0
+    assert queue.take(10) == []
