@@ -21,7 +21,8 @@ from .loop import EventLoop
 from .metrics import Metrics
 from .store import StoreLink, open_store
 from .systemd import Notifier, adopt_listeners
-from .transport import Connections, OutputLimits, TLSTransport
+from .tls_transport import TLSTransport
+from .transport import Connections, OutputLimits
 
 log = logging.getLogger("chatd")
 
