@@ -48,16 +48,15 @@ class TLSTransport(Transport):
         self.cipher = OutputQueue()
         self.handshake_waiting = False  # put off to a later turn (HANDSHAKES_PER_TURN)
 
+    def _failure_reason(self) -> str:
+        return "reset" if self.tls.established else "tls_dropped"
+
     def _on_readable(self) -> None:
+        size = self._receive()
+        if size is None:
+            return
         connections = self.connections
         received = connections.received
-        try:
-            size = self.sock.recv_into(received)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.abort("reset" if self.tls.established else "tls_dropped")
-            return
         tls = self.tls
         if not size:
             self.peer_closed = True

@@ -176,16 +176,27 @@ class Transport:
 
     # ------------------------------------------------------------- reading
 
+    def _receive(self) -> int | None:
+        """One recv_into the shared buffer: the bytes read (0 at end of input), or
+        None when nothing was there or the socket failed (then aborted)."""
+        try:
+            return self.sock.recv_into(self.connections.received)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            self.abort(self._failure_reason())
+            return None
+
+    def _failure_reason(self) -> str:
+        """The disconnect reason of a socket error."""
+        return "reset"
+
     def _on_readable(self) -> None:
+        size = self._receive()
+        if size is None:
+            return
         connections = self.connections
         received = connections.received
-        try:
-            size = self.sock.recv_into(received)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.abort("reset")
-            return
         if not size:
             self.peer_closed = True
             self.loop.remove_reader(self.sock)
