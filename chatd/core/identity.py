@@ -110,12 +110,7 @@ class IdentityRequests:
         name = message["name"]
         key = name.lower()
         account = self._account_of(key)
-        if result.ok is None:
-            self.out.error(session, "unavailable", "too many logins being checked; "
-                           "try again shortly", ref)
-            return
-        if not result.ok or account is None or account.credential is not result.job.credential:
-            self._auth_failed(session, ref)
+        if self._check_failed(session, account, result, "logins being checked", ref):
             return
         holder = self.users.get(key)
         if holder is not None:
@@ -256,15 +251,23 @@ class IdentityRequests:
                                               message["new"]))
         self._park(session, message)
 
+    def _check_failed(self, session: Session, account, result: PasswordChecked, busy: str,
+                      ref) -> bool:
+        """Answer a check that did not let `session` through: `unavailable` when the
+        hasher was full (`busy` says of what), else `auth_failed` for a wrong
+        password or an account changed or gone meanwhile.  True if answered."""
+        if result.ok is None:
+            self.out.error(session, "unavailable", f"too many {busy}; try again shortly", ref)
+            return True
+        if not result.ok or account is None or account.credential is not result.job.credential:
+            self._auth_failed(session, ref)
+            return True
+        return False
+
     def _passwd_checked(self, session: Session, message: dict, result: PasswordChecked,
                         ref) -> None:
         account = self._account_of(session.key)
-        if result.ok is None:
-            self.out.error(session, "unavailable", "too many passwords being hashed; "
-                           "try again shortly", ref)
-            return
-        if not result.ok or account is None or account.credential is not result.job.credential:
-            self._auth_failed(session, ref)
+        if self._check_failed(session, account, result, "passwords being hashed", ref):
             return
         account.credential = result.credential
         if self.rooms.durable:
