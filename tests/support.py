@@ -475,3 +475,12 @@ class Relay:
         for link in self.links:
             link.client.close()
             link.server.close()
+
+
+def assert_cut_too_slow(frames: list) -> None:
+    """A slow consumer's last frames: `error` and `bye` too_slow, after a prefix of
+    the room's messages that is still framed (ids 1, 2, ... with none missing)."""
+    assert [(f["type"], f.get("code") or f.get("reason")) for f in frames[-2:]] == [
+        ("error", "too_slow"), ("bye", "too_slow")]
+    received = ids_of(frames)
+    assert received == list(range(1, len(received) + 1))

@@ -302,20 +302,24 @@ def test_the_account_life_through_sockets():
             assert alice.hello("alice", password="another one")["account"] is True
 
 
+def leave_a_dm_for_offline_bob(server, text: str) -> None:
+    """alice and bob register, bob quits, and alice's dm to him is accepted."""
+    with ChatClient(server.address, "alice") as alice, \
+            ChatClient(server.address, "bob") as bob:
+        for client in (alice, bob):
+            assert error_of(client, {"type": "register", "password": PASSWORD}) \
+                == "registered"
+        bob.send({"type": "quit"})
+        bob.frames_until_close()
+        alice.send({"type": "dm", "to": "bob", "text": text, "ref": "d"})
+        assert alice.next(lambda m: m.get("ref") == "d")["type"] == "msg"
+
+
 def test_accounts_survive_a_restart_of_the_server():
     with tempfile.TemporaryDirectory(prefix="chatd-accounts-") as directory:
         path = os.path.join(directory, "chatd.db")
         with running_server(store=path) as server:
-            with ChatClient(server.address, "alice") as alice, \
-                    ChatClient(server.address, "bob") as bob:
-                for client in (alice, bob):
-                    assert error_of(client, {"type": "register", "password": PASSWORD}) \
-                        == "registered"
-                bob.send({"type": "quit"})
-                bob.frames_until_close()
-                alice.send({"type": "dm", "to": "bob", "text": "while you were away",
-                            "ref": 1})
-                assert alice.next(lambda m: m.get("ref") == 1)["type"] == "msg"
+            leave_a_dm_for_offline_bob(server, "while you were away")
         with running_server(store=path) as server:
             with ChatClient(server.address) as bob:
                 welcome = bob.hello("bob", password=PASSWORD)
@@ -383,15 +387,7 @@ def test_a_full_hash_queue_answers_unavailable():
 
 def test_an_offline_dm_is_found_after_login_through_sockets():
     with running_server() as server:
-        with ChatClient(server.address, "alice") as alice, \
-                ChatClient(server.address, "bob") as bob:
-            for client in (alice, bob):
-                assert error_of(client, {"type": "register", "password": PASSWORD}) \
-                    == "registered"
-            bob.send({"type": "quit"})
-            bob.frames_until_close()
-            alice.send({"type": "dm", "to": "bob", "text": "later", "ref": "d"})
-            assert alice.next(lambda m: m.get("ref") == "d")["type"] == "msg"
+        leave_a_dm_for_offline_bob(server, "later")
         with ChatClient(server.address) as bob:
             welcome = bob.hello("bob", password=PASSWORD)
             assert welcome["conversations"] == [{"with": "alice", "last_id": 1}]
