@@ -12,6 +12,7 @@ import signal
 
 from . import reload, tls
 from .accounts import AccountLink
+from .address_limits import AddressLimits
 from .chat_protocol import ChatService
 from .config import Config
 from .core import ChatCore
@@ -64,6 +65,10 @@ class Server:
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
             soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
         self.connections = Connections(self.loop, limits)
+        # Per client address, over the chat listeners (plaintext and TLS) together.
+        self.address_limits = self.connections.address_limits = AddressLimits(
+            config.address_connections, config.address_connects, config.address_window,
+            config.limit_loopback)
         # Scrapers have their own set: they count against their listener's
         # few places, never against max_clients.
         self.metrics_connections = Connections(self.loop, limits)
@@ -144,13 +149,15 @@ class Server:
             self.chat.store = StoreLink(self.loop, store.writer, self.chat.complete)
         self.chat.accounts = AccountLink(self.loop, self.chat.complete)
         self.listener = Listener(self.loop, self.connections, sock, self.chat.protocol,
-                                 config.accepts_per_turn, self.max_clients)
+                                 config.accepts_per_turn, self.max_clients,
+                                 address_limits=self.address_limits)
         self.listener.start()
         self.address = self.listener.address
         if tls_sock is not None:
             self.tls_listener = Listener(self.loop, self.connections, tls_sock,
                                          self.chat.protocol, config.accepts_per_turn,
-                                         self.max_clients, transport_factory=self._tls_transport)
+                                         self.max_clients, transport_factory=self._tls_transport,
+                                         address_limits=self.address_limits)
             self.tls_listener.start()
             self.tls_address = self.tls_listener.address
             log.info("TLS on %s:%d", *self.tls_address)
@@ -246,6 +253,9 @@ class Server:
             if listener is not None:
                 listener.max_connections = self.max_clients
                 listener.accepts_per_turn = config.accepts_per_turn
+        limits = self.address_limits
+        limits.concurrent, limits.connects = config.address_connections, config.address_connects
+        limits.window, limits.limit_loopback = config.address_window, config.limit_loopback
         self.chat.handshake_timeout = config.handshake_timeout
         self.chat.idle_timeout = config.idle_timeout
         self.chat.core.reconfigure(config.chat_settings(max_clients=self.max_clients))

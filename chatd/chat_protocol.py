@@ -201,10 +201,10 @@ class ChatProtocol(Session):
         """The transport dropped unsent output: `too_slow`, then close."""
         self.begin_close("too_slow", error=("too_slow", f"{why}; disconnecting"))
 
-    def over_capacity(self, limit: int) -> None:
-        """One connection beyond max_clients: `server_full`, then close."""
-        self.begin_close("server_full",
-                         error=("server_full", f"{limit} connections already; try later"))
+    def over_capacity(self, why: str) -> None:
+        """One connection beyond max_clients or a per-address limit (`why`, the
+        error's message): `server_full`, then close."""
+        self.begin_close("server_full", error=("server_full", why))
 
     def shutdown(self) -> None:
         """The server stops: `bye` {shutdown} after what is owed."""

@@ -62,8 +62,8 @@ class Config:
                                             "included (not_allowed), as IRC's CHANLIMIT")
     store: str = _setting("chatd.db", "the SQLite file that keeps history and ids across "
                                       "restarts, or 'memory' to keep nothing")
-    retention: int = _setting(100_000, "messages kept on file per room, oldest deleted "
-                                       "first")
+    retention: int = _setting(100_000, "messages kept on file per room and per private "
+                                       "pair of accounts, oldest deleted first")
     accounts: str = _setting("open", "open: anyone may register a name; closed: no new "
                                      "registrations (existing accounts log in); off: no "
                                      "accounts at all")
@@ -71,6 +71,17 @@ class Config:
                                       "login_window before it gets rate_limited (no "
                                       "password is hashed then)")
     login_window: float = _setting(60.0, "seconds over which failed logins are counted")
+    guests: bool = _setting(True, "yes: anyone may say hello under a free name; no: a "
+                                  "private server, only accounts log in (auth_required)")
+    address_connections: int = _setting(16, "connections open at once from one client "
+                                            "address (IPv6: one /64), as Ergo's and "
+                                            "ngircd's defaults; more get server_full")
+    address_connects: int = _setting(32, "new connections one client address (IPv6: one "
+                                         "/64) may open per address_window (server_full)")
+    address_window: float = _setting(10.0, "seconds over which address_connects counts")
+    limit_loopback: bool = _setting(False, "apply the per-address limits to loopback "
+                                           "clients too (exempt by default: a local "
+                                           "proxy or benchmark is one address)")
     handshake_timeout: float = _setting(10.0, "seconds to complete hello (timeout)")
     idle_timeout: float = _setting(300.0, "seconds without any frame before the connection "
                                           "is closed (timeout)")
@@ -113,12 +124,13 @@ class Config:
         for name in ("max_clients", "rate_burst", "history", "max_bad_messages",
                      "accepts_per_turn", "write_per_turn", "output_hard_limit",
                      "output_soft_limit", "history_memory", "max_rooms",
-                     "max_rooms_per_user", "retention", "login_failures"):
+                     "max_rooms_per_user", "retention", "login_failures",
+                     "address_connections", "address_connects"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("rate_limit", "presence_limit", "retained_rooms", "max_conversations",
                      "handshake_timeout", "idle_timeout", "output_soft_seconds",
-                     "shutdown_timeout", "login_window"):
+                     "shutdown_timeout", "login_window", "address_window"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         for setting in dataclasses.fields(self):
@@ -136,6 +148,8 @@ class Config:
             problems.append("store must be a file path or 'memory'")
         if self.accounts not in ("open", "closed", "off"):
             problems.append("accounts must be one of open, closed, off")
+        if not self.guests and self.accounts == "off":
+            problems.append("guests no needs accounts open or closed (nobody could log in)")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
@@ -156,8 +170,19 @@ SETTINGS = {setting.name: setting for setting in dataclasses.fields(Config)}
 ENV_PREFIX = "CHATD_"
 
 
+# How a yes/no setting may be spelled in a flag or the environment (TOML has booleans).
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
+             "no": False, "false": False, "off": False, "0": False}
+
+
 def _convert(name: str, value):
     kind = SETTINGS[name].type
+    if kind is bool:
+        if type(value) is bool:
+            return value
+        if type(value) is str and value.lower() in _BOOLEANS:
+            return _BOOLEANS[value.lower()]
+        raise ConfigError([f"{name}: {value!r} is not yes or no"])
     # Strings come from flags and the environment; TOML brings typed values.
     acceptable = (str,) if kind is str else (str, int) if kind is int else (str, int, float)
     if type(value) in acceptable:
@@ -181,8 +206,15 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              "then exit: 0 if chatd would start with them, 78 with the "
                              "first error if not")
     for setting in dataclasses.fields(Config):
-        parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name,
-                            metavar=setting.type.__name__.upper(),
+        flag = "--" + setting.name.replace("_", "-")
+        if setting.type is bool:
+            # `--limit-loopback` alone means yes; `--guests no` says no.
+            default = "yes" if setting.default else "no"
+            parser.add_argument(flag, dest=setting.name, metavar="yes|no", nargs="?",
+                                const="yes",
+                                help=f"{setting.metadata['help']} (default: {default})")
+            continue
+        parser.add_argument(flag, dest=setting.name, metavar=setting.type.__name__.upper(),
                             help=f"{setting.metadata['help']} (default: {setting.default})")
     return parser.parse_args(argv)
 
@@ -238,6 +270,6 @@ def describe(config: Config, sources: dict) -> str:
     lines = []
     for name in SETTINGS:
         value = getattr(config, name)
-        text = json.dumps(value) if isinstance(value, str) else repr(value)
+        text = json.dumps(value) if isinstance(value, (str, bool)) else repr(value)
         lines.append(f"{name} = {text}  # {sources[name]}")
     return "\n".join(lines) + "\n"

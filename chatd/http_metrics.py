@@ -78,7 +78,7 @@ class MetricsHTTP:
     def slow_consumer(self, why: str) -> None:
         self._close()
 
-    def over_capacity(self, limit: int) -> None:
+    def over_capacity(self, why: str) -> None:
         self._answer(503, b"too many metrics connections; try later\n")
 
     def shutdown(self) -> None:

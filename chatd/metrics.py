@@ -67,6 +67,7 @@ class ChatdCollector:
             sent.add_metric([name], connections.bytes_sent)
             queued.add_metric([name], sum([transport.output.size
                                            for transport in connections.open]))
+        rejected.add_metric(["chat", "address_limit"], server.address_limits.refused)
         yield from (open_now, limit, accepted, rejected, received, sent, queued)
 
         disconnects = CounterMetricFamily("chatd_disconnects", "Chat connections closed, by "
@@ -109,6 +110,12 @@ class ChatdCollector:
                                     buckets=buckets, sum_value=loop.turn_seconds)
         yield GaugeMetricFamily("chatd_loop_longest_turn_seconds", "Longest loop turn so far",
                                 value=loop.longest_turn)
+
+        hasher = chat.accounts
+        yield CounterMetricFamily("chatd_password_hashes", "Password checks and hashes handed "
+                                  "to the hashing worker (scrypt)", value=hasher.hashes)
+        yield CounterMetricFamily("chatd_password_hash_failures", "Password jobs that raised "
+                                  "in the worker (answered unavailable)", value=hasher.failures)
 
         store = chat.store
         if store is not None:

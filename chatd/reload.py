@@ -21,6 +21,8 @@ LIVE = frozenset((
     "output_soft_seconds", "write_per_turn", "max_bad_messages", "accepts_per_turn",
     "shutdown_timeout", "retention", "max_rooms", "max_rooms_per_user", "accounts",
     "login_failures", "login_window", "tls_cert", "tls_key", "tls_client_ca",
+    "guests", "address_connections", "address_connects", "address_window",
+    "limit_loopback",
 ))
 
 

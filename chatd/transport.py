@@ -15,7 +15,8 @@ The protocol a transport calls (duck-typed):
                                  is the transport's (e.g. "reset") when the
                                  protocol had not begun to close, else None
 and, from the listener and the daemon:
-    over_capacity(limit)         one connection too many: refuse and close
+    over_capacity(why)           one connection too many (`why` says which
+                                 limit): refuse and close
     shutdown()                   the server stops: say goodbye and close
 
 Writing: `write` queues and the connection goes on `Connections`' flush
@@ -88,6 +89,8 @@ class Connections:
         self.pending: list = []   # transports owed a flush this turn
         self.shutting_down = False
         self._when_empty = None
+        # The listeners' AddressLimits (address_limits.py), told of each close.
+        self.address_limits = None
         # Totals for metrics, each one addition per read, per send or per cut.
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -127,8 +130,10 @@ class Connections:
             self.loop.call_soon(when_empty)
 
     def forget(self, transport) -> None:
-        """`transport` has closed: it no longer counts."""
+        """`transport` has closed: it no longer counts (here, nor per address)."""
         del self.open[transport]
+        if self.address_limits is not None:
+            self.address_limits.release(transport)
         if self._when_empty is not None and not self.open:
             self.loop.call_soon(self._when_empty)
 

@@ -58,6 +58,7 @@ class ChatSettings:
     accounts: str = "open"
     login_failures: int = 5
     login_window: float = 60.0
+    guests: bool = True
 
 
 class ChatCore(IdentityRequests, ChatRequests):

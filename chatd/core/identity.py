@@ -62,6 +62,10 @@ class IdentityRequests:
             return
         holder = self.users.get(key)
         account = self._account_of(key)
+        if account is None and not self.settings.guests:
+            self.out.error(session, "auth_required", "this server serves accounts only: "
+                           "log in with a password", ref)
+            return
         if holder is not None:
             token = message.get("token")
             # As bytes: compare_digest refuses str with non-ASCII characters.
@@ -219,8 +223,7 @@ class IdentityRequests:
     def _register_checked(self, session: Session, message: dict, result: PasswordChecked,
                           ref) -> None:
         if result.ok is None:
-            self.out.error(session, "unavailable", "too many passwords being hashed; "
-                           "try again shortly", ref)
+            self._unavailable(session, result, "passwords being hashed", ref)
             return
         key = session.key
         account = self.accounts[key] = Account(session.name, result.credential,
@@ -257,12 +260,22 @@ class IdentityRequests:
         hasher was full (`busy` says of what), else `auth_failed` for a wrong
         password or an account changed or gone meanwhile.  True if answered."""
         if result.ok is None:
-            self.out.error(session, "unavailable", f"too many {busy}; try again shortly", ref)
+            self._unavailable(session, result, busy, ref)
             return True
         if not result.ok or account is None or account.credential is not result.job.credential:
             self._auth_failed(session, ref)
             return True
         return False
+
+    def _unavailable(self, session: Session, result: PasswordChecked, busy: str,
+                     ref) -> None:
+        """`unavailable` for a check not done: the hasher was full (`busy` says of
+        what) or the check failed on the server (logged there)."""
+        if result.failed:
+            self.out.error(session, "unavailable", "the password could not be checked "
+                           "(a server error, logged); tell the operator", ref)
+        else:
+            self.out.error(session, "unavailable", f"too many {busy}; try again shortly", ref)
 
     def _passwd_checked(self, session: Session, message: dict, result: PasswordChecked,
                         ref) -> None:
