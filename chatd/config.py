@@ -198,7 +198,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         prog="chatd", description="A single-threaded chat server speaking chat/1.",
         epilog="Every setting can also come from CHATD_<NAME> in the environment or "
                "from the TOML file given with --config; flags win, then the "
-               "environment, then the file.")
+               "environment, then the file.  `chatd account --help`: the operator's "
+               "command for accounts in the store file.")
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
     parser.add_argument("--check-config", action="store_true",

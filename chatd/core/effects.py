@@ -223,6 +223,17 @@ class StoreAccount:
         self.created = created
 
 
+class AccountsLoaded:
+    """Completion: every account on file (casefolded name -> Account), read again
+    because the operator's `chatd account` changed the file while the server
+    runs.  The core adds, changes and removes its accounts to match."""
+
+    __slots__ = ("accounts",)
+
+    def __init__(self, accounts: dict):
+        self.accounts = accounts
+
+
 class Outbox:
     """The effects one core call is producing, and the replies that build them.
 

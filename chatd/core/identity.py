@@ -288,6 +288,43 @@ class IdentityRequests:
                                                  account.credential, account.created))
         self.out.reply(session, {"type": "password_changed"}, ref)
 
+    def _accounts_loaded(self, on_file: dict) -> None:
+        """The operator's `chatd account` changed the accounts on file (`on_file`:
+        all of them, casefolded name -> Account): match them.
+
+        A deleted account loses its identity (a later account of that name
+        starts afresh: its predecessor's dms are out of reach) and its
+        session ends: `error` `not_registered`, `bye` `replaced` (the name
+        is no longer its).  A new account's name held by a guest ends that
+        guest the same way, with `name_registered`: no guest ever speaks
+        under an account's name.  A new password takes effect for the next
+        login; a check already on the worker against the old one fails.
+        """
+        for key in [key for key in self.accounts if key not in on_file]:
+            del self.accounts[key]
+            identity = self._account_identities.pop(key, None)
+            if identity is not None:
+                self._partners.pop(identity, None)
+                for partners in self._partners.values():
+                    partners.pop(identity, None)
+            holder = self.users.get(key)
+            if holder is not None and holder.account:
+                self.out.error(holder, "not_registered", f"the account {holder.name!r} "
+                               "was deleted by the server's operator")
+                self._close(holder, "replaced")
+        for key, account in on_file.items():
+            mine = self.accounts.get(key)
+            if mine is None:
+                self.accounts[key] = account
+                holder = self.users.get(key)
+                if holder is not None and not holder.account:
+                    self.out.error(holder, "name_registered", f"{holder.name!r} is now an "
+                                   "account (made by the server's operator); log in with "
+                                   "its password")
+                    self._close(holder, "replaced")
+            elif mine.credential != account.credential:
+                mine.credential = account.credential
+
     def _nick(self, session: Session, message: dict, ref) -> None:
         new = message["name"]
         key = new.lower()
