@@ -118,10 +118,15 @@ class ChatClient:
     """A blocking chat/1 client for tests: send messages, wait for frames."""
 
     def __init__(self, address, name: str | None = None, connect_timeout: float = WAIT,
-                 receive_buffer: int | None = None, tls=None):
+                 receive_buffer: int | None = None, tls=None, source: str | None = None,
+                 **hello):
         """`receive_buffer` sets SO_RCVBUF before connecting (a slow reader's window);
-        `tls`, an ssl.SSLContext: speak TLS (handshake at connect, "localhost")."""
+        `tls`, an ssl.SSLContext: speak TLS (handshake at connect, "localhost");
+        `source`: the local address to connect from (127.0.0.2 and up: another
+        client address on loopback); `hello`: more members of the hello (password)."""
         self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        if source is not None:
+            self.sock.bind((source, 0))
         if receive_buffer is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.sock.settimeout(connect_timeout)
@@ -133,7 +138,7 @@ class ChatClient:
         self.closed = False
         self.welcome = None
         if name is not None:
-            self.welcome = self.hello(name)
+            self.welcome = self.hello(name, **hello)
 
     def send(self, message: dict) -> None:
         self.sock.sendall(framing.encode(message))
