@@ -9,13 +9,16 @@ import threading
 import time
 
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import initialize, invariant, multiple, rule
 
+import chatd.accounts
 from chatd.accounts import SCRYPT_N, check, hash_password, verify_password
 from chatd.core import (ChatCore, CheckPassword, HistoryLoaded, LoadPrivate, StoreAccount,
                         StorePrivate)
 from chatd.store import MEMORY, open_store
 from support import ChatClient, ServerProcess, running_server
-from test_core import Harness
+from test_core import NAMES, ChatModel, Harness
 from test_metrics import scrape, value
 
 PASSWORD = "correct horse"
@@ -269,6 +272,140 @@ def test_dms_between_accounts_survive_a_restart(store_file):
     assert [m["text"] for m in chat.last(bob)["messages"]] == ["two"]
     chat.send(bob, {"type": "dm", "to": "alice", "text": "three"})
     assert chat.last(bob)["id"] == 3
+
+
+class AccountChatModel(ChatModel):
+    """The core's stateful model with accounts: guests register their names, accounts
+    log in on new connections (replacing their older session) and log out (quit,
+    the model's own rule), guests try account names and fail.
+
+    Invariant: no guest ever speaks under an account's name: every session the
+    core knows under an account's name is logged in to that account, and so is
+    every client the model has under one (the `say` rule already checks that
+    each msg's `from` is its sender's name).
+    """
+
+    @initialize()
+    def start(self):
+        super().start()
+        # The rules are tested here, not the cost: a cheap hash (verification
+        # uses each credential's own parameters, so this is all it takes).
+        self.cost = chatd.accounts.SCRYPT_N
+        chatd.accounts.SCRYPT_N = 2 ** 4
+        self.chat = AccountHarness(login_failures=1_000_000)
+        self.accounts = {}        # key -> the name as registered
+        self.logged_in = set()    # clients logged in to their name's account
+
+    def teardown(self):
+        if hasattr(self, "cost"):
+            chatd.accounts.SCRYPT_N = self.cost
+
+    def _forget(self, client):
+        """`client` was closed by the server (replaced): out of the model."""
+        del self.names[client], self.rooms[client]
+        self.logged_in.discard(client)
+        self.last_seen = {k: v for k, v in self.last_seen.items() if k[0] is not client}
+
+    @rule(target=ChatModel.online, name=st.sampled_from(NAMES))
+    def connect(self, name):
+        client = self.chat.connect()
+        self.chat.send(client, {"type": "hello", "name": name})
+        reply = self.chat.inbox[client][-1]
+        key = name.lower()
+        taken = any(n.lower() == key for n in self.names.values())
+        if key in self.accounts:
+            assert reply["code"] == "auth_required"
+        elif taken:
+            assert reply["code"] == "name_taken"
+        else:
+            assert reply["type"] == "welcome"
+            self.names[client] = name
+            self.rooms[client] = {"lobby"}
+            self._drain_and_check()
+            return client
+        self.chat.inbox.pop(client)
+        return multiple()
+
+    @rule(client=ChatModel.online)
+    def register(self, client):
+        if client not in self.names:
+            return
+        self.chat.send(client, {"type": "register", "password": PASSWORD})
+        reply = self.chat.inbox[client][-1]
+        key = self.names[client].lower()
+        if key in self.accounts:
+            assert reply["code"] == "name_registered"
+        else:
+            assert reply == {"type": "registered", "name": self.names[client]}
+            self.accounts[key] = self.names[client]
+            self.logged_in.add(client)
+        self._drain_and_check()
+
+    @rule(target=ChatModel.online, name=st.sampled_from(NAMES),
+          right=st.booleans())
+    def log_in(self, name, right):
+        client = self.chat.connect()
+        self.chat.send(client, {"type": "hello", "name": name,
+                                "password": PASSWORD if right else "wrong password"})
+        reply = self.chat.inbox[client][-1]
+        key = name.lower()
+        if not (right and key in self.accounts):
+            assert reply["code"] == "auth_failed"
+            self.chat.inbox.pop(client)
+            return multiple()
+        assert reply["type"] == "welcome" and reply["account"] is True
+        assert reply["name"] == self.accounts[key]
+        for holder in [c for c, n in self.names.items() if n.lower() == key]:
+            assert self.chat.closed[holder] == "replaced"
+            self._forget(holder)
+        self.names[client] = self.accounts[key]
+        self.rooms[client] = {"lobby"}
+        self.logged_in.add(client)
+        self._drain_and_check()
+        return client
+
+    @rule(client=ChatModel.online, name=st.sampled_from(NAMES))
+    def nick(self, client, name):
+        if client not in self.names:
+            return
+        self.chat.send(client, {"type": "nick", "name": name})
+        reply = self.chat.inbox[client][-1]
+        key = name.lower()
+        holder = [c for c, n in self.names.items() if n.lower() == key]
+        if client in self.logged_in:
+            assert reply["code"] == "not_allowed"
+        elif key in self.accounts and key != self.names[client].lower():
+            assert reply["code"] == "name_registered"
+        elif holder and holder[0] is not client:
+            assert reply["code"] == "name_taken"
+        else:
+            assert reply["type"] == "renamed"
+            self.names[client] = name
+        self._drain_and_check()
+
+    @rule(client=ChatModel.online)
+    def quit(self, client):
+        # Not consuming: a client replaced by a login stays in the bundle, unused.
+        if client not in self.names:
+            return
+        self.chat.send(client, {"type": "quit"})
+        assert self.chat.closed[client] == "quit"
+        self._forget(client)
+        self._drain_and_check()
+        self.chat.inbox.pop(client)
+
+    @invariant()
+    def no_guest_speaks_under_an_account_name(self):
+        if not hasattr(self, "accounts"):
+            return
+        core = self.chat.core
+        for key, session in core.users.items():
+            assert session.account == (key in core.accounts)
+        for client, name in self.names.items():
+            assert (name.lower() in self.accounts) == (client in self.logged_in)
+
+
+TestAccountChatModel = AccountChatModel.TestCase
 
 
 # ------------------------------------------------------------- real sockets
@@ -538,3 +675,23 @@ def test_a_private_server_serves_accounts_only(store_file):
         with ChatClient(server.address) as visitor:
             assert error_of(visitor, {"type": "hello", "name": "visitor"}) == "auth_required"
             assert visitor.hello("alice", password=PASSWORD)["account"] is True
+
+
+def test_private_messages_on_file_keep_the_retention_per_pair(store_file):
+    store = open_store(store_file, 3, 10)  # retention 3 per room and per pair
+    writer = store.writer
+
+    def dm(msg_id, low="alice", high="bob"):
+        return StorePrivate(low, high, msg_id, 1.7e9 + msg_id, low, high, f"m{msg_id}")
+
+    def kept(low="alice", high="bob"):
+        return [row[0] for row in writer._rows(
+            "SELECT id FROM private_messages WHERE low = ? AND high = ? ORDER BY id",
+            (low, high))]
+
+    assert writer.write([dm(1), dm(2), dm(3), dm(4), dm(5), dm(1, "carol", "dave")])[2] is None
+    assert kept() == [3, 4, 5] and kept("carol", "dave") == [1]
+    # After a crash's jump the count decides, not the ids: the pair keeps three.
+    assert writer.write([dm(1_000_006)])[2] is None
+    assert kept() == [4, 5, 1_000_006]
+    assert writer.close()
