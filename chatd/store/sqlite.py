@@ -287,6 +287,7 @@ class Writer:
         except sqlite3.Error:
             self._conn.close()
             self._conn = None  # a fresh connection next time
+            self._data_version = None  # its data_version is another count: read again
 
     def _rows(self, sql: str, args: tuple) -> list[tuple]:
         return self._connection().execute(sql, args).fetchall()
