@@ -1,8 +1,12 @@
 """`chatd account` against a store file, and against a chatd serving it (subprocesses)."""
 
+import fcntl
 import os
+import pty
 import subprocess
 import sys
+import termios
+import time
 
 from support import REPO, WAIT, ChatClient, ServerProcess
 
@@ -102,3 +106,43 @@ def test_a_memory_store_has_no_file_to_change(tmp_path):
                             env={**os.environ, "CHATD_STORE": "memory"}, capture_output=True,
                             text=True, timeout=WAIT * 2)
     refused(result, "'memory'")
+
+
+def test_on_a_terminal_the_password_is_asked_twice_without_echo(tmp_path):
+    store = str(tmp_path / "chatd.db")
+    master, slave = pty.openpty()
+
+    def take_the_terminal():  # after setsid: the pty becomes the controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatd", "account", "--store", store, "add", "alice"],
+        cwd=REPO, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=take_the_terminal)
+    os.close(slave)
+    seen = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + WAIT * 2
+        while text not in seen:
+            assert time.monotonic() < deadline, seen
+            try:
+                seen += os.read(master, 1024)
+            except OSError:  # EIO: the child closed the terminal
+                break
+
+    try:
+        read_until(b"new password: ")
+        os.write(master, PASSWORD.encode() + b"\n")
+        read_until(b"again: ")
+        os.write(master, PASSWORD.encode() + b"\n")
+        read_until(b"added")
+        assert process.wait(WAIT * 2) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    assert PASSWORD.encode() not in seen  # not echoed
+    assert account(store, "list").stdout.startswith("alice\t")
