@@ -47,17 +47,24 @@ def _arguments(argv) -> argparse.Namespace:
         "logged in gets bye within about a second).",
         epilog="The password is asked without echo, twice, or read from the first line "
                "of stdin when stdin is not a terminal; never given as an argument.")
-    parser.add_argument("--config", metavar="FILE",
-                        help="chatd's TOML settings, for its store setting")
-    parser.add_argument("--store", metavar="FILE", help="the store file (default: the "
-                        "store setting from --config, CHATD_STORE or chatd.db)")
+    # Before or after the command (`chatd account list --store FILE`); after it
+    # they must not reset what was given before (SUPPRESS: no default there).
+    where = argparse.ArgumentParser(add_help=False)
+    for options in (parser, where):
+        default = None if options is parser else argparse.SUPPRESS
+        options.add_argument("--config", metavar="FILE", default=default,
+                             help="chatd's TOML settings, for its store setting")
+        options.add_argument("--store", metavar="FILE", default=default,
+                             help="the store file (default: the store setting from "
+                                  "--config, CHATD_STORE or chatd.db)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, purpose in (("add", "make NAME an account"),
                              ("passwd", "give account NAME a new password"),
                              ("delete", "delete account NAME and its private messages")):
-        commands.add_parser(command, help=purpose).add_argument("name", metavar="NAME")
+        commands.add_parser(command, help=purpose, parents=[where]).add_argument(
+            "name", metavar="NAME")
     commands.add_parser("list", help="list the accounts: name, created (UTC), hash "
-                                     "parameters")
+                                     "parameters", parents=[where])
     return parser.parse_args(argv)
 
 
@@ -102,7 +109,7 @@ def _run(arguments, stdin) -> str:
     """Do the command; return what to print."""
     path = _store_path(arguments)
     if arguments.command != "add" and not os.path.exists(path):
-        raise Refused(f"no store file at {path}")
+        raise Refused(f"no store file at {os.path.abspath(path)}")
     name = getattr(arguments, "name", None)
     if name is not None and not framing.is_name(name):
         raise Refused(f"{name!r} is not a chat/1 name (1 to 32 of A-Z a-z 0-9 _ - .)")
