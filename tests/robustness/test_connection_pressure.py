@@ -168,6 +168,11 @@ def test_no_loop_turn_over_50ms_with_500_clients_sending_5_per_second():
                                       "text": f"{peer.name} {sent[index]}"})
                     sent[index] += 1
             crowd.pump(0.005)
+        # Order holds per connection only: the pings go out once every client
+        # has its own last say back, so no say is still on its way in.
+        crowd.run_until(lambda: all(peer.has("msg", text=f"{peer.name} {sent[index] - 1}")
+                                    for index, peer in enumerate(peers) if sent[index]),
+                        20, "every client's last echo")
         for peer in peers:
             crowd.send(peer, {"type": "ping", "ref": "done"})
         crowd.run_until(lambda: all(p.has("pong", ref="done") for p in peers), 20,
