@@ -63,7 +63,7 @@ class Server:
         limits = OutputLimits(
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
             soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
-        self.connections = Connections(self.loop, limits)
+        self.connections = Connections(self.loop, limits, config.flush_linger)
         # Scrapers have their own set: they count against their listener's
         # few places, never against max_clients.
         self.metrics_connections = Connections(self.loop, limits)
@@ -242,6 +242,7 @@ class Server:
         self.connections.limits = OutputLimits(
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
             soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
+        self.connections.flush_linger = config.flush_linger
         for listener in (self.listener, self.tls_listener):
             if listener is not None:
                 listener.max_connections = self.max_clients
@@ -269,7 +270,8 @@ class Server:
             log.warning("second signal: exiting now")
             self.loop.stop()
             return
-        log.info("longest loop turn so far: %.1f ms", self.loop.longest_turn * 1000)
+        log.info("longest loop turn so far: %.1f ms; %d sends for %d deliveries",
+                 self.loop.longest_turn * 1000, self.connections.sends, self.chat.deliveries)
         log.info("%s: closing %d connections", signal.Signals(signum).name,
                  len(self.connections.open))
         self._shutting_down = True

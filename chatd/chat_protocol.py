@@ -115,7 +115,7 @@ class ChatService:
                 transport.scheduled = True
                 pending.append(transport)
         if not flush_queued and pending:
-            self.loop.call_soon(connections.flush)
+            connections.arrange_flush()
 
     def queue_run(self, room, payloads: list) -> None:
         """Queue a run of `msg` payloads to `room`'s members as one chunk, and empty it."""

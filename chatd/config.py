@@ -86,6 +86,9 @@ class Config:
                                          "storm cannot starve chat")
     write_per_turn: int = _setting(64 << 10, "bytes written to one connection per loop turn, "
                                              "so no client starves the others")
+    flush_linger: float = _setting(0.0005, "seconds a broadcast's flush may wait after the "
+                                           "previous flush while the server is busy, so one "
+                                           "send carries several messages; 0: never wait")
     shutdown_timeout: float = _setting(5.0, "seconds to flush clients on SIGTERM/SIGINT "
                                             "before closing them anyway")
     log_level: str = _setting("info", "debug, info, warning or error")
@@ -118,7 +121,7 @@ class Config:
                 problems.append(f"{name} must be at least 1")
         for name in ("rate_limit", "presence_limit", "retained_rooms", "max_conversations",
                      "handshake_timeout", "idle_timeout", "output_soft_seconds",
-                     "shutdown_timeout", "login_window"):
+                     "shutdown_timeout", "login_window", "flush_linger"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         for setting in dataclasses.fields(self):

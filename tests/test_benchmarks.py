@@ -72,14 +72,16 @@ def test_conns_answers_every_ping_and_prices_connections(tmp_path):
 
 
 def test_chatd_log_gives_the_writer_figures_or_says_why_not():
-    exiting = ("2026-01-01 00:00:00,000 INFO longest loop turn so far: 3.5 ms\n"
+    exiting = ("2026-01-01 00:00:00,000 INFO longest loop turn so far: 3.5 ms; 400 sends for "
+               "1000 deliveries\n"
                "2026-01-01 00:00:01,000 INFO store: 1200 messages in 30 batches (largest 90, "
                "longest wait 12.5 ms); closed cleanly\n")
     assert read_chatd_log(exiting, durable=True) == {
-        "longest_turn_ms": 3.5,
+        "longest_turn_ms": 3.5, "deliveries_per_send": 2.5,
         "store": {"messages": 1200, "batches": 30, "mean_batch": 40.0, "largest_batch": 90,
                   "longest_wait_ms": 12.5}}
-    assert read_chatd_log(exiting, durable=False) == {"longest_turn_ms": 3.5, "store": None}
+    assert read_chatd_log(exiting, durable=False) == {"longest_turn_ms": 3.5,
+                                                      "deliveries_per_send": 2.5, "store": None}
     failed = "ERROR store: could not commit everything before exiting; the next start ...\n"
     assert "could not commit" in read_chatd_log(failed, durable=True)["store"]["error"]
     assert read_chatd_log("", durable=True)["store"] == {"error": "no writer summary in its log"}

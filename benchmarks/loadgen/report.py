@@ -95,8 +95,13 @@ def chatd_log_lines(results: list) -> list[str]:
              if "error" not in result and result.get("longest_turn_ms") is not None]
     if turns:
         lines.append("chatd's longest loop turn: " + ", ".join(turns))
+    batching = [f"{result['scenario']}/{result['target']} "
+                f"{result['deliveries_per_send']:,.1f}" for result in results
+                if "error" not in result and result.get("deliveries_per_send") is not None]
+    if batching:
+        lines.append("chatd's deliveries per send: " + ", ".join(batching))
     if lines:
-        lines.append("(commits, waits and loop turns: chatd's own counts, logged at exit, "
+        lines.append("(commits, waits, loop turns and sends: chatd's own counts, logged at exit, "
                      "over its whole run with warm-up and drain; thread CPU: the measured "
                      "window)")
     return lines

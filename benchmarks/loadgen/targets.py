@@ -43,7 +43,8 @@ LOG_LEVELS = {"fanout": "info", "rate": "info", "conns": "warning"}
 _STORE_LINE = re.compile(r"store: (\d+) messages in (\d+) batches \(largest (\d+), "
                          r"longest wait ([\d.]+) ms\); closed cleanly")
 _STORE_FAILED = "store: could not commit everything"
-_LONGEST_TURN = re.compile(r"longest loop turn so far: ([\d.]+) ms")
+_LONGEST_TURN = re.compile(r"longest loop turn so far: ([\d.]+) ms; (\d+) sends for (\d+) "
+                           r"deliveries")
 
 
 def chatd_log_level(scenario: str) -> str:
@@ -51,16 +52,19 @@ def chatd_log_level(scenario: str) -> str:
 
 
 def read_chatd_log(text: str, durable: bool) -> dict:
-    """What chatd's log says at exit: its longest loop turn and the store's writer figures.
+    """What chatd's log says at exit: its longest loop turn, deliveries per send and the
+    store's writer figures.
 
     The writer's figures cover the whole run (warm-up and drain included);
     `store` is None for memory-only, and holds `error` when the line is
     missing (chatd could not commit everything, or did not exit by itself).
     """
-    summary: dict = {"longest_turn_ms": None, "store": None}
+    summary: dict = {"longest_turn_ms": None, "deliveries_per_send": None, "store": None}
     turn = _LONGEST_TURN.search(text)
     if turn:
         summary["longest_turn_ms"] = float(turn.group(1))
+        sends, deliveries = int(turn.group(2)), int(turn.group(3))
+        summary["deliveries_per_send"] = deliveries / sends if sends else None
     if not durable:
         return summary
     line = _STORE_LINE.search(text)
