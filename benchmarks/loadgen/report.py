@@ -10,6 +10,8 @@ GENERATOR_BOUND = 0.9
 # The number each scenario is judged by, and whether more of it is better.
 HEADLINE = {"fanout": ("deliveries_per_s", True), "rate": ("p99_ms", False),
             "conns": ("p99_ms", False)}
+# The p99 a capacity step must keep (benchmarks/load.py CAPACITY_P99_MS).
+CAPACITY_P99_MS = 2.0
 
 
 def _number(value, digits: int = 0) -> str:
@@ -52,7 +54,7 @@ def ratios(results: list) -> list[str]:
             by_scenario.setdefault(result["scenario"], {})[result["target"]] = result
     for scenario, targets in by_scenario.items():
         chatd = targets.get("chatd")
-        if chatd is None:
+        if chatd is None or scenario not in HEADLINE:
             continue
         key, more_is_better = HEADLINE[scenario]
         parts = []
@@ -69,6 +71,43 @@ def ratios(results: list) -> list[str]:
             what = "deliveries/s" if more_is_better else key.replace("_ms", " latency") \
                 + " (their/ours)"
             lines.append(f"chatd {scenario} {what}: " + ", ".join(parts))
+    return lines
+
+
+def capacity_lines(results: list) -> list[str]:
+    """Per target, the highest capacity step that kept p99 within CAPACITY_P99_MS
+    with nothing lost, what ended the climb, and chatd's ratio to each other target."""
+    steps: dict = {}
+    for result in results:
+        if result["scenario"] == "capacity":
+            steps.setdefault(result["target"], []).append(result)
+    verdicts, parts = {}, []
+    for target, rows in steps.items():
+        good = [row for row in rows if "error" not in row
+                and row["latency"]["p99_ms"] <= CAPACITY_P99_MS
+                and not (row["losses"] or row["duplicates"] or row["reorders"])]
+        last = rows[-1]
+        if "error" in last:
+            why = f"{last['step_rate']:,} msg/s failed: {last['error'][:60]}"
+        elif last["generator_cpu"] >= GENERATOR_BOUND and last in good:
+            why = f"the generator was the limit at {last['step_rate']:,} msg/s (a lower bound)"
+        elif last in good:
+            why = "the last step passed (a lower bound)"
+        else:
+            why = (f"{last['step_rate']:,} msg/s had p99 {last['latency']['p99_ms']:,.2f} ms, "
+                   f"loss/dup/reord {last['losses']}/{last['duplicates']}/{last['reorders']}")
+        best = good[-1] if good else None
+        verdicts[target] = best["step_rate"] if best else 0
+        parts.append(f"{target} {verdicts[target]:,} msg/s"
+                     + (f" (srv CPU {100 * best['server_cpu']:.0f}%)" if best else "")
+                     + f"; then {why}")
+    if not parts:
+        return []
+    lines = [f"capacity at p99 <= {CAPACITY_P99_MS:g} ms: " + " | ".join(parts)]
+    if verdicts.get("chatd"):
+        lines.append("chatd capacity: " + ", ".join(
+            f"{verdicts['chatd'] / rate:.2f}x {target}" for target, rate in verdicts.items()
+            if target != "chatd" and rate))
     return lines
 
 
@@ -121,6 +160,7 @@ def format_table(report: dict) -> str:
     lines += [
         "",
         *ratios(report["results"]),
+        *capacity_lines(report["results"]),
         *([""] + logged if logged else []),
         "",
         f"fanout/rate: R={settings['receivers']} receivers + S={settings['senders']} senders "
