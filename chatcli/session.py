@@ -152,8 +152,9 @@ class Session:
 
     @property
     def settled(self) -> bool:
-        """Welcomed, and every request the user made is sent and answered."""
-        return (self.welcomed and not self._held and
+        """Welcomed, every request the user made is sent and answered, and
+        every catch-up is shown (the private messages found at login too)."""
+        return (self.welcomed and not self._held and not self._gates and
                 not any(p.purpose == "user" for p in self.pending.values()))
 
     # ------------------------------------------------------------ connection
