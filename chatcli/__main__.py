@@ -88,7 +88,10 @@ def client_version() -> str:
 def parse_arguments(argv, environ) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chatcli", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # Abbreviations off: `--password SECRET` would be taken for
+        # --password-file and the secret named in an error as a file.
+        allow_abbrev=False)
     parser.add_argument("--version", action="version",
                         version=f"chatcli {client_version()}")
     parser.add_argument("--host", default=environ.get(ENV_PREFIX + "HOST", DEFAULT_HOST),
