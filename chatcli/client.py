@@ -330,8 +330,8 @@ class Client:
                 # A welcome may announce a max_frame above chat/1's default:
                 # history pages come that long.
                 self.decoder.max_frame = self.session.max_frame
-            if item["type"] == "bye":
-                self._lost()
+            if item["type"] == "bye" or self.session.redial is not None:
+                self._lost(self.session.redial or "connection lost")
                 return
 
     def _lost(self, why: str = "connection lost") -> None:
@@ -445,7 +445,8 @@ class TerminalUI:
             else:
                 self.editor.remember(line)
                 client.show(session.submit(line))
-        elif key is Key.INTERRUPT and session.question is not None:
+        elif (session.question is not None
+              and (key is Key.INTERRUPT or (key is Key.EOF and not self.editor.chars))):
             self.editor.submit()  # the half-typed secret goes too
             client.show(session.cancel_question())
         elif key is Key.INTERRUPT or (key is Key.EOF and not self.editor.chars):

@@ -101,6 +101,9 @@ class Session:
         self.quitting = False
         self.finished = False                # bye after our quit, or closed
         self.fatal: str | None = None        # why reconnecting makes no sense
+        # Why this connection is no use and a new one (after the loop's
+        # randomized delay) may do better; None: nothing of the kind.
+        self.redial: str | None = None
         self.refused = 0                     # user requests the server refused
         self.pending: dict[int, Pending] = {}
         self._outbox: deque[int] = deque()   # refs in send order
@@ -181,6 +184,7 @@ class Session:
         self._gates.clear()
         self._buffered.clear()
         self._bucket = None
+        self.redial = None
         if self.quitting:
             self.finished = True
 
@@ -533,6 +537,11 @@ class Session:
                 return [display.server_error(event)] + self._password_refused(code)
             elif code == "rate_limited":
                 self.fatal = f"cannot log in as {self.name}: {event['message']}"
+            elif code == "unavailable":
+                # The server's password hasher is full: many log in at once.
+                # Asking again at once would add to the crowd; the loop's
+                # reconnect delay is random and grows.
+                self.redial = f"cannot log in now: {event['message']}"
             return [display.server_error(event)]
         lines = []
         if pending.purpose == "user":

@@ -673,6 +673,21 @@ def test_a_login_refused_for_too_many_failures_is_not_sent_again_at_once():
                              "address; wait up to 60s")
 
 
+def test_a_login_the_server_cannot_check_now_asks_for_a_new_connection():
+    session = Session("alice", password=PASSWORD)
+    session.connection_made(0.0)
+    (hello,) = session.take_requests(0.0)
+    session.receive(answer(hello, type="error", code="unavailable",
+                           message="too many logins being checked; try again shortly"))
+    assert session.redial == ("cannot log in now: too many logins being checked; "
+                              "try again shortly")
+    assert session.fatal is None and session.take_requests(0.0) == []
+    session.connection_lost()
+    assert session.redial is None
+    session.connection_made(1.0)
+    assert session.take_requests(1.0)[0]["password"] == PASSWORD
+
+
 def logged_in(conversations, session=None, now=0.0, limits=LIMITS):
     """`session` (a new alice with a password by default) welcomed as an
     account with `conversations`; returns it and the requests that follow."""
