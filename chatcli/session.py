@@ -83,7 +83,6 @@ class Session:
         self.token: str | None = None
         self.password = password
         self.ask_password = ask_password
-        self.account = False                 # logged in to (or registered) an account
         self._dialog: Dialog | None = None   # secret answers being asked for
         self._login_failures = 0             # auth_failed answers to hellos in a row
         self.epoch: str | None = None        # the last welcome's, if it had one
@@ -450,7 +449,6 @@ class Session:
         self._answered(event)
         self.name, self.token = event["name"], event["token"]
         self.welcomed = True
-        self.account = event.get("account") is True
         self._login_failures = 0
         epoch = event.get("epoch")
         if type(epoch) is not str or not 0 < len(epoch) <= MAX_EPOCH_CHARS:
@@ -488,7 +486,8 @@ class Session:
                               gate="join")
             self._fetch_conversations(event.get("conversations"))
             self._release_held()
-            return [display.status(f"connected as {self.name} ({event['server']}); "
+            logged_in = ", logged in" if event.get("account") is True else ""
+            return [display.status(f"connected as {self.name}{logged_in} ({event['server']}); "
                                    f"{count} in #{LOBBY}: {users}")]
         lines = [display.status(f"reconnected as {self.name}; rejoining "
                                 + ", ".join("#" + room for room in self.rooms.values()))]
@@ -518,8 +517,8 @@ class Session:
         # A password check refused for too many failed logins from this
         # address stays refused for the server's window: sent again at once,
         # it would only be refused again, so it is final, like the others.
-        password_check = pending.purpose == "hello" and "password" in pending.message \
-            or pending.message["type"] == "passwd"
+        password_check = ((pending.purpose == "hello" and "password" in pending.message)
+                          or pending.message["type"] == "passwd")
         if code == "rate_limited" and pending.purpose != "quit" and not password_check:
             # Send it again once the bucket has refilled; nothing is lost.
             ref = event["ref"]
@@ -580,7 +579,6 @@ class Session:
         # Kept, as a password given at the start is: a reconnect after the
         # server forgot the token (a restart) logs in with it.
         self.password = pending.message["password"]
-        self.account = True
         return [display.notice(f"{event['name']} is now your account; next time log in "
                                "with its password")]
 

@@ -137,7 +137,7 @@ def test_terminal_asks_for_the_password_retries_and_changes_it(tmp_path):
             terminal.wait_for(lambda screen: screen.rows[-1]
                               == "password for alice (empty: another name): ")
             terminal.type(PASSWORD + "\r")
-            terminal.wait_for_row(r"connected as alice")
+            terminal.wait_for_row(r"connected as alice, logged in \(")
             terminal.type("/passwd\r")
             terminal.wait_for(lambda screen: screen.rows[-1] == "current password: ")
             terminal.type(PASSWORD + "\r")

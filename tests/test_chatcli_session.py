@@ -641,8 +641,8 @@ def test_an_empty_answer_gives_the_name_back_and_a_right_one_logs_in():
     session.receive(answer(hello, type="error", code="auth_required", message="account"))
     session.submit(PASSWORD)
     (hello,) = session.take_requests(0.0)
-    session.receive(answer(hello, **welcome(), account=True, conversations=[]))
-    assert session.welcomed and session.account
+    lines = session.receive(answer(hello, **welcome(), account=True, conversations=[]))
+    assert texts(lines) == ["connected as alice, logged in (test); 1 in #lobby: alice"]
 
 
 def test_without_someone_to_ask_a_refused_login_is_fatal():
