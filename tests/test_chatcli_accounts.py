@@ -9,7 +9,7 @@ on output or a frame, with a timeout.
 
 import re
 
-from support import WAIT, ChatClient, CliProcess, Relay, running_server
+from support import WAIT, ChatClient, CliProcess, Relay, ServerProcess, running_server
 from test_chatcli_e2e import Pty, run_cli
 
 PASSWORD = "correct horse"
@@ -242,3 +242,23 @@ def test_private_messages_missed_during_a_drop_are_shown_once_after_the_reconnec
                     == ["*alice* before", "*alice* seen live", "*alice* missed", "*alice* after"]
         finally:
             proxy.close()
+
+
+def test_after_a_server_restart_the_registered_account_logs_in_again_by_itself(tmp_path):
+    store = str(tmp_path / "chatd.db")
+    with ServerProcess("--store", store) as first:
+        port = first.port
+        with CliProcess(port, "--name", "alice") as alice:
+            alice.type("/register", PASSWORD, PASSWORD)
+            alice.out.wait_for("alice is now your account")
+            assert first.stop() == 0
+            alice.err.wait_for("server closed the connection: shutdown")
+            # The new server knows the account but not the old session's
+            # token: only the password /register kept gets alice back in.
+            with ServerProcess("--store", store, "--port", str(port)) as second, \
+                    ChatClient((second.host, second.port), "bob") as bob:
+                alice.err.wait_for(r"reconnected as alice")
+                alice.type("back")
+                assert bob.next_of("msg")["text"] == "back"
+                assert alice.finish() == 0
+        assert not any("auth_" in line for line in alice.err.lines)
