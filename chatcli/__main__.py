@@ -27,8 +27,9 @@ DEFAULT_TLS_PORT = 7879
 DESCRIPTION = "A chat/1 client: chat on a terminal, or script it through a pipe."
 EPILOG = f"""\
 Every option can also come from the environment: CHATCLI_HOST, CHATCLI_PORT,
-CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE, CHATCLI_TLS (1), CHATCLI_CAFILE;
-options win.  Names: {NAME_RULE}.
+CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE, CHATCLI_TLS (1), CHATCLI_CAFILE,
+and for --password-file the password itself, CHATCLI_PASSWORD; options win.
+Names: {NAME_RULE}.
 
 --tls speaks TLS (port {DEFAULT_TLS_PORT} unless --port says otherwise) and verifies the
 server's certificate and host name against the system's CAs, or against
@@ -71,8 +72,8 @@ waits until the server has answered every line, then quits.
 a text chat/1 would refuse (empty, over 4,000 characters, not UTF-8) is
 refused before connecting.
 
-Exit status: 0 when everything was accepted; 1 when the server refused a line
-or the name, or the server cannot be reached; 2 on a usage error.
+Exit status: 0 when everything was accepted; 1 when the server refused a line,
+the name or the login, or the server cannot be reached; 2 on a usage error.
 Colours only on a terminal, and never when NO_COLOR is set."""
 
 
