@@ -78,7 +78,7 @@ def test_bad_password_sources_are_usage_errors_before_connecting(tmp_path, monke
     assert "CHATCLI_PASSWORD: a password is 8 to 1,024 characters, not 1025" in too_long.stderr
 
 
-def test_a_pipe_register_with_different_answers_sends_nothing():
+def test_a_pipe_register_with_different_or_missing_answers_sends_nothing():
     with running_server() as server:
         port = server.address[1]
         result = run_cli(port, "--name", "alice",
@@ -86,6 +86,9 @@ def test_a_pipe_register_with_different_answers_sends_nothing():
         assert result.returncode == 1  # the refused /register
         assert "/register: the two new passwords differ; nothing sent" in result.stderr
         assert re.search(r"<alice> hello$", result.stdout, re.M)
+        cut_short = run_cli(port, "--name", "alice", stdin=f"/register\n{PASSWORD}\n")
+        assert cut_short.returncode == 1
+        assert "/register cancelled; nothing sent" in cut_short.stderr
         # Not registered: a guest may take the name again.
         with ChatClient(server.address, "alice") as again:
             assert "account" not in again.welcome
