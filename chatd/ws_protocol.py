@@ -90,7 +90,7 @@ class WebService:
         self.encoder = FrameProtocol(client=False, extensions=[])
         # id(chat/1 chunk) -> (chunk, its WebSocket frames), for this turn's
         # flushes: the chunk is kept so that its id is not reused meanwhile.
-        self._frames: dict = {}
+        self.frames: dict = {}
         self.upgrades = 0
         self.refused_origins = 0
 
@@ -107,11 +107,9 @@ class WebService:
             origin == f"{self.scheme}://{host.decode('ascii', 'replace').lower()}"
 
     def ws_frames(self, chunk: bytes) -> bytes:
-        """The WebSocket text frames of `chunk`'s chat/1 frames (one or a run of
-        them), encoded once per turn whatever the number of recipients."""
-        cached = self._frames.get(id(chunk))
-        if cached is not None and cached[0] is chunk:
-            return cached[1]
+        """Encode the WebSocket text frames of `chunk`'s chat/1 frames (one or a run
+        of them) and keep them in `frames` for the rest of the turn: callers look
+        there first, so a broadcast is encoded once whatever its recipients."""
         send_data = self.encoder.send_data
         frames, position, end = [], 0, len(chunk)
         while position < end:
@@ -120,10 +118,10 @@ class WebService:
             position = start + size
             # wsproto sends a str as a text frame (bytes would be binary).
             frames.append(send_data(str(chunk[start:position], "utf-8")))
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        if not self._frames:
-            self.loop.call_soon(self._frames.clear)
-        self._frames[id(chunk)] = (chunk, data)
+        data = b"".join(frames)
+        if not self.frames:
+            self.loop.call_soon(self.frames.clear)
+        self.frames[id(chunk)] = (chunk, data)
         return data
 
 
@@ -418,10 +416,18 @@ class WebProtocol:
             return
         if output.size:
             if not self.peer_closed:
-                ws_frames = self.service.ws_frames
+                # Once per recipient per turn: the cache lookup and the append are
+                # inlined (WebService.ws_frames and OutputQueue.append otherwise).
+                service = self.service
+                cache = service.frames
                 queue = transport.output
+                queued = queue.chunks
                 for chunk in output.chunks:
-                    queue.append(ws_frames(chunk))
+                    cached = cache.get(id(chunk))
+                    data = cached[1] if cached is not None and cached[0] is chunk \
+                        else service.ws_frames(chunk)
+                    queued.append(data)
+                    queue.size += len(data)
             output.clear()
         if self.state is _CLOSING:
             transport.write(self.ws.send(CloseConnection(

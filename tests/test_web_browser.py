@@ -53,10 +53,17 @@ class Page:
         return WebDriverWait(self.driver, BROWSER_WAIT).until(
             lambda driver: condition(), message=what)
 
-    def enter(self, name: str) -> None:
+    def enter(self, name: str, register_with: str | None = None) -> None:
+        """Choose `name` with the keyboard alone; with a password, register it too."""
         field = self.driver.find_element(By.ID, "name")
-        field.send_keys(name, Keys.ENTER)  # the keyboard alone
+        field.send_keys(name)
+        if register_with is not None:
+            field.send_keys(Keys.TAB, register_with, Keys.TAB, Keys.SPACE)
+        field.send_keys(Keys.ENTER)
         self.wait(lambda: self.status().startswith(f"Connected as {name}"), f"{name} welcomed")
+        if register_with is not None:
+            self.wait(lambda: self.status() == f"Connected as {name} (account)",
+                      f"{name} registered")
 
     def status(self) -> str:
         return self.driver.find_element(By.ID, "status").text
@@ -98,7 +105,7 @@ def test_two_pages_chat_privately_and_catch_up_after_the_server_restarts(tmp_pat
         for driver in drivers:
             stack.callback(driver.quit)
         alice, bob = (Page(driver, url) for driver in drivers)
-        alice.enter("alice")
+        alice.enter("alice", register_with="correct horse")
         bob.enter("bob")
         alice.type("Hello bob, <b>this</b> stays text")
         bob.shows("Hello bob, <b>this</b> stays text")
@@ -116,7 +123,8 @@ def test_two_pages_chat_privately_and_catch_up_after_the_server_restarts(tmp_pat
         alice.open_conversation("#lobby")
 
         # Restart: down, then up without the web port while carol talks (the pages
-        # cannot hear it live), then up with it: both pages must catch up.
+        # cannot hear it live), then up with it: both pages must catch up, alice
+        # logging in again with her password (her reclaim token died with the server).
         assert server.stop() == 0
         for page in (alice, bob):
             page.wait(lambda page=page: "reconnecting" in page.status(), "reconnecting")
@@ -128,9 +136,9 @@ def test_two_pages_chat_privately_and_catch_up_after_the_server_restarts(tmp_pat
                 carol.frames_until_close(timeout=WAIT)
             assert quiet.stop() == 0
         server = stack.enter_context(ServerProcess(*flags, "--ws-port", str(web_port)))
-        for page, name in ((alice, "alice"), (bob, "bob")):
-            page.wait(lambda page=page, name=name:
-                      page.status().startswith(f"Connected as {name}"), f"{name} back")
+        for page, status in ((alice, "Connected as alice (account)"),
+                             (bob, "Connected as bob")):
+            page.wait(lambda page=page, status=status: page.status() == status, status)
         bob.open_conversation("#lobby")
         for page in (alice, bob):
             page.shows("said while you were away")

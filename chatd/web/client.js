@@ -33,6 +33,7 @@
     ws: null,
     name: null,          // our name once welcomed
     password: null,      // kept in memory only, to log in again after a restart
+    registerWanted: false,  // register the name (with `password`) once welcomed
     token: null,         // welcome.token: takes the name back after a dropped connection
     epoch: null,
     limits: {},
@@ -193,7 +194,7 @@
     ws.addEventListener("open", () => {
       const hello = { type: "hello", name: state.name };
       if (state.token) hello.token = state.token;
-      else if (state.password) hello.password = state.password;
+      else if (state.password && !state.registerWanted) hello.password = state.password;
       ws.send(JSON.stringify(hello));
     });
     ws.addEventListener("message", (event) => {
@@ -255,6 +256,11 @@
       else if (c.title.toLowerCase() === LOBBY) catchUp(c);
       else send({ type: "join", room: c.title });  // its history follows `joined`
     }
+    if (state.registerWanted) {
+      state.registerWanted = false;
+      if (state.limits.accounts === "open") send({ type: "register", password: state.password });
+      else system("This server does not take registrations; you are a guest.");
+    }
     for (const pair of message.conversations || []) {
       const c = dmConv(pair.with);
       if (pair.last_id > c.lastId) catchUp(c);
@@ -314,7 +320,10 @@
       case "rooms":
         system("Rooms: " + message.rooms.map((r) => `${r.name} (${r.users})`).join(", "));
         break;
-      case "registered": system(`${message.name} is now an account.`); break;
+      case "registered":
+        system(`${message.name} is now an account.`);
+        setStatus(`Connected as ${state.name} (account)`);
+        break;
       case "password_changed": system("Password changed."); break;
       case "error": error(message); break;
       case "bye": system(`The server closed the connection: ${message.reason}.`); break;
@@ -402,6 +411,11 @@
     $("login-error").textContent = "";
     state.name = name;
     state.password = $("password").value || null;
+    state.registerWanted = $("register").checked;
+    if (state.registerWanted && !state.password) {
+      $("login-error").textContent = "Registering needs a password.";
+      return;
+    }
     $("password").value = "";
     state.token = null;
     state.stopped = false;
