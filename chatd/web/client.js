@@ -244,6 +244,10 @@
       roomConv(LOBBY);
       select("#" + LOBBY);
       system(`Welcome, ${message.name}. ${message.user_count} in the lobby. /help lists the commands.`);
+      const limits = state.limits;
+      system(`The server's rules: messages of up to ${limits.max_text} characters` +
+             (Number(limits.rate) > 0 ? `, ${limits.rate} a second (${limits.burst} at once)` : "") +
+             `, idle connections closed after ${idle} s.`);
     } else if (!sameEpoch) {
       // Ids started over: the ids we kept mean nothing now.
       for (const c of state.convs.values()) { c.ids.clear(); c.lastId = 0; }
