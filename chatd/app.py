@@ -23,7 +23,7 @@ from .store import StoreLink, open_store
 from .systemd import Notifier, adopt_listeners
 from .tls_transport import TLSTransport
 from .transport import Connections, OutputLimits, Transport
-from .ws_protocol import WebService
+from .ws_service import WebService
 
 log = logging.getLogger("chatd")
 

@@ -19,7 +19,7 @@ Towards the chat layer this object is the session's transport: the core's
 fan-out (`ChatService.queue`) appends chat/1 frames to `output` and puts it
 on the flush list, as for a TCP connection, so the TCP hot path is
 unchanged.  Its `flush` turns those frames into WebSocket text frames,
-each encoded once per broadcast (`WebService.ws_frames`: the same payload
+each encoded once per broadcast (`ws_service.WebService.ws_frames`: the same payload
 is the same unmasked server frame for every recipient), hands them to the
 socket's transport and flushes it, so the output limits, the slow-consumer
 cut and TLS apply as they are.  A session's close sends its `bye`, then a
@@ -33,11 +33,10 @@ from wsproto import ConnectionType
 from wsproto.connection import ConnectionState
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request,
                             TextMessage)
-from wsproto.frame_protocol import FrameProtocol
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError as HandshakeError
 
-from framing import HEADER_SIZE, BadFrame, FrameTooLarge
+from framing import BadFrame, FrameTooLarge
 from framing.codec import HEADER
 
 from . import http_answer
@@ -45,7 +44,7 @@ from .chat_protocol import ChatProtocol
 from .http_answer import MAX_HEAD
 from .output import OutputQueue
 from .transport import State
-from .web import SECURITY_HEADERS, StaticFiles
+from .web import SECURITY_HEADERS
 
 log = logging.getLogger("chatd")
 
@@ -69,62 +68,6 @@ CLOSE_CODES = {
 }
 
 
-class WebService:
-    """What every web connection shares: the chat service, the files, the Origin
-    allow-list and the WebSocket frame encoder.
-
-    `origins`: the Origins (e.g. "https://chat.example.org") that may open the
-    WebSocket; empty means the page's own, the scheme (`https` when `secure`)
-    and the request's Host.  A request without Origin is not from a browser
-    (no cross-site hijacking is possible) and is let in.
-    """
-
-    def __init__(self, chat, origins, secure: bool):
-        self.chat = chat
-        self.loop = chat.loop
-        self.files = StaticFiles()
-        self.origins = frozenset(origin.lower() for origin in origins)
-        self.scheme = "https" if secure else "http"
-        # Server frames are not masked and no extension is negotiated, so one
-        # encoder serves every connection.
-        self.encoder = FrameProtocol(client=False, extensions=[])
-        # id(chat/1 chunk) -> (chunk, its WebSocket frames), for this turn's
-        # flushes: the chunk is kept so that its id is not reused meanwhile.
-        self.frames: dict = {}
-        self.upgrades = 0
-        self.refused_origins = 0
-
-    def protocol(self) -> "WebProtocol":
-        """A protocol for one new connection (the web listener's factory)."""
-        return WebProtocol(self)
-
-    def origin_allowed(self, origin: bytes, host: bytes | None) -> bool:
-        """True if a page from `origin` may open the WebSocket (RFC 6455 section 10.2)."""
-        origin = origin.decode("ascii", "replace").lower()
-        if self.origins:
-            return origin in self.origins
-        return host is not None and \
-            origin == f"{self.scheme}://{host.decode('ascii', 'replace').lower()}"
-
-    def ws_frames(self, chunk: bytes) -> bytes:
-        """Encode the WebSocket text frames of `chunk`'s chat/1 frames (one or a run
-        of them) and keep them in `frames` for the rest of the turn: callers look
-        there first, so a broadcast is encoded once whatever its recipients."""
-        send_data = self.encoder.send_data
-        frames, position, end = [], 0, len(chunk)
-        while position < end:
-            (size,) = HEADER.unpack_from(chunk, position)
-            start = position + HEADER_SIZE
-            position = start + size
-            # wsproto sends a str as a text frame (bytes would be binary).
-            frames.append(send_data(str(chunk[start:position], "utf-8")))
-        data = b"".join(frames)
-        if not self.frames:
-            self.loop.call_soon(self.frames.clear)
-        self.frames[id(chunk)] = (chunk, data)
-        return data
-
-
 class WSChatSession(ChatProtocol):
     """A chat/1 session whose transport is a `WebProtocol`: the same core Session,
     but its close also tells the WebSocket the reason (for the Close code)."""
@@ -143,6 +86,8 @@ class WSChatSession(ChatProtocol):
 class WebProtocol:
     """One connection of the web listener: an HTTP request, then maybe a WebSocket.
 
+    `service` is the listener's `ws_service.WebService`.
+
     Its `transport` is the socket's; to its `session` (after the upgrade) it
     is the transport: `output`, `scheduled`, `state`, `peer`, `write`,
     `close`, `flush`, `pause_reading`, `resume_reading`.
@@ -152,7 +97,7 @@ class WebProtocol:
                  "ws", "session", "parts", "part_size", "output", "scheduled", "state",
                  "close_code", "close_reason", "peer_closed")
 
-    def __init__(self, service: WebService):
+    def __init__(self, service):
         self.service = service
         self.transport = None
         self.peer = None
