@@ -237,3 +237,27 @@ def test_websocket_and_page_over_tls_on_the_same_port(tmp_path):
                 connect(f"wss://localhost:{port}/chat", ssl=files.client(),
                         origin=f"http://localhost:{port}", open_timeout=WAIT):
             pass  # plain http's origin is not the page's
+
+
+@pytest.mark.parametrize("wire, code", [
+    (b"\x81\x02{}", 1002),                          # a client frame without a mask
+    # Text that is not UTF-8, masked with a zero key (so the payload reads as sent).
+    (b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007),
+])
+def test_a_frame_websocket_refuses_is_bad_frame_then_closed_with_its_code(wire, code):
+    with serve(web=True) as server, ws_connect(server, "raw") as web:
+        web.socket.sendall(wire)
+        frames, got_code, reason = until_close(web)
+        assert [(f["type"], f.get("code") or f.get("reason")) for f in frames] == [
+            ("error", "bad_frame"), ("bye", "bad_frame")]
+        assert (got_code, reason) == (code, "bad_frame")
+
+
+def test_a_close_from_the_client_is_a_disconnect_answered_with_its_code():
+    with serve(web=True) as server, ChatClient(server.address, "tcpy") as tcp:
+        with ws_connect(server, "leaving") as web:
+            assert tcp.next_of("joined")["name"] == "leaving"
+            web.close(code=1001, reason="tab closed")
+            assert web.close_code == 1001  # the server echoed it
+        left = tcp.next_of("left")
+        assert (left["name"], left["reason"]) == ("leaving", "disconnect")
