@@ -117,7 +117,7 @@ class Server:
                     raise OSError(exc.errno, f"{exc.strerror} (metrics on "
                                   f"{config.metrics_host}:{config.metrics_port})") from None
             tls_sock = self.tls_socket or adopted.get("tls")
-            ws_sock = self._bind_web(adopted)
+            ws_sock = self._bind_web()
             if tls_sock is not None or config.tls_port or (ws_sock is not None
                                                            and config.tls_cert):
                 self.tls_context = tls.load_server_context(
@@ -182,10 +182,10 @@ class Server:
         self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
         return self.address
 
-    def _bind_web(self, adopted: dict):
-        """The web listener's socket (given, passed by systemd as "ws", or bound
-        on ws_port), or None when the web client is off."""
-        sock = self.ws_socket or adopted.get("ws")
+    def _bind_web(self):
+        """The web listener's socket (given, or bound on ws_port), or None when the
+        web client is off."""
+        sock = self.ws_socket
         if sock is None and self.config.ws_port:
             try:
                 sock = bind(self.config.host, self.config.ws_port)
