@@ -2,7 +2,7 @@
 
 Starts each target server as its own process (chatd with `--rate-limit 0`
 and its durable store in a temporary directory, chatd-memory the same with
-`--store memory`, the asyncio-streams and thread-per-client baselines, and
+`--store memory`, chatd-ws the same over WebSocket on its web port, the asyncio-streams and thread-per-client baselines, and
 Redis pub/sub when `redis-server` is on PATH), drives it from generator
 processes with the same scenarios, checks that every receiver got every
 accepted message once and in order, and prints one table.  For the durable
@@ -56,7 +56,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--scenario", default=",".join(SCENARIOS),
                         help="comma-separated: fanout, rate, capacity, conns (default: all)")
     parser.add_argument("--target", default=None,
-                        help="comma-separated: chatd, chatd-memory, asyncio, threads, "
+                        help="comma-separated: chatd, chatd-memory, chatd-ws, asyncio, threads, "
                              "redis (default: all available)")
     parser.add_argument("--receivers", type=int, default=100, help="R (fanout, rate)")
     parser.add_argument("--senders", type=int, default=10, help="S (fanout, rate)")

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -107,6 +108,12 @@ class Config:
     tls_client_ca: str = _setting("", "PEM file of CAs whose client certificates are asked "
                                       "for, optional, never in place of a password; empty: "
                                       "none asked for")
+    ws_port: int = _setting(0, "TCP port serving the web client and chat/1 over WebSocket "
+                               "(at /chat), on the same host; HTTPS and wss:// when "
+                               "tls_cert is set; 0 turns it off")
+    ws_origins: str = _setting("", "comma-separated Origins (scheme://host[:port]) whose "
+                                   "pages may open the WebSocket; empty: only the page's "
+                                   "own")
 
     def __post_init__(self):
         problems = []
@@ -135,6 +142,14 @@ class Config:
             problems.append("tls_port must be between 0 and 65535 (0: off)")
         if self.tls_port and not (self.tls_cert and self.tls_key):
             problems.append("tls_port needs tls_cert and tls_key (PEM files)")
+        if not 0 <= self.ws_port <= 65535:
+            problems.append("ws_port must be between 0 and 65535 (0: off)")
+        if self.ws_port and bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("ws_port with TLS needs both tls_cert and tls_key (PEM files)")
+        for origin in self.web_origins():
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                problems.append(f"ws_origins: {origin!r} is not an origin "
+                                "(scheme://host[:port], no path)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.accounts not in ("open", "closed", "off"):
@@ -146,6 +161,10 @@ class Config:
         if problems:
             raise ConfigError(problems)
 
+
+    def web_origins(self) -> list[str]:
+        """`ws_origins` as a list (empty: the page's own origin only)."""
+        return [origin.strip() for origin in self.ws_origins.split(",") if origin.strip()]
 
     def chat_settings(self, **overrides) -> ChatSettings:
         """The chat core's group of these settings; `overrides` replace some

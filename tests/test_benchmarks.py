@@ -103,6 +103,19 @@ def test_conns_answers_every_ping_and_prices_connections(tmp_path):
         assert row["rss_loaded_bytes"] >= row["rss_idle_bytes"] > 0
 
 
+def test_websocket_fanout_and_conns_deliver_everything_and_compare_with_tcp(tmp_path):
+    report, table = run_benchmark(tmp_path, "--scenario", "fanout,conns",
+                                  "--target", "chatd-memory,chatd-ws", "--conns", "40",
+                                  "--ping-sample", "10", *SMALL)
+    rows = {(row["scenario"], row["target"]): row for row in report["results"]}
+    for row in rows.values():
+        assert_delivered_exactly(row)
+    assert rows[("fanout", "chatd-ws")]["deliveries_per_s"] > 0
+    assert rows[("conns", "chatd-ws")]["pings"] == 10
+    assert "chatd WebSocket fanout: " in table
+    assert "chatd WebSocket idle connection: " in table
+
+
 def test_chatd_log_gives_the_writer_figures_or_says_why_not():
     exiting = ("2026-01-01 00:00:00,000 INFO longest loop turn so far: 3.5 ms; 400 sends for "
                "1000 deliveries\n"
@@ -338,3 +351,24 @@ def test_tls_benchmark_prints_its_figures():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "us/delivery TLS" in done.stdout and "handshakes" in done.stdout
+
+
+def test_ws_scan_walks_every_header_size_as_wsproto_reads_them():
+    from wsproto.frame_protocol import FrameProtocol
+
+    from benchmarks.loadgen.ws_client import decode_ws_msg, scan_ws_msgs
+    server = FrameProtocol(client=False, extensions=[])
+    # Frames with 7-bit, 16-bit and 64-bit lengths (an unknown member pads the last).
+    frames = [bytes(server.send_data(framing.encode_payload(
+        {"type": "msg", "room": "lobby", "from": "s1", "text": message_text(1, n, 1.5, 40),
+         "id": n, "ts": 1.0, "pad": "p" * pad}).decode()))
+        for n, pad in ((1, 0), (2, 300), (3, 70_000))]
+    stream = b"".join(frames)
+    for cut in (len(stream), len(stream) - 1, len(frames[0]) + 3):
+        ends, keys, ids = scan_ws_msgs(stream[:cut])
+        complete = [end for end in (len(frames[0]), len(frames[0]) + len(frames[1]),
+                                    len(stream)) if end <= cut]
+        assert ends == complete and ids == [1, 2, 3][:len(complete)]
+        assert keys == [ROOM_STREAM] * len(complete)
+    assert [decode_ws_msg(frame)[1] for frame in frames] == [1, 2, 3]
+    assert scan_ws_msgs(bytes(server.send_data(b"binary"))) is None

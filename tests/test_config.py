@@ -113,3 +113,14 @@ def test_a_running_daemon_takes_its_limits_from_file_environment_and_flags(tmp_p
         limits = alice.welcome["limits"]
         assert (limits["max_frame"], limits["rate"], limits["burst"],
                 limits["presence_limit"]) == (10_000, 4, 5, 7)
+
+
+def test_web_settings_are_checked():
+    assert Config(ws_port=8080, ws_origins=" https://a.example , http://b.example:81").web_origins() \
+        == ["https://a.example", "http://b.example:81"]
+    with pytest.raises(ValueError, match="ws_origins: 'https://a.example/page' is not an origin"):
+        Config(ws_port=8080, ws_origins="https://a.example/page")
+    with pytest.raises(ValueError, match="ws_port must be between 0 and 65535"):
+        Config(ws_port=70000)
+    with pytest.raises(ValueError, match="ws_port with TLS needs both tls_cert and tls_key"):
+        Config(ws_port=8080, tls_cert="cert.pem")

@@ -111,6 +111,33 @@ def capacity_lines(results: list) -> list[str]:
     return lines
 
 
+def websocket_lines(results: list) -> list[str]:
+    """chat/1 over WebSocket (chatd-ws) against chat/1 over TCP (chatd-memory, the same
+    store) in the same run: fanout deliveries/s and server CPU per delivery; conns'
+    memory per idle connection."""
+    lines = []
+    pairs: dict = {}
+    for result in results:
+        if "error" not in result and result["target"] in ("chatd-ws", "chatd-memory"):
+            pairs.setdefault(result["scenario"], {})[result["target"]] = result
+    for scenario, pair in pairs.items():
+        ws, tcp = pair.get("chatd-ws"), pair.get("chatd-memory")
+        if ws is None or tcp is None:
+            continue
+        if scenario == "fanout" and tcp["deliveries_per_s"] and ws["server_us_per_delivery"]:
+            lines.append(
+                f"chatd WebSocket fanout: {ws['deliveries_per_s'] / tcp['deliveries_per_s']:.2f}x "
+                f"the deliveries/s of chat/1 over TCP; server CPU per delivery "
+                f"{ws['server_us_per_delivery']:.2f} µs against {tcp['server_us_per_delivery']:.2f}"
+                f" ({tcp['server_us_per_delivery'] / ws['server_us_per_delivery']:.2f}x)")
+        elif scenario == "conns":
+            lines.append(
+                f"chatd WebSocket idle connection: {ws['rss_per_connection_bytes'] / 1024:.2f} KiB "
+                f"of server memory against {tcp['rss_per_connection_bytes'] / 1024:.2f} KiB "
+                "over TCP")
+    return lines
+
+
 def chatd_log_lines(results: list) -> list[str]:
     """What chatd logged as it exited: the durable store's writer, the longest loop turn."""
     lines = []
@@ -161,6 +188,7 @@ def format_table(report: dict) -> str:
         "",
         *ratios(report["results"]),
         *capacity_lines(report["results"]),
+        *websocket_lines(report["results"]),
         *([""] + logged if logged else []),
         "",
         f"fanout/rate: R={settings['receivers']} receivers + S={settings['senders']} senders "

@@ -24,9 +24,10 @@ START_SECONDS = 15.0
 SPARE_CONNECTIONS = 64
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-TARGETS = ("chatd", "chatd-memory", "asyncio", "threads", "redis")
-DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "asyncio": "chat1", "threads": "chat1",
-            "redis": "resp"}
+TARGETS = ("chatd", "chatd-memory", "chatd-ws", "asyncio", "threads", "redis")
+# chatd-ws: chatd-memory's chat/1 over WebSocket on its web port (--ws-port).
+DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "chatd-ws": "ws", "asyncio": "chat1",
+            "threads": "chat1", "redis": "resp"}
 
 
 # The durable store's writer figures exist only in the line chatd logs at
@@ -101,9 +102,12 @@ def free_port() -> int:
 def command_for(target: str, port: int, max_connections: int, directory: str,
                 log_level: str = "warning") -> list[str]:
     """How to start `target`; chatd's durable store goes to a file in `directory`."""
-    if target in ("chatd", "chatd-memory"):
-        store = "memory" if target == "chatd-memory" else os.path.join(directory, "chatd.db")
-        return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", str(port),
+    if target in ("chatd", "chatd-memory", "chatd-ws"):
+        store = "memory" if target != "chatd" else os.path.join(directory, "chatd.db")
+        # chatd-ws: the load goes to the web port; chat/1's TCP port is any free one.
+        ports = ["--port", "0", "--ws-port", str(port)] if target == "chatd-ws" \
+            else ["--port", str(port)]
+        return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", *ports,
                 "--rate-limit", "0", "--max-clients", str(max_connections),
                 "--store", store, "--log-level", log_level]
     if target in ("asyncio", "threads"):
@@ -136,7 +140,7 @@ class TargetProcess:
         self.log_summary: dict | None = None
         self._log_path = None
         stderr = subprocess.DEVNULL
-        if target in ("chatd", "chatd-memory"):
+        if target.startswith("chatd"):
             self._log_path = os.path.join(self._directory.name, "chatd.log")
             stderr = open(self._log_path, "wb")
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
