@@ -1,8 +1,8 @@
 """chat/1 on a transport: bytes to requests for the core, the core's effects to frames.
 
 One `ChatProtocol` per connection, made by `ChatService.protocol`.  It owns
-the decoder and one watchdog timer (the hello deadline, then the idle
-timeout), feeds each decoded item to the chat core and carries out the
+the decoder and a deadline on the service's watchdogs (the hello deadline,
+then the idle timeout), feeds each decoded item to the chat core and carries out the
 effects that come back: `Deliver` is framed once and the same bytes
 appended to every recipient's output; `Close` says `bye` and closes.
 """
@@ -17,6 +17,7 @@ from framing import REQUESTS, Decoder
 from . import logs
 from .core import ChatCore, CheckPassword, Close, Deliver, Session
 from .transport import State
+from .watchdogs import Watchdogs
 
 log = logging.getLogger("chatd")
 
@@ -39,6 +40,7 @@ class ChatService:
         self.max_frame = core.settings.max_frame
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
+        self.watchdogs = Watchdogs(loop)   # every connection's hello or idle deadline
         self.disconnects: Counter[str] = Counter()
         # Frames queued to recipients: a frame (or a run of n says) to m
         # recipients counts m (n * m); one addition per queue call, none per
@@ -115,7 +117,7 @@ class ChatService:
                 transport.scheduled = True
                 pending.append(transport)
         if not flush_queued and pending:
-            self.loop.call_soon(connections.flush)
+            connections.arrange_flush()
 
     def queue_run(self, room, payloads: list) -> None:
         """Queue a run of `msg` payloads to `room`'s members as one chunk, and empty it."""
@@ -131,14 +133,14 @@ class ChatProtocol(Session):
     """
 
     __slots__ = ("service", "transport", "decoder", "last_frame_at", "hello_deadline",
-                 "watchdog")
+                 "watch_slot")
 
     def __init__(self, service: ChatService):
         Session.__init__(self)
         self.service = service
         self.transport = None
         self.decoder = Decoder(service.max_frame, REQUESTS)
-        self.watchdog = None
+        self.watch_slot = None   # written by the service's Watchdogs
 
     # ------------------------------------------------------ transport events
 
@@ -212,8 +214,7 @@ class ChatProtocol(Session):
 
     def connection_lost(self, reason: str | None) -> None:
         """The socket closed; with a `reason`, the session had not begun to close."""
-        if self.watchdog is not None:
-            self.watchdog.cancel()
+        self.service.watchdogs.forget(self)
         if reason is not None:
             self._count_and_end(reason)
 
@@ -240,7 +241,7 @@ class ChatProtocol(Session):
         if transport.state is not _OPEN:
             return
         self._count_and_end(counted_as or reason)
-        self.watchdog.cancel()
+        self.service.watchdogs.forget(self)
         if error is not None:
             self.service.core.out.errors[error[0]] += 1
             transport.write(framing.encode({"type": "error", "code": error[0],
@@ -257,10 +258,11 @@ class ChatProtocol(Session):
         deadline = self.last_frame_at + self.service.idle_timeout
         if self.name is None and self.hello_deadline < deadline:
             deadline = self.hello_deadline
-        self.watchdog = self.service.loop.call_at(deadline, self._watch)
+        self.service.watchdogs.watch(self, deadline)
 
-    def _watch(self) -> None:
-        """The hello deadline or the idle timeout, whichever is due; else re-arm.
+    def deadline_passed(self) -> None:
+        """The hello deadline or the idle timeout, whichever is due; else re-arm
+        (the service's Watchdogs call it).
 
         Re-armed lazily from `last_frame_at` instead of on every frame.
         """

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -97,6 +98,9 @@ class Config:
                                          "storm cannot starve chat")
     write_per_turn: int = _setting(64 << 10, "bytes written to one connection per loop turn, "
                                              "so no client starves the others")
+    flush_linger: float = _setting(0.0005, "seconds a broadcast's flush may wait after the "
+                                           "previous flush while the server is busy, so one "
+                                           "send carries several messages; 0: never wait")
     shutdown_timeout: float = _setting(5.0, "seconds to flush clients on SIGTERM/SIGINT "
                                             "before closing them anyway")
     log_level: str = _setting("info", "debug, info, warning or error")
@@ -115,6 +119,12 @@ class Config:
     tls_client_ca: str = _setting("", "PEM file of CAs whose client certificates are asked "
                                       "for, optional, never in place of a password; empty: "
                                       "none asked for")
+    ws_port: int = _setting(0, "TCP port serving the web client and chat/1 over WebSocket "
+                               "(at /chat), on the same host; HTTPS and wss:// when "
+                               "tls_cert is set; 0 turns it off")
+    ws_origins: str = _setting("", "comma-separated Origins (scheme://host[:port]) whose "
+                                   "pages may open the WebSocket; empty: only the page's "
+                                   "own")
 
     def __post_init__(self):
         problems = []
@@ -130,7 +140,7 @@ class Config:
                 problems.append(f"{name} must be at least 1")
         for name in ("rate_limit", "presence_limit", "retained_rooms", "max_conversations",
                      "handshake_timeout", "idle_timeout", "output_soft_seconds",
-                     "shutdown_timeout", "login_window", "address_window"):
+                     "shutdown_timeout", "login_window", "address_window", "flush_linger"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         for setting in dataclasses.fields(self):
@@ -144,6 +154,14 @@ class Config:
             problems.append("tls_port must be between 0 and 65535 (0: off)")
         if self.tls_port and not (self.tls_cert and self.tls_key):
             problems.append("tls_port needs tls_cert and tls_key (PEM files)")
+        if not 0 <= self.ws_port <= 65535:
+            problems.append("ws_port must be between 0 and 65535 (0: off)")
+        if self.ws_port and bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("ws_port with TLS needs both tls_cert and tls_key (PEM files)")
+        for origin in self.web_origins():
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                problems.append(f"ws_origins: {origin!r} is not an origin "
+                                "(scheme://host[:port], no path)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.accounts not in ("open", "closed", "off"):
@@ -157,6 +175,10 @@ class Config:
         if problems:
             raise ConfigError(problems)
 
+
+    def web_origins(self) -> list[str]:
+        """`ws_origins` as a list (empty: the page's own origin only)."""
+        return [origin.strip() for origin in self.ws_origins.split(",") if origin.strip()]
 
     def chat_settings(self, **overrides) -> ChatSettings:
         """The chat core's group of these settings; `overrides` replace some

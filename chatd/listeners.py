@@ -79,8 +79,9 @@ class Listener:
     `max_connections` bounds `connections.open` (every listener's, closing
     ones included); the protocol of one beyond it, or of one its client's
     address may not open now (`address_limits`, an AddressLimits shared by
-    the chat listeners, or None), gets `over_capacity(why)` instead of service.  `open_log_level` is the level of the "open HOST:PORT"
-    line (a scraper's connections log at debug: one a scrape is noise).
+    the chat listeners, or None), gets `over_capacity(why)` instead of
+    service.  `open_log_level` is the level of the "open HOST:PORT" line (a
+    scraper's connections log at debug: one a scrape is noise).
     `transport_factory(connections, sock, peer)` makes each connection's
     transport (`TLSTransport` on the TLS port).
     """

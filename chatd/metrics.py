@@ -55,6 +55,9 @@ class ChatdCollector:
                                        labels=["listener"])
         sent = CounterMetricFamily("chatd_sent_bytes", "Bytes written to connections",
                                    labels=["listener"])
+        sends = CounterMetricFamily("chatd_sends", "System calls that wrote to connections; "
+                                    "chatd_deliveries / chatd_sends is how many frames a "
+                                    "send carries", labels=["listener"])
         queued = GaugeMetricFamily("chatd_output_queued_bytes", "Bytes queued for "
                                    "connections and not yet written", labels=["listener"])
         for name, listener, connections in listeners:
@@ -65,10 +68,11 @@ class ChatdCollector:
             rejected.add_metric([name, "accept_failed"], listener.accept_failures)
             received.add_metric([name], connections.bytes_received)
             sent.add_metric([name], connections.bytes_sent)
+            sends.add_metric([name], connections.sends)
             queued.add_metric([name], sum([transport.output.size
                                            for transport in connections.open]))
         rejected.add_metric(["chat", "address_limit"], server.address_limits.refused)
-        yield from (open_now, limit, accepted, rejected, received, sent, queued)
+        yield from (open_now, limit, accepted, rejected, received, sent, sends, queued)
 
         disconnects = CounterMetricFamily("chatd_disconnects", "Chat connections closed, by "
                                           "reason", labels=["reason"])

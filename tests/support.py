@@ -23,12 +23,13 @@ WAIT = 5.0
 
 
 @contextmanager
-def running_server(metrics: bool = False, **settings):
+def running_server(metrics: bool = False, web: bool = False, **settings):
     """A chatd serving in a thread of this process on 127.0.0.1, port 0.
 
     Its store is the default kind, a SQLite file, in a temporary directory
     unless `store` is given.  With `metrics`, it also serves /metrics on
-    127.0.0.1 at a free port (`server.metrics_address`).
+    127.0.0.1 at a free port (`server.metrics_address`); with `web`, the web
+    client and WebSocket at a free port (`server.web_address`).
     """
     settings.setdefault("port", 0)
     settings.setdefault("log_level", "warning")
@@ -37,8 +38,9 @@ def running_server(metrics: bool = False, **settings):
         metrics_socket = bind("127.0.0.1", 0) if metrics else None
         # With tls_cert, TLS is also served on a free port (`server.tls_address`).
         tls_socket = bind("127.0.0.1", 0) if settings.get("tls_cert") else None
+        ws_socket = bind("127.0.0.1", 0) if web else None
         server = Server(Config(**settings), metrics_socket=metrics_socket,
-                        tls_socket=tls_socket)
+                        tls_socket=tls_socket, ws_socket=ws_socket)
         host, port = server.start()
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

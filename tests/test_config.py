@@ -115,6 +115,17 @@ def test_a_running_daemon_takes_its_limits_from_file_environment_and_flags(tmp_p
                 limits["presence_limit"]) == (10_000, 4, 5, 7)
 
 
+def test_web_settings_are_checked():
+    assert Config(ws_port=8080, ws_origins=" https://a.example , http://b.example:81").web_origins() \
+        == ["https://a.example", "http://b.example:81"]
+    with pytest.raises(ValueError, match="ws_origins: 'https://a.example/page' is not an origin"):
+        Config(ws_port=8080, ws_origins="https://a.example/page")
+    with pytest.raises(ValueError, match="ws_port must be between 0 and 65535"):
+        Config(ws_port=70000)
+    with pytest.raises(ValueError, match="ws_port with TLS needs both tls_cert and tls_key"):
+        Config(ws_port=8080, tls_cert="cert.pem")
+
+
 def test_yes_no_settings_from_flags_environment_and_file(tmp_path):
     assert (Config().guests, Config().limit_loopback) == (True, False)
     assert load_config(["--limit-loopback"], environ={}).limit_loopback is True

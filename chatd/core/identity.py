@@ -125,6 +125,8 @@ class IdentityRequests:
         self._welcome(session, account.name, key, ref)
 
     def _welcome(self, session: Session, name: str, key: str, ref) -> None:
+        if key == name:
+            key = name  # a lowercase name: one string kept, not two equal ones
         session.name, session.key = name, key
         session.token = secrets.token_urlsafe(TOKEN_BYTES)
         self.users[key] = session
