@@ -1,9 +1,14 @@
 """Per-address connection limits at accept (issue 12 item 7), over real sockets from
 127.0.0.2 and up (each a client address of its own on Linux's loopback)."""
 
+import socket
+
+from websockets.sync.client import connect
+
 from chatd.address_limits import AddressLimits, address_key
-from support import ChatClient, running_server, wait_until
+from support import WAIT, ChatClient, running_server, serve, wait_until
 from test_metrics import scrape, value
+from test_ws_server import until_close
 
 
 def refusal(client) -> tuple[str, str]:
@@ -89,3 +94,18 @@ def test_ipv6_counts_by_slash_64_and_ipv4_mapped_as_ipv4():
     assert limits.admit(Peer("2001:db8::4"), 0.0) is None
     assert limits.admit(Peer("::1"), 0.0) is None  # loopback: exempt
     assert limits.refused == 1
+
+
+def test_the_web_listener_counts_against_the_same_address():
+    with serve(web=True, limit_loopback=True, address_connections=2) as server, \
+            ChatClient(server.address, "tcp", source="127.0.0.2"), \
+            ChatClient(server.address, "tcp2", source="127.0.0.2"):
+        host, port = server.web_address
+        sock = socket.create_connection((host, port), timeout=WAIT,
+                                        source_address=("127.0.0.2", 0))
+        with connect(f"ws://{host}:{port}/chat", sock=sock, open_timeout=WAIT) as web:
+            frames, code, reason = until_close(web)
+        assert [(f["type"], f.get("code") or f.get("reason")) for f in frames] == [
+            ("error", "server_full"), ("bye", "server_full")]
+        assert "2 connections from your address are open already" in frames[0]["message"]
+        assert (code, reason) == (1013, "server_full")
