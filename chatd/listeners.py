@@ -12,6 +12,7 @@ import errno
 import logging
 import resource
 import socket
+import sys
 
 from . import logs
 from .transport import Connections, Transport
@@ -150,7 +151,11 @@ class Listener:
                 raise
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport = self.transport_factory(connections, sock, peer[:2])
+            if type(peer) is tuple:
+                # (host, port): many connections share a host (NAT, a proxy), so
+                # they share one interned string, 58 bytes less each.
+                peer = (sys.intern(peer[0]), peer[1])
+            transport = self.transport_factory(connections, sock, peer)
             protocol = self.protocol_factory()
             transport.start(protocol)
             log.log(self.open_log_level, "open %s:%d", *transport.peer,
