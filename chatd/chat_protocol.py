@@ -132,8 +132,7 @@ class ChatProtocol(Session):
     fan-out path; the core uses only the Session slots.
     """
 
-    __slots__ = ("service", "transport", "decoder", "last_frame_at", "hello_deadline",
-                 "watch_slot")
+    __slots__ = ("service", "transport", "decoder", "last_frame_at", "watch_slot")
 
     def __init__(self, service: ChatService):
         Session.__init__(self)
@@ -150,8 +149,9 @@ class ChatProtocol(Session):
         self.address = transport.peer[0]  # for the core's failed-login limiter
         now = self.service.loop.time()
         self.last_frame_at = now
-        self.hello_deadline = now + self.service.handshake_timeout
-        self._arm_watchdog()
+        # Before hello one deadline, which frames do not move: the first
+        # watchdog firing finds the session welcomed or closes it.
+        self.service.watchdogs.watch(self, now + self._hello_timeout())
 
     def data_received(self, data) -> None:
         """Decode `data` (a memoryview of the shared buffer) and hand each item to the core."""
@@ -254,25 +254,28 @@ class ChatProtocol(Session):
 
     # ---------------------------------------------------------------- timers
 
-    def _arm_watchdog(self) -> None:
-        deadline = self.last_frame_at + self.service.idle_timeout
-        if self.name is None and self.hello_deadline < deadline:
-            deadline = self.hello_deadline
-        self.service.watchdogs.watch(self, deadline)
+    def _hello_timeout(self) -> float:
+        """Seconds a connection has to say hello: handshake_timeout, or
+        idle_timeout if that is shorter (an unwelcomed connection is idle too)."""
+        return min(self.service.handshake_timeout, self.service.idle_timeout)
 
     def deadline_passed(self) -> None:
-        """The hello deadline or the idle timeout, whichever is due; else re-arm
-        (the service's Watchdogs call it).
+        """The hello deadline or the idle timeout, whichever is due; else watch
+        for the next (the service's Watchdogs call it).
 
-        Re-armed lazily from `last_frame_at` instead of on every frame.
+        The hello deadline is the first one armed (connection_made) and no
+        frame moves it: a session still without a name then is closed.
+        Afterwards the idle deadline is re-armed lazily from `last_frame_at`
+        instead of on every frame.
         """
         service = self.service
-        now = service.loop.time()
-        if self.name is None and now >= self.hello_deadline:
+        if self.name is None:
             self.begin_close("timeout", error=(
-                "timeout", f"no hello within {service.handshake_timeout:g}s"))
-        elif now >= self.last_frame_at + service.idle_timeout:
+                "timeout", f"no hello within {self._hello_timeout():g}s"))
+            return
+        idle_deadline = self.last_frame_at + service.idle_timeout
+        if service.loop.time() >= idle_deadline:
             self.begin_close("timeout", error=(
                 "timeout", f"no frame for {service.idle_timeout:g}s"))
         else:
-            self._arm_watchdog()
+            service.watchdogs.watch(self, idle_deadline)
