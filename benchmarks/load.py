@@ -2,12 +2,18 @@
 
 Starts each target server as its own process (chatd with `--rate-limit 0`
 and its durable store in a temporary directory, chatd-memory the same with
-`--store memory`, chatd-ws the same over WebSocket on its web port, the asyncio-streams and thread-per-client baselines, and
-Redis pub/sub when `redis-server` is on PATH), drives it from generator
-processes with the same scenarios, checks that every receiver got every
-accepted message once and in order, and prints one table.  For the durable
-chatd it also reports the store's writer over the run (commits, messages per
-commit, the longest wait for a commit), from the line chatd logs as it exits.
+`--store memory`, chatd-ws the same over WebSocket on its web port,
+chatd-tls the same as chatd-memory over TLS only (`--no-plaintext`), the
+asyncio-streams and thread-per-client baselines, and Redis pub/sub when
+`redis-server` is on PATH, redis-tls the same over TLS), drives it from
+generator processes with the same scenarios, checks that every receiver got
+every accepted message once and in order, and prints one table.  For the
+durable chatd it also reports the store's writer over the run (commits,
+messages per commit, the longest wait for a commit), from the line chatd
+logs as it exits.  With a TLS target it also reports each TLS target
+against the same server over plaintext in this run (fan-out, idle memory per
+connection) and the server-side TLS handshakes per second of one core
+(benchmarks/loadgen/tls.py).
 
     python -m benchmarks.load [--scenario fanout,rate,capacity,conns] [--target chatd,asyncio,...]
                               [--receivers 100] [--senders 10] [--duration 5] [--json FILE]
@@ -38,8 +44,9 @@ from benchmarks.loadgen.histogram import LogHistogram  # noqa: E402
 from benchmarks.loadgen.report import (CAPACITY_P99_MS, GENERATOR_BOUND,  # noqa: E402
                                        format_table)
 from benchmarks.loadgen.targets import (DIALECTS, LOG_LEVELS, TARGETS,  # noqa: E402
-                                        TargetProcess, available_targets, chatd_log_level,
-                                        pinning)
+                                        TLS_TARGETS, TargetProcess, available_targets,
+                                        chatd_log_level, pinning)
+from benchmarks.loadgen.tls import handshakes_per_second  # noqa: E402
 from benchmarks.loadgen.worker import DRAIN_SECONDS, worker_main  # noqa: E402
 
 SCENARIOS = ("fanout", "rate", "capacity", "conns")
@@ -56,8 +63,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--scenario", default=",".join(SCENARIOS),
                         help="comma-separated: fanout, rate, capacity, conns (default: all)")
     parser.add_argument("--target", default=None,
-                        help="comma-separated: chatd, chatd-memory, chatd-ws, asyncio, threads, "
-                             "redis (default: all available)")
+                        help="comma-separated: chatd, chatd-memory, chatd-ws, chatd-tls, "
+                             "asyncio, threads, redis, redis-tls (default: all available)")
     parser.add_argument("--receivers", type=int, default=100, help="R (fanout, rate)")
     parser.add_argument("--senders", type=int, default=10, help="S (fanout, rate)")
     parser.add_argument("--window", type=int, default=8,
@@ -104,8 +111,10 @@ def _choices(value: str, allowed: tuple, what: str) -> list[str]:
     return chosen
 
 
-def worker_specs(arguments, scenario: str, target: str, address) -> list[dict]:
-    """Connections dealt round-robin over `--procs` generator processes."""
+def worker_specs(arguments, scenario: str, target: str, address,
+                 tls_ca: str | None = None) -> list[dict]:
+    """Connections dealt round-robin over `--procs` generator processes; with
+    `tls_ca` (a PEM file) they speak TLS, trusting that CA."""
     procs = arguments.procs
     if scenario == "conns":
         receivers, senders = arguments.conns, 0
@@ -115,6 +124,7 @@ def worker_specs(arguments, scenario: str, target: str, address) -> list[dict]:
     for proc in range(procs):
         specs.append({
             "scenario": scenario, "dialect": DIALECTS[target], "address": address,
+            "tls_ca": tls_ca,
             "receiver_names": [f"r{index}" for index in range(proc, receivers, procs)],
             "sender_indexes": list(range(proc, senders, procs)),
             "senders_total": senders, "window": arguments.window,
@@ -150,7 +160,9 @@ class Run:
     def _load(self, server: TargetProcess, rss_idle: int) -> dict:
         context = multiprocessing.get_context("fork")
         pipes, processes = [], []
-        for spec in worker_specs(self.arguments, self.scenario, self.target, server.address):
+        tls_ca = server.tls_files[2] if server.tls_files else None
+        for spec in worker_specs(self.arguments, self.scenario, self.target, server.address,
+                                 tls_ca):
             parent_end, child_end = context.Pipe()
             process = context.Process(target=worker_main, args=(spec, child_end), daemon=True)
             process.start()
@@ -340,6 +352,9 @@ def main(argv=None) -> int:
     cpus = None if arguments.no_pin else pinning()
     if cpus:
         os.sched_setaffinity(0, {cpus[1]})  # the generator processes inherit it
+    # What a TLS handshake costs a server core, measured once, in memory.
+    handshakes = handshakes_per_second() if set(arguments.targets) & set(TLS_TARGETS) \
+        else None
     rows = []
     for scenario in arguments.scenarios:
         for target in arguments.targets:
@@ -361,6 +376,7 @@ def main(argv=None) -> int:
               "chatd_flags": "--rate-limit 0 --max-clients <connections + 64> --log-level "
                              + ", ".join(f"{level} ({scenario})" for scenario, level
                                          in LOG_LEVELS.items()),
+              "tls_handshakes": handshakes,
               "results": rows}
     print(format_table(report))
     if arguments.json:

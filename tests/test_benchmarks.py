@@ -345,14 +345,6 @@ def test_resp_subscribers_on_a_shared_stream_check_each_sender():
         assert members[0].position is not None and members[2].position is not None
 
 
-def test_tls_benchmark_prints_its_figures():
-    done = subprocess.run([sys.executable, "-m", "benchmarks.tls", "--receivers", "3",
-                           "--messages", "20"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "us/delivery TLS" in done.stdout and "handshakes" in done.stdout
-
-
 def test_ws_scan_walks_every_header_size_as_wsproto_reads_them():
     from wsproto.frame_protocol import FrameProtocol
 
@@ -372,3 +364,23 @@ def test_ws_scan_walks_every_header_size_as_wsproto_reads_them():
         assert keys == [ROOM_STREAM] * len(complete)
     assert [decode_ws_msg(frame)[1] for frame in frames] == [1, 2, 3]
     assert scan_ws_msgs(bytes(server.send_data(b"binary"))) is None
+
+
+def test_tls_targets_deliver_and_are_reported_against_plaintext(tmp_path):
+    report, table = run_benchmark(tmp_path, "--scenario", "fanout,conns", "--target",
+                                  "chatd-memory,chatd-tls", "--conns", "30",
+                                  "--ping-sample", "10", *SMALL)
+    rows = {(row["scenario"], row["target"]): row for row in report["results"]}
+    assert set(rows) == {(s, t) for s in ("fanout", "conns")
+                         for t in ("chatd-memory", "chatd-tls")}
+    for row in rows.values():
+        assert_delivered_exactly(row)
+    assert rows[("conns", "chatd-tls")]["connections"] == 30
+    assert rows[("conns", "chatd-tls")]["pings"] == 10
+    handshakes = report["tls_handshakes"]
+    assert handshakes["per_s"] > 0 and handshakes["version"] in ("TLSv1.2", "TLSv1.3")
+    assert "chatd-tls fanout: " in table and "x chatd-memory's deliveries/s" in table
+    assert "chatd-tls conns: " in table and "KiB of RSS per idle connection" in table
+    assert "TLS handshakes, server side: " in table
+    # A TLS target is compared with its plaintext twin only, not in chatd's line.
+    assert "x chatd-tls" not in table
