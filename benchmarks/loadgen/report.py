@@ -138,6 +138,7 @@ def websocket_lines(results: list) -> list[str]:
                 f"chatd WebSocket idle connection: {ws['rss_per_connection_bytes'] / 1024:.2f} KiB "
                 f"of server memory against {tcp['rss_per_connection_bytes'] / 1024:.2f} KiB "
                 "over TCP")
+    return lines
 
 
 def tls_lines(report: dict) -> list[str]:
