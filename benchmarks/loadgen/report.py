@@ -13,8 +13,10 @@ GENERATOR_BOUND = 0.9
 # The number each scenario is judged by, and whether more of it is better.
 HEADLINE = {"fanout": ("deliveries_per_s", True), "rate": ("p99_ms", False),
             "conns": ("p99_ms", False)}
-# The p99 a capacity step must keep (benchmarks/load.py CAPACITY_P99_MS).
+# The p99 a capacity step must keep (benchmarks/load.py CAPACITY_P99_MS), and
+# the server's share of its core from which a step that misses it ends the climb.
 CAPACITY_P99_MS = 2.0
+SERVER_SATURATED = 0.9
 
 
 def _number(value, digits: int = 0) -> str:
@@ -79,7 +81,8 @@ def ratios(results: list) -> list[str]:
 
 def capacity_lines(results: list) -> list[str]:
     """Per target, the highest capacity step that kept p99 within CAPACITY_P99_MS
-    with nothing lost, what ended the climb, and chatd's ratio to each other target."""
+    with nothing lost, the lower steps that missed it, what ended the climb, and
+    chatd's ratio to each other target."""
     steps: dict = {}
     for result in results:
         if result["scenario"] == "capacity":
@@ -98,11 +101,16 @@ def capacity_lines(results: list) -> list[str]:
             why = "the last step passed (a lower bound)"
         else:
             why = (f"{last['step_rate']:,} msg/s had p99 {last['latency']['p99_ms']:,.2f} ms, "
-                   f"loss/dup/reord {last['losses']}/{last['duplicates']}/{last['reorders']}")
+                   f"srv CPU {100 * last['server_cpu']:.0f}%, loss/dup/reord "
+                   f"{last['losses']}/{last['duplicates']}/{last['reorders']}")
         best = good[-1] if good else None
         verdicts[target] = best["step_rate"] if best else 0
+        missed = [row["step_rate"] for row in rows[:-1]
+                  if row not in good and (best is None or row["step_rate"] < best["step_rate"])]
         parts.append(f"{target} {verdicts[target]:,} msg/s"
                      + (f" (srv CPU {100 * best['server_cpu']:.0f}%)" if best else "")
+                     + (f", p99 over at lower {', '.join(f'{r:,}' for r in missed)}"
+                        if missed else "")
                      + f"; then {why}")
     if not parts:
         return []
