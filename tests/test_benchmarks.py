@@ -63,8 +63,9 @@ def test_fanout_and_rate_deliver_every_message_once_in_order(tmp_path):
 
 
 def _step(target: str, rate: int, p99_ms: float, generator_cpu=0.5, losses=0,
-          server_cpu=0.6) -> dict:
+          server_cpu=0.6, served=1.0) -> dict:
     return {"scenario": "capacity", "target": target, "step_rate": rate,
+            "msgs_per_s": rate * served,
             "latency": {"p99_ms": p99_ms}, "losses": losses, "duplicates": 0, "reorders": 0,
             "generator_cpu": generator_cpu, "server_cpu": server_cpu}
 
@@ -74,12 +75,15 @@ def test_capacity_is_the_highest_step_within_the_p99_and_says_what_ended_the_cli
              _step("chatd", 10_000, 1.9), _step("chatd", 15_000, 2.4, server_cpu=0.95),
              _step("redis", 5_000, 1.2), _step("redis", 10_000, 1.5, losses=3),
              _step("chatd-memory", 5_000, 1.0), _step("chatd-memory", 10_000, 1.1, 0.95)]
-    verdict, ratio = capacity_lines(steps)
+    verdict, served, ratio, served_ratio = capacity_lines(steps)
     assert "chatd 10,000 msg/s" in verdict and "15,000 msg/s had p99 2.40 ms" in verdict
     assert "p99 over at lower 2,500;" in verdict
     assert "redis 5,000 msg/s" in verdict and "loss/dup/reord 3/0/0" in verdict
     assert "chatd-memory 10,000 msg/s" in verdict and "generator was the limit" in verdict
-    assert ratio == "chatd capacity: 2.00x redis, 1.00x chatd-memory"
+    assert ratio == "chatd capacity at p99: 2.00x redis, 1.00x chatd-memory"
+    # Served in full below saturation, whatever the p99: chatd's 15,000 step saturated.
+    assert served.endswith("chatd 10,000 msg/s, redis 5,000 msg/s, chatd-memory 10,000 msg/s")
+    assert served_ratio == "chatd rate served: 2.00x redis, 1.00x chatd-memory"
 
 
 def test_capacity_runs_against_a_real_server(tmp_path):
