@@ -11,10 +11,10 @@ import itertools
 import secrets
 from collections import OrderedDict
 
-from framing import LOBBY, TOKEN_BYTES, WELCOME_USERS
+from framing import LOBBY, TOKEN_BYTES, WELCOME_USERS, password_ok
 
 from .. import __version__
-from .accounts import Account, password_ok
+from .accounts import Account
 from .effects import CheckPassword, PasswordChecked, StoreAccount
 from .history import History
 from .messages import pair_key
