@@ -111,17 +111,31 @@ def _list(path: str) -> str:
     """The accounts, one line each, read through a read-only connection: no
     write permission needed, no write lock taken (WAL readers do not wait
     for the server's writer), the file's journal mode left alone."""
-    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    where = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    try:
+        rows = _accounts(where, path)
+    except sqlite3.OperationalError:
+        # A read-only connection to a WAL file still needs its -shm file,
+        # which SQLite cannot make in a directory this user may not write.
+        # Without a -wal file no server has the store open (it would keep
+        # one), so nothing changes it: read it as immutable (no -shm, no locks).
+        if os.path.exists(path + "-wal"):
+            raise
+        rows = _accounts(where + "&immutable=1", path)
+    return "".join(f"{name}\t{_utc(created)}\tscrypt n={n} r={r} p={p}\n"
+                   for name, created, n, r, p in rows)
+
+
+def _accounts(uri: str, path: str) -> list:
+    """(name, created, n, r, p) of every account in the store at `uri`, by key."""
     conn = sqlite3.connect(uri, uri=True)
     try:
         if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
             raise StoreError(f"{path}: not a chatd store")
-        rows = conn.execute("SELECT name, created, n, r, p FROM accounts "
+        return conn.execute("SELECT name, created, n, r, p FROM accounts "
                             "ORDER BY key").fetchall()
     finally:
         conn.close()
-    return "".join(f"{name}\t{_utc(created)}\tscrypt n={n} r={r} p={p}\n"
-                   for name, created, n, r, p in rows)
 
 
 def _exists(conn, key: str) -> bool:

@@ -153,17 +153,21 @@ def test_on_a_terminal_the_password_is_asked_twice_without_echo(tmp_path):
 
 @contextlib.contextmanager
 def read_only(path: str):
-    """`path` unwritable for this process: mode 0444, and for root (whom modes do
-    not stop) the immutable attribute too; both undone after."""
-    os.chmod(path, 0o444)
+    """The file `path` and its directory unwritable for this process: modes
+    0444 and 0555, and for root (whom modes do not stop) the immutable
+    attribute too; all undone after."""
+    directory = os.path.dirname(path)
     root = os.geteuid() == 0
+    os.chmod(path, 0o444)
+    os.chmod(directory, 0o555)
     if root:
-        subprocess.run(["chattr", "+i", path], check=True, timeout=WAIT)
+        subprocess.run(["chattr", "+i", path, directory], check=True, timeout=WAIT)
     try:
         yield
     finally:
         if root:
-            subprocess.run(["chattr", "-i", path], check=True, timeout=WAIT)
+            subprocess.run(["chattr", "-i", path, directory], check=True, timeout=WAIT)
+        os.chmod(directory, 0o755)
         os.chmod(path, 0o644)
 
 
@@ -182,6 +186,7 @@ def test_list_reads_a_store_it_may_not_write(tmp_path):
         assert len(changed.stderr.strip().splitlines()) == 1, changed.stderr
     with open(store, "rb") as file:
         assert file.read() == before
+    assert os.listdir(tmp_path) == ["chatd.db"]
 
 
 def test_a_store_locked_by_another_writer_is_one_line_and_nothing_changed(tmp_path):
