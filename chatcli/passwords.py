@@ -14,21 +14,12 @@ account's password), checked as they come so a mismatch or a length chat/1
 refuses ends it with one line and nothing sent.
 """
 
+from framing import MAX_PASSWORD_LINE, password_line, password_problem
+
 from . import commands
 
-# chat/1 Accounts: a password is 8 to 1,024 characters.
-MIN_PASSWORD_CHARS = 8
-MAX_PASSWORD_CHARS = 1_024
-PASSWORD_RULE = f"a password is {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS:,} characters"
 # Wrong passwords typed at the login question before the client gives up.
 LOGIN_TRIES = 3
-
-
-def password_problem(password: str) -> str | None:
-    """Why chat/1 would refuse `password` (one line), or None when it would not."""
-    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
-        return f"{PASSWORD_RULE}, not {len(password)}"
-    return None
 
 
 def read_password_file(path: str) -> str:
@@ -38,15 +29,14 @@ def read_password_file(path: str) -> str:
     chat/1 accepts."""
     try:
         with open(path, "rb") as file:
-            # A password is at most 1,024 characters of at most 4 bytes.
-            data = file.read(MAX_PASSWORD_CHARS * 4 + 2)
+            data = file.read(MAX_PASSWORD_LINE)
     except OSError as exc:
         raise ValueError(f"--password-file {path}: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"--password-file {path}: not UTF-8 text") from None
-    password = text.split("\n", 1)[0].removesuffix("\r")
+    password = password_line(text)
     problem = password_problem(password)
     if problem is not None:
         raise ValueError(f"--password-file {path}: its first line is no password: {problem}")
@@ -71,22 +61,27 @@ class Dialog:
 
     @classmethod
     def register(cls) -> "Dialog":
+        """The /register questions: the new password, twice."""
         return cls("register", ("new password: ", "new password again: "))
 
     @classmethod
     def passwd(cls) -> "Dialog":
+        """The /passwd questions: the current password, then the new one twice."""
         return cls("passwd", ("current password: ", "new password: ", "new password again: "))
 
     @classmethod
     def login(cls, name: str) -> "Dialog":
+        """The login question: the password of account `name` (empty: pick another name)."""
         return cls("login", (f"password for {name} (empty: another name): ",))
 
     @property
     def prompt(self) -> str:
+        """The question to show for the next answer."""
         return self._prompts[len(self._answers)]
 
     def answer(self, text: str):
-        text = text.removesuffix("\n").removesuffix("\r")
+        """Take the next answer (a typed line, its line end dropped); see the class."""
+        text = password_line(text)
         self._answers.append(text)
         if self.kind == "login":
             return text, None

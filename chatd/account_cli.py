@@ -20,16 +20,17 @@ import argparse
 import datetime
 import getpass
 import os
+import sqlite3
 import sys
 import time
+import urllib.parse
 
 import framing
 
 from .accounts import hash_password
 from .config import load_settings
-from .core.accounts import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, password_ok
 from .store import MEMORY, StoreError
-from .store.sqlite import prepare
+from .store.sqlite import APPLICATION_ID, prepare
 
 # sysexits.h EX_CONFIG, as chatd's own refusal of a store file.
 EXIT_BAD_STORE = 78
@@ -84,21 +85,57 @@ def _store_path(arguments) -> str:
 
 def read_password(stdin=sys.stdin) -> str:
     """A new password: prompted twice without echo on a terminal, else stdin's
-    first line (without its line end).  Refused if not 8 to 1,024 characters."""
+    first line (`framing.password_line`, read bounded).  Refused if chat/1
+    would refuse it (`framing.password_problem`).  EOFError or
+    KeyboardInterrupt when the operator ends the input (Ctrl-D, Ctrl-C)."""
     if stdin.isatty():
         password = getpass.getpass("new password: ")
         if getpass.getpass("again: ") != password:
             raise Refused("the two passwords differ; nothing changed")
     else:
-        password = stdin.readline().rstrip("\r\n")
-    if not password_ok(password):
-        raise Refused(f"a password is {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS:,} "
-                      "characters; nothing changed")
+        line = stdin.readline(framing.MAX_PASSWORD_LINE)
+        if not line:
+            raise EOFError
+        password = framing.password_line(line)
+    problem = framing.password_problem(password)
+    if problem is not None:
+        raise Refused(f"{problem}; nothing changed")
     return password
 
 
 def _utc(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _list(path: str) -> str:
+    """The accounts, one line each, read through a read-only connection: no
+    write permission needed, no write lock taken (WAL readers do not wait
+    for the server's writer), the file's journal mode left alone."""
+    where = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    try:
+        rows = _accounts(where, path)
+    except sqlite3.OperationalError:
+        # A read-only connection to a WAL file still needs its -shm file,
+        # which SQLite cannot make in a directory this user may not write.
+        # Without a -wal file no server has the store open (it would keep
+        # one), so nothing changes it: read it as immutable (no -shm, no locks).
+        if os.path.exists(path + "-wal"):
+            raise
+        rows = _accounts(where + "&immutable=1", path)
+    return "".join(f"{name}\t{_utc(created)}\tscrypt n={n} r={r} p={p}\n"
+                   for name, created, n, r, p in rows)
+
+
+def _accounts(uri: str, path: str) -> list:
+    """(name, created, n, r, p) of every account in the store at `uri`, by key."""
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            raise StoreError(f"{path}: not a chatd store")
+        return conn.execute("SELECT name, created, n, r, p FROM accounts "
+                            "ORDER BY key").fetchall()
+    finally:
+        conn.close()
 
 
 def _exists(conn, key: str) -> bool:
@@ -113,14 +150,10 @@ def _run(arguments, stdin) -> str:
     name = getattr(arguments, "name", None)
     if name is not None and not framing.is_name(name):
         raise Refused(f"{name!r} is not a chat/1 name (1 to 32 of A-Z a-z 0-9 _ - .)")
+    if arguments.command == "list":
+        return _list(path)
     conn = prepare(path)  # inside BEGIN IMMEDIATE
     try:
-        if arguments.command == "list":
-            rows = conn.execute("SELECT name, created, n, r, p FROM accounts "
-                                "ORDER BY key").fetchall()
-            conn.execute("COMMIT")
-            return "".join(f"{name}\t{_utc(created)}\tscrypt n={n} r={r} p={p}\n"
-                           for name, created, n, r, p in rows)
         key = name.lower()
         if arguments.command == "delete":
             if not _exists(conn, key):
@@ -156,16 +189,30 @@ def _run(arguments, stdin) -> str:
 
 
 def main(argv, stdin=sys.stdin) -> int:
-    """`chatd account ...` (argv without "account"); the exit status: 0 done, 1 refused,
-    2 a usage or settings error, 78 a store file chatd must not use."""
+    """`chatd account ...` (argv without "account"); the exit status: 0 done, 1 refused
+    or the input ended before a password, 2 a usage or settings error, 78 a store
+    file chatd must not use or SQLite refused (locked past its busy timeout,
+    read-only, disk full).  Every failure is one line on stderr."""
     arguments = _arguments(argv)
     try:
         sys.stdout.write(_run(arguments, stdin))
     except Refused as exc:
         print(f"chatd account: {exc}", file=sys.stderr)
         return 1
+    except (EOFError, KeyboardInterrupt) as exc:
+        # On a terminal the cursor still sits after the prompt: end that line first.
+        end = "\n" if stdin.isatty() else ""
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
+            "the input ended before a password"
+        print(f"{end}chatd account: {why}; nothing changed", file=sys.stderr)
+        return 1
     except StoreError as exc:
         print(f"chatd account: store refused: {exc}", file=sys.stderr)
+        return EXIT_BAD_STORE
+    except sqlite3.Error as exc:
+        # The open transaction was rolled back (`_run`'s finally).
+        print(f"chatd account: store busy or refused: {exc}; nothing changed",
+              file=sys.stderr)
         return EXIT_BAD_STORE
     except (ValueError, OSError) as exc:
         print(f"chatd account: {exc}", file=sys.stderr)

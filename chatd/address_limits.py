@@ -19,9 +19,10 @@ from collections import deque
 MAX_TRACKED_ADDRESSES = 10_000
 
 
-def address_key(host: str) -> str | None:
-    """The unit counted for `host`: the IPv4 address, or the IPv6 /64 as text;
-    None for what is not an IP address (a Unix socket's peer)."""
+def address_key(host: str) -> tuple[str, bool] | None:
+    """(the unit counted for `host`, whether it is loopback): the unit is the
+    IPv4 address or the IPv6 /64 as text; None for what is not an IP address
+    (a Unix socket's peer).  One parse per accept gives both."""
     try:
         address = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
@@ -29,12 +30,9 @@ def address_key(host: str) -> str | None:
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # an IPv4 client on a dual-stack socket
     if address.version == 6:
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
-def _is_loopback(key: str) -> bool:
-    return ipaddress.ip_network(key).is_loopback
+        return (str(ipaddress.IPv6Network((address, 64), strict=False)),
+                address.is_loopback)
+    return str(address), address.is_loopback
 
 
 class AddressLimits:
@@ -59,8 +57,11 @@ class AddressLimits:
 
     def admit(self, transport, now: float) -> str | None:
         """Count `transport` (its `peer` host) in, or say why it is refused."""
-        key = address_key(transport.peer[0])
-        if key is None or (not self.limit_loopback and _is_loopback(key)):
+        counted = address_key(transport.peer[0])
+        if counted is None:
+            return None
+        key, loopback = counted
+        if loopback and not self.limit_loopback:
             return None
         times = self._recent.get(key)
         if times is not None:

@@ -97,7 +97,8 @@ class Server:
 
         Raises OSError when the address cannot be bound, StoreError when the
         store's file must not be used, TLSSetupError when the certificate or
-        key cannot be loaded (chatd then exits 78).
+        key cannot be loaded or no_plaintext has no TLS listener (chatd then
+        exits 78).
         """
         config = self.config
         adopted = adopt_listeners(self.passed_fds)
@@ -129,6 +130,10 @@ class Server:
                     raise OSError(exc.errno, f"{exc.strerror} (metrics on "
                                   f"{config.metrics_host}:{config.metrics_port})") from None
             tls_sock = self.tls_socket or adopted.get("tls")
+            # Here, not in Config.problems: only now is a passed `tls` socket known.
+            if config.no_plaintext and tls_sock is None and not config.tls_port:
+                raise tls.TLSSetupError("no_plaintext needs a TLS listener: tls_port, or a "
+                                        "socket systemd passes named tls")
             if tls_sock is not None and tls_sock is not self.tls_socket:
                 log.info("systemd: serving TLS on the socket passed as fd %d (host and "
                          "tls_port settings unused)", tls_sock.fileno())

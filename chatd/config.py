@@ -126,7 +126,8 @@ class Config:
                                    "pages may open the WebSocket; empty: only the page's "
                                    "own")
     no_plaintext: bool = _setting(False, "serve chat/1 over TLS only: no plaintext "
-                                         "listener (needs tls_port)")
+                                         "listener (needs tls_cert, tls_key and tls_port or a "
+                                         "passed tls socket)")
 
     def __post_init__(self):
         problems = []
@@ -164,8 +165,11 @@ class Config:
             if not re.fullmatch(r"https?://[^/\s]+", origin):
                 problems.append(f"ws_origins: {origin!r} is not an origin "
                                 "(scheme://host[:port], no path)")
-        if self.no_plaintext and not self.tls_port:
-            problems.append("no_plaintext needs TLS: set tls_port, tls_cert and tls_key")
+        # The TLS listener itself (tls_port or a socket systemd passes) is
+        # checked at start (Server.start): only there are passed sockets known.
+        if self.no_plaintext and not (self.tls_cert and self.tls_key):
+            problems.append("no_plaintext needs TLS: set tls_cert and tls_key, and tls_port "
+                            "(or pass a socket named tls)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.accounts not in ("open", "closed", "off"):

@@ -12,6 +12,9 @@ from .messages import (DEFAULT_HISTORY_LIMIT, DEFAULT_PORT, EVENTS, LOBBY,
                        MAX_NAME_CHARS, MAX_TEXT_CHARS, PROTOCOL_VERSION,
                        REQUESTS, TOKEN_BYTES, WELCOME_USERS, check_name,
                        check_text, is_name)
+from .passwords import (MAX_PASSWORD_CHARS, MAX_PASSWORD_LINE,
+                        MIN_PASSWORD_CHARS, PASSWORD_RULE, password_line,
+                        password_ok, password_problem)
 from .ratelimit import TokenBucket
 
 __all__ = [
@@ -23,5 +26,7 @@ __all__ = [
     "DEFAULT_HISTORY_LIMIT", "DEFAULT_PORT", "EVENTS", "LOBBY",
     "MAX_NAME_CHARS", "MAX_TEXT_CHARS", "PROTOCOL_VERSION", "REQUESTS",
     "TOKEN_BYTES", "WELCOME_USERS", "check_name", "check_text", "is_name",
+    "MAX_PASSWORD_CHARS", "MAX_PASSWORD_LINE", "MIN_PASSWORD_CHARS",
+    "PASSWORD_RULE", "password_line", "password_ok", "password_problem",
     "TokenBucket",
 ]

@@ -1,5 +1,6 @@
 """`chatd account` against a store file, and against a chatd serving it (subprocesses)."""
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -148,3 +149,86 @@ def test_on_a_terminal_the_password_is_asked_twice_without_echo(tmp_path):
         os.close(master)
     assert PASSWORD.encode() not in seen  # not echoed
     assert account(store, "list").stdout.startswith("alice\t")
+
+
+@contextlib.contextmanager
+def read_only(path: str):
+    """The file `path` and its directory unwritable for this process: modes
+    0444 and 0555, and for root (whom modes do not stop) the immutable
+    attribute too; all undone after."""
+    directory = os.path.dirname(path)
+    root = os.geteuid() == 0
+    os.chmod(path, 0o444)
+    os.chmod(directory, 0o555)
+    if root:
+        subprocess.run(["chattr", "+i", path, directory], check=True, timeout=WAIT)
+    try:
+        yield
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", path, directory], check=True, timeout=WAIT)
+        os.chmod(directory, 0o755)
+        os.chmod(path, 0o644)
+
+
+def test_list_reads_a_store_it_may_not_write(tmp_path):
+    store = str(tmp_path / "chatd.db")
+    assert account(store, "add", "alice", password=PASSWORD).returncode == 0
+    with open(store, "rb") as file:
+        before = file.read()
+    with read_only(store):
+        listing = account(store, "list")
+        assert listing.returncode == 0, listing.stderr
+        assert listing.stdout.startswith("alice\t")
+        # A change needs to write: one line, no traceback.
+        changed = account(store, "add", "bob", password=PASSWORD)
+        assert changed.returncode == 78 and "Traceback" not in changed.stderr
+        assert len(changed.stderr.strip().splitlines()) == 1, changed.stderr
+    with open(store, "rb") as file:
+        assert file.read() == before
+    assert os.listdir(tmp_path) == ["chatd.db"]
+
+
+def test_a_store_locked_by_another_writer_is_one_line_and_nothing_changed(tmp_path):
+    store = str(tmp_path / "chatd.db")
+    assert account(store, "add", "alice", password=PASSWORD).returncode == 0
+    # Another process holds the write lock until its stdin closes.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys\n"
+         f"conn = sqlite3.connect({store!r}, isolation_level=None)\n"
+         "conn.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        locked = account(store, "add", "bob", password=PASSWORD)
+        # Readers are not held up by a writer (WAL): list answers meanwhile.
+        assert account(store, "list").stdout.startswith("alice\t")
+    finally:
+        holder.stdin.close()
+        assert holder.wait(WAIT) == 0
+    assert locked.returncode == 78, locked
+    assert "database is locked" in locked.stderr and "Traceback" not in locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1, locked.stderr
+    assert [line.split("\t")[0] for line in account(store, "list").stdout.splitlines()] \
+        == ["alice"]
+
+
+def test_input_that_ends_before_a_password_changes_nothing(tmp_path):
+    store = str(tmp_path / "chatd.db")
+
+    def without_input(*arguments):  # stdin at its end at once, as a closed pipe
+        return subprocess.run([sys.executable, "-m", "chatd", "account", "--store", store,
+                               *arguments], cwd=REPO, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=WAIT * 2)
+
+    ended = without_input("add", "alice")
+    refused(ended, "the input ended before a password; nothing changed")
+    assert "Traceback" not in ended.stderr
+    assert account(store, "list").stdout == ""
+    assert account(store, "add", "alice", password=PASSWORD).returncode == 0
+    refused(without_input("passwd", "alice"), "nothing changed")
+    # The password in force is still the first one.
+    with ServerProcess("--store", store) as server:
+        with ChatClient((server.host, server.port), "alice", password=PASSWORD) as alice:
+            assert alice.welcome["account"] is True
+        assert server.stop() == 0

@@ -17,7 +17,7 @@ from chatd.accounts import SCRYPT_N, check, hash_password, verify_password
 from chatd.core import (ChatCore, CheckPassword, HistoryLoaded, LoadPrivate, StoreAccount,
                         StorePrivate)
 from chatd.store import MEMORY, open_store
-from support import ChatClient, ServerProcess, running_server
+from support import WAIT, ChatClient, ServerProcess, running_server
 from test_core import NAMES, ChatModel, Harness
 from test_metrics import scrape, value
 
@@ -531,30 +531,42 @@ def test_the_sixth_failed_login_from_an_address_is_refused_without_a_hash():
 
 class Pinger(threading.Thread):
     """Pings over its own connection about every millisecond until told to stop (at
-    most `limit` times), keeping (when sent, round trip) in seconds."""
+    most `limit` times), keeping (when sent, round trip) in seconds.  `baseline`
+    is set once `baseline_pings` are answered; `failure` holds what went wrong
+    (a pong missing or out of order), else None."""
 
-    def __init__(self, address, limit: int = 100_000):
+    def __init__(self, address, limit: int = 100_000, baseline_pings: int = 200):
         super().__init__(daemon=True)
         self.client = ChatClient(address, "pinger")
         self.limit = limit
+        self.baseline_pings = baseline_pings
+        self.baseline = threading.Event()
+        self.sent = 0
         self.round_trips: list[tuple[float, float]] = []
         self.stop = threading.Event()
+        self.failure: BaseException | None = None
 
     def run(self):
-        for number in range(self.limit):
-            sent = time.monotonic()
-            self.client.send({"type": "ping", "data": number})
-            assert self.client.next_of("pong")["data"] == number
-            self.round_trips.append((sent, time.monotonic() - sent))
-            # Pacing, not synchronisation: a pinger spinning flat out would take
-            # a core of the two from the server and its hasher.
-            if self.stop.wait(0.001):
-                return
+        try:
+            for number in range(self.limit):
+                sent = time.monotonic()
+                self.sent += 1
+                self.client.send({"type": "ping", "data": number})
+                assert self.client.next_of("pong")["data"] == number
+                self.round_trips.append((sent, time.monotonic() - sent))
+                if len(self.round_trips) == self.baseline_pings:
+                    self.baseline.set()
+                # Pacing, not synchronisation: a pinger spinning flat out would take
+                # a core of the two from the server and its hasher.
+                if self.stop.wait(0.001):
+                    return
+        except BaseException as exc:  # reported by the test, not lost with the thread
+            self.failure = exc
 
     def worst(self, since: float, until: float) -> tuple[int, float]:
         """(pings, longest round trip) among those sent within [since, until]."""
         trips = [trip for sent, trip in self.round_trips if since <= sent <= until]
-        return len(trips), max(trips)
+        return len(trips), max(trips, default=0.0)
 
 
 def test_fifty_logins_at_once_while_another_client_pings(store_file):
@@ -569,8 +581,8 @@ def test_fifty_logins_at_once_while_another_client_pings(store_file):
         try:
             pinger.start()
             quiet = time.monotonic()
-            # A second of pings without logins: what this machine does anyway.
-            pinger.stop.wait(1.0)
+            # Pings without logins first: what this machine does anyway.
+            assert pinger.baseline.wait(WAIT * 4), pinger.failure
             began = time.monotonic()
             for name, client in zip(names, clients):
                 client.send({"type": "hello", "name": name, "password": PASSWORD})
@@ -587,7 +599,8 @@ def test_fifty_logins_at_once_while_another_client_pings(store_file):
                 assert reply["type"] == "welcome" and reply["account"] is True
             ended = time.monotonic()
             pinger.stop.set()
-            pinger.join(10)
+            pinger.join(WAIT * 2)
+            assert not pinger.is_alive()
         finally:
             for client in clients + [pinger.client]:
                 client.close()
@@ -597,9 +610,12 @@ def test_fifty_logins_at_once_while_another_client_pings(store_file):
     during, during_max = pinger.worst(began, ended)
     print(f"50 logins in {(ended - began) * 1000:.0f} ms ({busy} answered unavailable and "
           f"asked again); ping round trip max {during_max * 1000:.1f} ms over {during} "
-          f"pings during, {before_max * 1000:.1f} ms over {before} pings in the second "
+          f"pings during, {before_max * 1000:.1f} ms over {before} pings in the baseline "
           f"before; the server's longest loop turn {longest}")
-    assert during >= 10 and during_max < 1.0
+    # Correctness only (latency figures belong to benchmarks/): every ping the
+    # pinger sent, during the logins too, was answered in order.
+    assert pinger.failure is None, pinger.failure
+    assert pinger.sent == len(pinger.round_trips) >= pinger.baseline_pings
 
 
 def test_a_full_hash_queue_answers_unavailable():

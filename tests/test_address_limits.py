@@ -81,9 +81,9 @@ class Peer:
 
 def test_ipv6_counts_by_slash_64_and_ipv4_mapped_as_ipv4():
     assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9") \
-        == "2001:db8:1:2::/64"
+        == ("2001:db8:1:2::/64", False)
     assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
-    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("::ffff:192.0.2.7") == ("192.0.2.7", False)
     assert address_key("not an address") is None
     limits = AddressLimits(concurrent=2, connects=10, window=10.0)
     first, second = Peer("2001:db8::1"), Peer("2001:db8::2")
@@ -94,6 +94,17 @@ def test_ipv6_counts_by_slash_64_and_ipv4_mapped_as_ipv4():
     assert limits.admit(Peer("2001:db8::4"), 0.0) is None
     assert limits.admit(Peer("::1"), 0.0) is None  # loopback: exempt
     assert limits.refused == 1
+
+
+def test_loopback_is_known_from_the_one_parse():
+    assert address_key("127.0.0.5") == ("127.0.0.5", True)
+    assert address_key("::ffff:127.0.0.1") == ("127.0.0.1", True)
+    assert address_key("::1") == ("::/64", True)
+    assert address_key("192.0.2.1") == ("192.0.2.1", False)
+    limits = AddressLimits(concurrent=1, connects=1, window=10.0)
+    assert all(limits.admit(Peer(host), 0.0) is None for host in ("::1", "::1", "127.0.0.1"))
+    assert limits.admit(Peer("192.0.2.1"), 0.0) is None
+    assert limits.admit(Peer("192.0.2.1"), 0.0) is not None
 
 
 def test_the_web_listener_counts_against_the_same_address():

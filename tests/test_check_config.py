@@ -111,8 +111,19 @@ def test_no_plaintext_is_a_switch_from_flag_environment_or_file_and_needs_tls(tm
     tls = ("--tls-port", "7879", "--tls-cert", "cert.pem", "--tls-key", "key.pem")
     refused = check("--no-plaintext")
     assert refused.returncode == EXIT_CONFIG
-    assert refused.stderr == "chatd: no_plaintext needs TLS: set tls_port, tls_cert and " \
-                             "tls_key\n"
+    assert refused.stderr == "chatd: no_plaintext needs TLS: set tls_cert and tls_key, " \
+                             "and tls_port (or pass a socket named tls)\n"
+    # Without tls_port the settings may still serve: systemd may pass a `tls`
+    # socket (tests/test_systemd.py); a start without one is refused.
+    assert check("--no-plaintext", *tls[2:]).returncode == 0
+    clean = {name: value for name, value in os.environ.items()
+             if not name.startswith("CHATD_")}
+    started = subprocess.run([sys.executable, "-m", "chatd", "--no-plaintext", *tls[2:],
+                              "--store", "memory"], cwd=REPO, env=clean,
+                             capture_output=True, text=True, timeout=30)
+    assert started.returncode == EXIT_CONFIG, started
+    assert "no_plaintext needs a TLS listener: tls_port, or a socket systemd passes " \
+           "named tls" in started.stderr and "Traceback" not in started.stderr
     by_flag = check("--no-plaintext", *tls)
     assert by_flag.returncode == 0, by_flag.stderr
     assert tomllib.loads(by_flag.stdout)["no_plaintext"] is True

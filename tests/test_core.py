@@ -11,8 +11,9 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initia
 
 import framing
 from chatd.config import Config
-from chatd.core import (ChatCore, Close, Deliver, HistoryLoaded, LoadHistory, LoadRoom,
-                        RoomLoaded, Session, StoreMessage)
+from chatd.core import (Account, AccountsLoaded, ChatCore, Close, Credential, Deliver,
+                        HistoryLoaded, LoadHistory, LoadRoom, RoomLoaded, Session,
+                        StoreMessage)
 from chatd.store import MEMORY, open_store
 
 
@@ -298,6 +299,24 @@ def test_quit_tells_the_others_with_the_reason(chat):
                                "reason": "lunch"}]
     assert chat.take(alice) == []
     chat.send(chat.connect(), {"type": "hello", "name": "alice"})  # the name is free
+
+
+@pytest.mark.parametrize("mode", ["open", "off"])
+def test_an_operators_new_account_ends_the_guest_holding_its_name_unless_accounts_are_off(
+        mode):
+    chat = Harness(accounts=mode)
+    guest = chat.connect("Alice")
+    chat.take(guest)
+    credential = Credential(n=2, r=1, p=1, salt=b"s" * 16, hash=b"h" * 32)
+    chat.apply(chat.core.complete(AccountsLoaded({"alice": Account("alice", credential,
+                                                                   1.7e9)})))
+    if mode == "off":  # nobody could log in to it: the guest keeps the name
+        assert guest not in chat.closed and chat.take(guest) == []
+        chat.send(guest, {"type": "ping", "ref": 1})
+        assert chat.take(guest)[-1]["type"] == "pong"
+    else:
+        assert chat.take(guest)[-1]["code"] == "name_registered"
+        assert chat.closed[guest] == "replaced"
 
 
 def test_huge_pong_becomes_bad_message():

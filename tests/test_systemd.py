@@ -187,9 +187,9 @@ def test_a_socket_named_tls_serves_chat_over_tls_beside_the_chat_socket(tmp_path
 
 def test_no_plaintext_serves_tls_alone_and_closes_a_passed_chat_socket(tmp_path):
     files = TLSFiles(tmp_path)
-    # tls_port must be set for no_plaintext; the passed socket is served instead.
-    server, ports = activated("--no-plaintext", "--tls-port", "7879", "--tls-cert",
-                              files.cert, "--tls-key", files.key, "--metrics-port", "0",
+    # The passed `tls` socket is the TLS listener no_plaintext needs: no tls_port.
+    server, ports = activated("--no-plaintext", "--tls-cert", files.cert, "--tls-key",
+                              files.key, "--metrics-port", "0",
                               env={"ACTIVATE_NAMES": "chat:tls:metrics"})
     with server:
         # What chatd says it listens on is the TLS socket ("(TLS only)").

@@ -8,18 +8,10 @@ worker thread (chatd/accounts.py), the core only holds what the store keeps
 import dataclasses
 from collections import OrderedDict, deque
 
-# chat/1 Accounts: a password is 8 to 1,024 characters.
-MIN_PASSWORD_CHARS = 8
-MAX_PASSWORD_CHARS = 1_024
 # `--accounts` values.
 ACCOUNT_MODES = ("open", "closed", "off")
 # Addresses the failed-login limiter remembers at most (oldest forgotten first).
 MAX_TRACKED_ADDRESSES = 10_000
-
-
-def password_ok(password: str) -> bool:
-    """Whether `password` has a length chat/1 accepts (8 to 1,024 characters)."""
-    return MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,10 +11,10 @@ import itertools
 import secrets
 from collections import OrderedDict
 
-from framing import LOBBY, TOKEN_BYTES, WELCOME_USERS
+from framing import LOBBY, TOKEN_BYTES, WELCOME_USERS, password_ok
 
 from .. import __version__
-from .accounts import Account, password_ok
+from .accounts import Account
 from .effects import CheckPassword, PasswordChecked, StoreAccount
 from .history import History
 from .messages import pair_key
@@ -299,8 +299,10 @@ class IdentityRequests:
         session ends: `error` `not_registered`, `bye` `replaced` (the name
         is no longer its).  A new account's name held by a guest ends that
         guest the same way, with `name_registered`: no guest ever speaks
-        under an account's name.  A new password takes effect for the next
-        login; a check already on the worker against the old one fails.
+        under an account's name; unless accounts are "off": then nobody can
+        log in to it and the guest keeps the name.  A new password takes
+        effect for the next login; a check already on the worker against the
+        old one fails.
         """
         for key in [key for key in self.accounts if key not in on_file]:
             del self.accounts[key]
@@ -319,7 +321,9 @@ class IdentityRequests:
             if mine is None:
                 self.accounts[key] = account
                 holder = self.users.get(key)
-                if holder is not None and not holder.account:
+                # With accounts off nobody can log in to it: the guest keeps the name.
+                if holder is not None and not holder.account \
+                        and self.settings.accounts != "off":
                     self.out.error(holder, "name_registered", f"{holder.name!r} is now an "
                                    "account (made by the server's operator); log in with "
                                    "its password")
