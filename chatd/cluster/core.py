@@ -1,0 +1,263 @@
+"""The chat core of a cluster node: chat/1's rules with Redis as the shared state.
+
+`ClusterCore` is a `ChatCore` whose requests that touch shared state (hello,
+join, leave, say, dm, who, rooms, history) become `Script` effects for the
+cluster link and park the session (its later requests wait: a per-client
+FIFO, so replies keep request order); the answers, the pub/sub pushes and
+the link's ups and downs come back through `complete`, as the store's do.
+It keeps only what this node serves: its sessions, and a `Feed` per room
+with local members, delivered in Redis' order (feeds.py).  ping and quit
+stay local, so they work while Redis is unreachable.
+
+The handlers are in requests.py (a mixin, as the single node's are).
+"""
+
+import dataclasses
+import itertools
+import json
+import logging
+
+import hiredis
+
+from framing import LOBBY
+
+from ..core import ChatCore, ChatSettings
+from ..core.effects import Deliver
+from .effects import Answered, Command, Fenced, LinkChanged, Pushed, Subscribe, Unsubscribe
+from .feeds import Feed
+from .link import LINK_DOWN, NOT_SENT
+from .requests import ClusterRequests
+
+log = logging.getLogger("chatd")
+
+_ROOM = b"chatd:room:"
+_NODE = b"chatd:node:"
+
+
+class ClusterCore(ClusterRequests, ChatCore):
+    """chat/1 over Redis for one node (see the module docstring).
+
+    `node` is this node's id (the link's owner sets it, and a new one after
+    fencing); `epoch` is the cluster's (set from Redis at each connect).
+    Accounts are off in cluster mode (not yet kept in Redis).
+    """
+
+    def __init__(self, settings: ChatSettings, node: str, **clocks):
+        super().__init__(dataclasses.replace(settings, accounts="off"), epoch="", **clocks)
+        self.node = node
+        self.lobby = Feed(LOBBY, LOBBY)
+        self.feeds: dict[str, Feed] = {LOBBY: self.lobby}
+        self.sessions: dict[bytes, object] = {}   # sid -> welcomed local session
+        self.sid_of: dict = {}                    # session -> sid, from its hello on
+        self._serials = itertools.count(1)
+        self._tags = itertools.count(1)
+        # tag -> (session, ref): says and dms waiting for their own echo.
+        self.awaiting: dict[int, tuple] = {}
+        # Says in flight when the link broke: settled once the stream was read.
+        self.unsettled: set[int] = set()
+        # Sessions whose `bye` script did not reach Redis: sent again at reconnect.
+        self.unsent_byes: dict[bytes, str] = {}
+        self.highest = 0       # the highest message id seen (the floor after a data loss)
+        self.gaps_filled = 0   # holes filled from a stream (metrics)
+        self.events_lost = 0   # events a stream no longer had when a hole was filled
+
+    def reconfigure(self, settings: ChatSettings) -> None:
+        """As ChatCore.reconfigure; accounts stay off."""
+        super().reconfigure(dataclasses.replace(settings, accounts="off"))
+
+    def new_sid(self) -> bytes:
+        """A session id unique in the cluster: this node's id and a serial."""
+        return f"{self.node}.{next(self._serials)}".encode()
+
+    # ------------------------------------------------------------ completions
+
+    def complete(self, completion) -> list:
+        """A cluster completion (an answer, a push, the link's state), else the base's."""
+        kind = type(completion)
+        if kind is Pushed:
+            out = self.out.begin()
+            self._pushed(completion.channel, completion.data)
+            return out
+        if kind is Answered:
+            out = self.out.begin()
+            then = completion.effect.then
+            if then is not None:
+                then(completion.reply)
+            return out
+        if kind is LinkChanged:
+            out = self.out.begin()
+            if completion.up:
+                self._resync()
+            return out
+        if kind is Fenced:
+            out = self.out.begin()
+            self._fenced(completion.node)
+            return out
+        return super().complete(completion)
+
+    def _pushed(self, channel: bytes, data: bytes) -> None:
+        if channel.startswith(_ROOM):
+            feed = self.feeds.get(channel[len(_ROOM):].decode())
+            if feed is None:
+                return  # unsubscribed meanwhile
+            ev, sid, tag, msgid, payload = data.split(b" ", 4)
+            self._offer(feed, int(ev), (int(ev), sid, int(tag), int(msgid), payload))
+            return
+        kind, _, rest = data.partition(b" ")
+        if kind == b"dm":
+            self._dm_pushed(*rest.split(b" ", 3))
+        elif kind == b"replaced":
+            session = self.sessions.get(rest)
+            if session is not None:
+                self._close(session, "replaced")
+        elif kind == b"reaped":
+            log.error("cluster: this node was reaped (its lease ran out); closing its clients")
+
+    # ---------------------------------------------------------------- feeds
+
+    def _offer(self, feed: Feed, ev: int, event: tuple) -> None:
+        self._flow(feed, feed.offer(ev, event))
+        hole = feed.hole()
+        if hole is not None:
+            feed.filling = True
+            self.out.effects.append(Command(
+                ("XRANGE", feed.log, f"0-{hole[0]}", f"0-{hole[1]}"),
+                lambda reply: self._filled(feed, reply)))
+
+    def _filled(self, feed: Feed, reply) -> None:
+        """The stream's answer to a hole: offer what it had, skip what it no longer has."""
+        feed.filling = False
+        if type(reply) is list:
+            self.gaps_filled += 1
+            self._catch_up(feed, reply)
+        lost = feed.skip_lost()
+        if lost:
+            self.events_lost += lost
+            log.warning("cluster: %d events of room %s were no longer in its stream",
+                        lost, feed.name)
+        self._flow(feed, feed.take_ready())
+
+    def _catch_up(self, feed: Feed, entries: list) -> None:
+        for _, fields in entries:
+            data = fields[1]
+            ev, sid, tag, msgid, payload = data.split(b" ", 4)
+            self._flow(feed, feed.offer(int(ev), (int(ev), sid, int(tag), int(msgid), payload)))
+
+    def _flow(self, feed: Feed, ready: list) -> None:
+        """Deliver `ready` events in order, each followed by the actions due at it."""
+        for event in ready:
+            self._deliver(feed, event)
+            if feed.actions:
+                for action in feed.due(event[0]):
+                    action()
+        if feed.actions and feed.expected is not None:
+            for action in feed.due(feed.expected - 1):
+                action()
+
+    def _deliver(self, feed: Feed, event: tuple) -> None:
+        """One room event to the local members; the actor's copy (its echo with
+        `ref`) is sent where its request is answered."""
+        _, sid, tag, msgid, payload = event
+        if msgid > self.highest:
+            self.highest = msgid
+        members = feed.members
+        actor = self.sessions.get(sid)
+        if actor is None or actor not in members:
+            if members:
+                self.out.effects.append(Deliver(tuple(members), payload))
+            return
+        others = tuple(member for member in members if member is not actor)
+        if others:
+            self.out.effects.append(Deliver(others, payload))
+        if tag:
+            self._echo(tag, payload)
+
+    def _echo(self, tag: int, payload: bytes) -> None:
+        """A say's or dm's own copy to its sender, with its ref; its later requests go on."""
+        entry = self.awaiting.pop(tag, None)
+        if entry is None:
+            return
+        session, ref = entry
+        self.unsettled.discard(tag)
+        if session.ended:
+            return
+        if ref is not None:
+            payload = payload[:-1] + b',"ref":' + json.dumps(
+                ref, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
+        self.out.effects.append(Deliver((session,), payload))
+        session.deferred.popleft()
+        self._resume(session)
+
+    def _dm_pushed(self, recipient_sid: bytes, sender_sid: bytes, tag: bytes,
+                   payload: bytes) -> None:
+        recipient = self.sessions.get(recipient_sid)
+        sender = self.sessions.get(sender_sid)
+        if recipient is not None and recipient is not sender:
+            self.out.effects.append(Deliver((recipient,), payload))
+        if sender is not None:
+            self._echo(int(tag), payload)
+
+    def close_feed_if_unused(self, feed: Feed) -> None:
+        """Stop following a room no local session is in or joining (never the lobby)."""
+        if feed.members or feed.joining or feed is self.lobby \
+                or self.feeds.get(feed.key) is not feed:
+            return
+        del self.feeds[feed.key]
+        self.out.effects.append(Unsubscribe(feed.channel))
+
+    # --------------------------------------------------------- link changes
+
+    def _resync(self) -> None:
+        """The link is up again: resubscribe every feed and read what it missed
+        from its stream; then settle the says whose answer was lost."""
+        for feed in self.feeds.values():
+            self.out.effects.append(Subscribe(feed.channel))
+            if feed.expected is None:
+                self.out.effects.append(Command(
+                    ("GET", "chatd:ev:" + feed.key),
+                    lambda reply, feed=feed: self._started(feed, reply)))
+            else:
+                feed.filling = True
+                self.out.effects.append(Command(
+                    ("XRANGE", feed.log, f"0-{feed.expected}", "+"),
+                    lambda reply, feed=feed: self._filled(feed, reply)))
+        for sid, reason in self.unsent_byes.items():
+            self._bye(sid, reason)
+        self.unsent_byes.clear()
+        if self.unsettled:
+            # Answered after every catch-up above (one connection, in order): a
+            # say whose echo was not in its room's stream was not accepted.
+            self.out.effects.append(Command(("PING",), lambda reply: self._settle()))
+
+    def _started(self, feed: Feed, reply) -> None:
+        if type(reply) is bytes or reply is None:
+            self._flow(feed, feed.start_at(int(reply or 0)))
+
+    def _settle(self) -> None:
+        for tag in list(self.unsettled):
+            entry = self.awaiting.pop(tag, None)
+            if entry is not None and not entry[0].ended:
+                session, ref = entry
+                self.out.error(session, "unavailable", "the cluster lost this message on "
+                               "its way to Redis; nothing was accepted, try again", ref)
+                session.deferred.popleft()
+                self._resume(session)
+        self.unsettled.clear()
+
+    def _fenced(self, node: str) -> None:
+        """This node was reaped (or Redis lost its data): its sessions are no longer
+        the cluster's. Close them (`bye` shutdown); serve on as `node`."""
+        for session in list(self.sid_of):
+            if not session.ended:
+                self._close(session, "shutdown")
+        self.unsent_byes.clear()
+        self.node = node
+
+    def failed(self, reply) -> str | None:
+        """Why a reply is no answer: None if it is one, else the `unavailable` text."""
+        if reply is LINK_DOWN or reply is NOT_SENT:
+            return "the cluster's Redis is unreachable; try again"
+        if type(reply) is hiredis.ReplyError:
+            log.error("cluster: Redis answered an error: %s", reply)
+            return "the cluster's Redis refused the request; try again"
+        return None

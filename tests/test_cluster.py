@@ -1,0 +1,219 @@
+"""Two chatd nodes sharing one chat through a real redis-server (issue 16).
+
+Each node is a subprocess (`chatd --cluster unix://...`); Redis runs on a
+unix socket in a temporary directory (redis_support.py).  Leases are short
+(1 s) so the failure tests finish quickly.
+"""
+
+import signal
+import socket
+import threading
+
+import pytest
+
+import framing
+from redis_support import redis  # noqa: F401  (the fixture)
+from support import WAIT, ChatClient, ServerProcess
+
+LEASE = "1"
+
+
+def start_node(redis_server, *flags) -> ServerProcess:
+    node = ServerProcess("--cluster", redis_server.url, "--store", "memory",
+                         "--cluster-lease", LEASE, "--rate-limit", "0", *flags)
+    node.wait_for_log("cluster: connected")
+    return node
+
+
+@pytest.fixture
+def nodes(redis):  # noqa: F811
+    """Two nodes on one Redis: (a, b)."""
+    with start_node(redis) as a, start_node(redis) as b:
+        yield a, b
+
+
+def client(node, name=None) -> ChatClient:
+    return ChatClient((node.host, node.port), name)
+
+
+def joined(c: ChatClient, room: str) -> dict:
+    c.send({"type": "join", "room": room, "ref": "j"})
+    return c.next(lambda m: m.get("ref") == "j" or m["type"] == "error")
+
+
+def test_every_request_works_across_nodes(nodes):
+    a, b = nodes
+    with client(a, "alice") as alice, client(b, "bob") as bob:
+        assert bob.welcome["users"] == ["bob", "alice"]
+        assert bob.welcome["epoch"] == alice.welcome["epoch"]
+        assert alice.next() == {"type": "joined", "room": "lobby", "name": "bob"}
+        assert joined(alice, "Den")["names"] == ["alice"]
+        assert joined(bob, "den")["names"] == ["alice", "bob"]
+        assert alice.next_of("joined") == {"type": "joined", "room": "Den", "name": "bob"}
+        alice.send({"type": "say", "room": "den", "text": "hi", "ref": 1})
+        echo = alice.next()
+        heard = bob.next_of("msg")
+        assert echo.pop("ref") == 1 and echo == heard and heard["id"] == 1
+        bob.send({"type": "dm", "to": "ALICE", "text": "psst", "ref": 2})
+        assert bob.next()["ref"] == 2
+        assert alice.next_of("msg")["to"] == "alice"
+        bob.send({"type": "who", "room": "DEN", "ref": 3})
+        assert bob.next() == {"type": "users", "room": "Den", "ref": 3,
+                              "names": ["alice", "bob"]}
+        bob.send({"type": "rooms", "ref": 4})
+        assert sorted(r["name"] for r in bob.next()["rooms"]) == ["Den", "lobby"]
+        bob.send({"type": "history", "room": "den", "ref": 5})
+        assert [m["text"] for m in bob.next()["messages"]] == ["hi"]
+        bob.send({"type": "leave", "room": "den", "ref": 6})
+        assert bob.next() == {"type": "left", "room": "Den", "name": "bob", "ref": 6}
+        assert alice.next() == {"type": "left", "room": "Den", "name": "bob"}
+        bob.send({"type": "dm", "to": "nobody", "text": "?", "ref": 7})
+        assert bob.next()["code"] == "no_such_user"
+        bob.close()
+        assert alice.next() == {"type": "left", "room": "lobby", "name": "bob",
+                                "reason": "disconnect"}
+        alice.send({"type": "who", "ref": 8})
+        assert alice.next()["names"] == ["alice"]
+
+
+def test_concurrent_says_on_both_nodes_give_one_order(nodes):
+    """Two senders per node, pipelining: every member sees the same ids, the
+    same order, the same payloads (ts included), ids 1..n without a hole."""
+    a, b = nodes
+    per_sender = 100
+    clients = [client(node, f"u{i}{node.port}") for node in (a, b) for i in range(2)]
+    try:
+        for c in clients:
+            joined(c, "busy")
+        for c in clients:  # everyone is in: later joins announce nothing more
+            c.send({"type": "ping", "ref": "sync"})
+            c.next(lambda m: m.get("ref") == "sync")
+
+        def send_all(c):
+            c.send_raw(b"".join(framing.encode({"type": "say", "room": "busy",
+                                                "text": f"{c.welcome['name']} {n}"})
+                                for n in range(per_sender)))
+        threads = [threading.Thread(target=send_all, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        total = per_sender * len(clients)
+        seen = []
+        for c in clients:
+            msgs = [c.next_of("msg", timeout=3 * WAIT) for _ in range(total)]
+            seen.append(msgs)
+        assert [m["id"] for m in seen[0]] == list(range(1, total + 1))
+        for msgs in seen[1:]:
+            assert msgs == seen[0]
+        for c in clients:  # each sender's own order is kept
+            own = [m["text"] for m in seen[0] if m["from"] == c.welcome["name"]]
+            assert own == [f"{c.welcome['name']} {n}" for n in range(per_sender)]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_fifty_simultaneous_hellos_for_one_name_get_one_welcome(nodes):
+    hello = framing.encode({"type": "hello", "name": "zed"})
+    sockets = []
+    try:
+        for i in range(50):
+            node = nodes[i % 2]
+            sockets.append(socket.create_connection((node.host, node.port), WAIT))
+        for sock in sockets:
+            sock.sendall(hello)
+        answers = []
+        for sock in sockets:
+            sock.settimeout(WAIT)
+            decoder = framing.Decoder(schema=framing.EVENTS)
+            items = []
+            while not items:
+                data = sock.recv(65536)
+                assert data, "closed before answering"
+                items = decoder.feed(data)
+            answers.append(items[0]["type"] if items[0]["type"] == "welcome"
+                           else items[0]["code"])
+        assert sorted(answers) == ["name_taken"] * 49 + ["welcome"]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_token_reclaim_across_nodes(nodes):
+    a, b = nodes
+    with client(a, "dora") as old, client(b, "eve") as eve:
+        joined(old, "room")
+        joined(eve, "room")
+        with client(b) as new:
+            new.send({"type": "hello", "name": "Dora", "token": old.welcome["token"]})
+            assert new.next_of("welcome")["name"] == "Dora"
+            assert old.next_of("bye")["reason"] == "replaced"
+            left = eve.next(lambda m: m["type"] == "left" and m["room"] == "room")
+            assert left == {"type": "left", "room": "room", "name": "dora",
+                            "reason": "replaced"}
+        with client(b) as thief:
+            thief.send({"type": "hello", "name": "eve", "token": "not-the-token"})
+            assert thief.next()["code"] == "name_taken"
+
+
+def test_a_killed_node_is_reaped(nodes):
+    a, b = nodes
+    with client(a, "fred") as fred, client(b, "gil") as gil:
+        joined(gil, "x")
+        joined(fred, "x")
+        gil.next(lambda m: m["type"] == "joined" and m["name"] == "fred")
+        a.process.send_signal(signal.SIGKILL)
+        left = gil.next(lambda m: m["type"] == "left" and m["room"] == "x", timeout=4 * WAIT)
+        assert left["reason"] == "timeout"
+        b.wait_for_log("reaped node")
+        with client(b, "fred") as again:  # the name came free
+            assert again.welcome["name"] == "fred"
+
+
+def test_redis_restart_without_persistence_ids_jump_never_repeat(redis, nodes):  # noqa: F811
+    a, b = nodes
+    with client(a, "hal") as hal, client(b, "ivy") as ivy:
+        joined(hal, "r")
+        joined(ivy, "r")
+        hal.send({"type": "say", "room": "r", "text": "before", "ref": 1})
+        before = hal.next(lambda m: m.get("ref") == 1)["id"]
+        epoch = hal.welcome["epoch"]
+        ivy.next_of("msg")
+        redis.stop()
+        redis.start()
+        # The nodes find their leases gone with the data: their clients are closed.
+        assert hal.next_of("bye", timeout=4 * WAIT)["reason"] == "shutdown"
+        assert ivy.next_of("bye", timeout=4 * WAIT)["reason"] == "shutdown"
+    with client(a, "hal") as hal, client(b, "ivy") as ivy:
+        assert hal.welcome["epoch"] == ivy.welcome["epoch"] == epoch
+        joined(hal, "r")
+        joined(ivy, "r")
+        hal.send({"type": "say", "room": "r", "text": "after", "ref": 2})
+        after = hal.next(lambda m: m.get("ref") == 2)["id"]
+        assert ivy.next_of("msg")["id"] == after > before
+
+
+def test_while_redis_is_stopped_ping_works_and_say_is_unavailable(redis, nodes):  # noqa: F811
+    a, b = nodes
+    with client(a, "jo") as jo, client(b, "kim") as kim:
+        joined(jo, "s")
+        joined(kim, "s")
+        redis.pause()
+        try:
+            jo.send({"type": "ping", "ref": "p"})
+            assert jo.next_of("pong") == {"type": "pong", "ref": "p"}
+            jo.send({"type": "who", "ref": "w"})
+            jo.send({"type": "ping", "ref": "p2"})
+            # The ping waits behind the who (one order per client).
+            answer = jo.next(lambda m: "ref" in m, timeout=4 * WAIT)
+            assert answer["code"] == "unavailable" and answer["ref"] == "w"
+            assert jo.next() == {"type": "pong", "ref": "p2"}
+            jo.send({"type": "say", "room": "s", "text": "lost", "ref": "l"})
+            answer = jo.next(timeout=4 * WAIT)
+            assert answer["code"] == "unavailable" and answer["ref"] == "l"
+        finally:
+            redis.resume()
+        jo.send({"type": "say", "room": "s", "text": "back", "ref": "s"})
+        assert jo.next(lambda m: m.get("ref") == "s", timeout=2 * WAIT)["type"] == "msg"
+        assert kim.next_of("msg")["text"] == "back"
