@@ -13,7 +13,7 @@ import pytest
 
 import framing
 from redis_support import redis  # noqa: F401  (the fixture)
-from support import WAIT, ChatClient, ServerProcess
+from support import WAIT, ChatClient, ServerProcess, wait_until
 
 LEASE = "1"
 
@@ -30,6 +30,11 @@ def nodes(redis):  # noqa: F811
     """Two nodes on one Redis: (a, b)."""
     with start_node(redis) as a, start_node(redis) as b:
         yield a, b
+
+
+def connects(node: ServerProcess) -> int:
+    """How many times `node` has connected to Redis so far (from its log)."""
+    return sum("cluster: connected" in line for line in list(node.lines))
 
 
 def client(node, name=None) -> ChatClient:
@@ -217,3 +222,73 @@ def test_while_redis_is_stopped_ping_works_and_say_is_unavailable(redis, nodes):
         jo.send({"type": "say", "room": "s", "text": "back", "ref": "s"})
         assert jo.next(lambda m: m.get("ref") == "s", timeout=2 * WAIT)["type"] == "msg"
         assert kim.next_of("msg")["text"] == "back"
+
+
+def test_client_kill_pubsub_under_load_loses_and_repeats_nothing(redis, nodes):  # noqa: F811
+    """Redis drops both nodes' links three times while four senders pipeline:
+    every say is echoed or refused `unavailable`; every member sees the same
+    ids 1..n in the same order, each accepted say exactly once."""
+    a, b = nodes
+    per_sender = 150
+    clients = [client(node, f"k{i}{node.port}") for node in (a, b) for i in range(2)]
+    try:
+        for c in clients:
+            joined(c, "storm")
+        for c in clients:
+            c.send({"type": "ping", "ref": "sync"})
+            c.next(lambda m: m.get("ref") == "sync")
+
+        def send_all(c):
+            c.send_raw(b"".join(framing.encode({"type": "say", "room": "storm", "ref": n,
+                                                "text": f"{c.welcome['name']} {n}"})
+                                for n in range(per_sender)))
+        threads = [threading.Thread(target=send_all, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        watcher = clients[0]
+        seen = {id(c): [] for c in clients}
+        for kill in range(3):
+            # Let some traffic through between kills (a frame, not a sleep).
+            for _ in range(20):
+                seen[id(watcher)].append(watcher.next(lambda m: "ref" in m or m["type"] == "msg",
+                                                      timeout=3 * WAIT))
+            # Both nodes are back from the last kill, subscribed again.
+            wait_until(lambda: redis.command("PUBSUB", "NUMSUB", "chatd:room:storm")[1] == 2,
+                       what="both nodes subscribed")
+            assert redis.command("CLIENT", "KILL", "TYPE", "pubsub") == 2
+        for t in threads:
+            t.join(WAIT)
+        for node in nodes:
+            wait_until(lambda: connects(node) == 4, what="a node reconnected")
+        answers = {}
+        for c in clients:
+            frames = seen[id(c)]
+            own = sum(1 for m in frames if "ref" in m)
+            while own < per_sender:
+                frame = c.next(lambda m: "ref" in m or m["type"] == "msg", timeout=3 * WAIT)
+                frames.append(frame)
+                own += "ref" in frame
+            answers[id(c)] = [m for m in frames if "ref" in m]
+        accepted = sum(1 for c in clients for m in answers[id(c)] if m["type"] == "msg")
+        refused = [m for c in clients for m in answers[id(c)] if m["type"] == "error"]
+        assert all(m["code"] == "unavailable" for m in refused)
+        assert accepted + len(refused) == per_sender * len(clients)
+        for c in clients:  # the others' says still on the way
+            frames = seen[id(c)]
+            while sum(1 for m in frames if m["type"] == "msg") < accepted:
+                frames.append(c.next_of("msg", timeout=3 * WAIT))
+        views = []
+        for c in clients:
+            msgs = [dict(m) for m in seen[id(c)] if m["type"] == "msg"]
+            for m in msgs:
+                m.pop("ref", None)
+            views.append(msgs)
+        assert [m["id"] for m in views[0]] == list(range(1, accepted + 1))
+        for view in views[1:]:
+            assert view == views[0]
+        # Nothing refused was numbered after all.
+        watcher.send({"type": "history", "room": "storm", "since": accepted, "ref": "h"})
+        assert watcher.next(lambda m: m.get("ref") == "h")["messages"] == []
+    finally:
+        for c in clients:
+            c.close()

@@ -127,9 +127,10 @@ class ClusterCore(ClusterRequests, ChatCore):
     def _filled(self, feed: Feed, reply) -> None:
         """The stream's answer to a hole: offer what it had, skip what it no longer has."""
         feed.filling = False
-        if type(reply) is list:
-            self.gaps_filled += 1
-            self._catch_up(feed, reply)
+        if type(reply) is not list:
+            return  # the link broke: the resync after it reads the stream again
+        self.gaps_filled += 1
+        self._catch_up(feed, reply)
         lost = feed.skip_lost()
         if lost:
             self.events_lost += lost
