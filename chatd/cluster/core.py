@@ -117,26 +117,33 @@ class ClusterCore(ClusterRequests, ChatCore):
 
     def _offer(self, feed: Feed, ev: int, event: tuple) -> None:
         self._flow(feed, feed.offer(ev, event))
+        self._fill_hole(feed)
+
+    def _fill_hole(self, feed: Feed) -> None:
+        """Read the events missing before the held ones from the room's stream."""
         hole = feed.hole()
         if hole is not None:
+            first, last = hole
             feed.filling = True
             self.out.effects.append(Command(
-                ("XRANGE", feed.log, f"0-{hole[0]}", f"0-{hole[1]}"),
-                lambda reply: self._filled(feed, reply)))
+                ("XRANGE", feed.log, f"0-{first}", f"0-{last}"),
+                lambda reply: self._filled(feed, reply, last)))
 
-    def _filled(self, feed: Feed, reply) -> None:
-        """The stream's answer to a hole: offer what it had, skip what it no longer has."""
+    def _filled(self, feed: Feed, reply, last: int | None) -> None:
+        """The stream's answer up to `last` (None: its end): offer what it had, skip
+        what it no longer has (trimmed), and read the next hole if there is one."""
         feed.filling = False
         if type(reply) is not list:
             return  # the link broke: the resync after it reads the stream again
         self.gaps_filled += 1
         self._catch_up(feed, reply)
-        lost = feed.skip_lost()
+        lost = feed.skip_lost(last) if last is not None else 0
         if lost:
             self.events_lost += lost
             log.warning("cluster: %d events of room %s were no longer in its stream",
                         lost, feed.name)
         self._flow(feed, feed.take_ready())
+        self._fill_hole(feed)
 
     def _catch_up(self, feed: Feed, entries: list) -> None:
         for _, fields in entries:
@@ -221,7 +228,7 @@ class ClusterCore(ClusterRequests, ChatCore):
                 feed.filling = True
                 self.out.effects.append(Command(
                     ("XRANGE", feed.log, f"0-{feed.expected}", "+"),
-                    lambda reply, feed=feed: self._filled(feed, reply)))
+                    lambda reply, feed=feed: self._filled(feed, reply, None)))
         for sid, reason in self.unsent_byes.items():
             self._bye(sid, reason)
         self.unsent_byes.clear()

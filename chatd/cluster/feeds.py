@@ -89,13 +89,11 @@ class Feed:
             return self.expected, min(self.held) - 1
         return None
 
-    def skip_lost(self) -> int:
-        """After a fill: events the stream no longer had (trimmed) are skipped.
-        Returns how many."""
-        if not self.held or self.expected is None:
+    def skip_lost(self, last: int) -> int:
+        """After a fill of the evs up to `last`: those the stream no longer had
+        (trimmed) are skipped. Returns how many."""
+        if self.expected is None or self.expected > last:
             return 0
-        first = min(self.held)
-        lost = first - self.expected
-        if lost > 0:
-            self.expected = first
-        return max(lost, 0)
+        lost = last + 1 - self.expected
+        self.expected = last + 1
+        return lost
