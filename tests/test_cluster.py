@@ -74,8 +74,25 @@ def test_every_request_works_across_nodes(nodes):
         assert alice.next() == {"type": "left", "room": "Den", "name": "bob"}
         bob.send({"type": "dm", "to": "nobody", "text": "?", "ref": 7})
         assert bob.next()["code"] == "no_such_user"
+        alice.send({"type": "history", "with": "Bob", "ref": 71})
+        assert [m["text"] for m in alice.next()["messages"]] == ["psst"]
+        alice.send({"type": "history", "with": "bob", "since": 1, "ref": 72})
+        assert alice.next()["messages"] == []
+        joined(bob, "den")
+        assert alice.next_of("joined")["name"] == "bob"
+        bob.send({"type": "nick", "name": "Robert", "ref": 73})
+        assert bob.next() == {"type": "renamed", "old": "bob", "new": "Robert", "ref": 73}
+        # In the lobby and in Den with bob: told once.
+        assert alice.next() == {"type": "renamed", "old": "bob", "new": "Robert"}
+        alice.send({"type": "nick", "name": "robert", "ref": 74})
+        assert alice.next()["code"] == "name_taken"
+        alice.send({"type": "who", "room": "den", "ref": 75})
+        assert alice.next()["names"] == ["alice", "Robert"]
+        bob.send({"type": "leave", "room": "den", "ref": 76})
+        assert bob.next()["ref"] == 76
+        assert alice.next()["type"] == "left"
         bob.close()
-        assert alice.next() == {"type": "left", "room": "lobby", "name": "bob",
+        assert alice.next() == {"type": "left", "room": "lobby", "name": "Robert",
                                 "reason": "disconnect"}
         alice.send({"type": "who", "ref": 8})
         assert alice.next()["names"] == ["alice"]

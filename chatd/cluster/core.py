@@ -30,6 +30,10 @@ from .requests import ClusterRequests
 
 log = logging.getLogger("chatd")
 
+# Renames remembered to tell each member once: a rename's events are
+# published together, so a few suffice; a bound keeps memory flat.
+RENAMES_KEPT = 1024
+
 _ROOM = b"chatd:room:"
 _NODE = b"chatd:node:"
 
@@ -57,6 +61,8 @@ class ClusterCore(ClusterRequests, ChatCore):
         self.unsettled: set[int] = set()
         # Sessions whose `bye` script did not reach Redis: sent again at reconnect.
         self.unsent_byes: dict[bytes, str] = {}
+        # (sid, tag) of recent renames -> the local sessions told already.
+        self._renames: dict[tuple, set] = {}
         self.highest = 0       # the highest message id seen (the floor after a data loss)
         self.gaps_filled = 0   # holes filled from a stream (metrics)
         self.events_lost = 0   # events a stream no longer had when a hole was filled
@@ -169,6 +175,14 @@ class ClusterCore(ClusterRequests, ChatCore):
         if msgid > self.highest:
             self.highest = msgid
         members = feed.members
+        if tag and not msgid:  # a `renamed`: once per member, whatever the rooms shared
+            told = self._renames.get((sid, tag))
+            if told is None:
+                told = self._renames[(sid, tag)] = set()
+                if len(self._renames) > RENAMES_KEPT:
+                    del self._renames[next(iter(self._renames))]
+            members = {member: None for member in members if member not in told}
+            told.update(members)
         actor = self.sessions.get(sid)
         if actor is None or actor not in members:
             if members:

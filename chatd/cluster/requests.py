@@ -223,22 +223,31 @@ class ClusterRequests:
         self._resume(session)
 
     def _history(self, session, message: dict, ref) -> None:
+        since = message.get("since")
+        since = "" if since is None else since
+        limit = min(message.get("limit", DEFAULT_HISTORY_LIMIT), self.settings.history)
         if "room" not in message:
-            self.out.error(session, "unavailable", "private history is not kept by a "
-                           "cluster yet", ref)
+            self._ask(session, message, "private",
+                      (self.sid_of[session], message["with"].lower(), since, limit),
+                      self._private_answered)
             return
         feed = self._member_room(session, message["room"], ref)
-        if feed is None:
-            return
-        since = message.get("since")
-        limit = min(message.get("limit", DEFAULT_HISTORY_LIMIT), self.settings.history)
-        self._ask(session, message, "history",
-                  (feed.key, "" if since is None else since, limit),
-                  partial(self._history_answered, feed))
+        if feed is not None:
+            self._ask(session, message, "history", (feed.key, since, limit),
+                      partial(self._history_answered, feed))
 
     def _history_answered(self, feed: Feed, session, message: dict, reply) -> None:
         self.messages.answer_history(session, {"type": "history", "room": feed.name},
                                      reply, message.get("ref"))
+        self._resume(session)
+
+    def _private_answered(self, session, message: dict, reply) -> None:
+        ref = message.get("ref")
+        if self._refused(session, reply, {b"no_such_user": (
+                "no_such_user", f"no user {message['with']!r}")}, ref):
+            return
+        self.messages.answer_history(session, {"type": "history", "with": message["with"]},
+                                     reply[1:], ref)
         self._resume(session)
 
     # ------------------------------------------------------------ messages
@@ -299,8 +308,23 @@ class ClusterRequests:
         return False
 
     def _nick(self, session, message: dict, ref) -> None:
-        self.out.error(session, "not_allowed", "nick is not served by a cluster yet",
-                       ref)
+        name = message["name"]
+        self._ask(session, message, "nick",
+                  (self.sid_of[session], next(self._tags), name, name.lower()),
+                  self._nick_answered)
+
+    def _nick_answered(self, session, message: dict, reply) -> None:
+        new = message["name"]
+        ref = message.get("ref")
+        if self._refused(session, reply, {b"taken": ("name_taken", f"{new!r} is taken")},
+                         ref):
+            return
+        renamed = {"type": "renamed", "old": session.name, "new": new}
+        del self.users[session.key]
+        session.name, session.key = new, new.lower()
+        self.users[session.key] = session
+        self.out.reply(session, renamed, ref)
+        self._resume(session)
 
     # ---------------------------------------------------------------- ending
 

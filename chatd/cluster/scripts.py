@@ -8,8 +8,8 @@ SHA1 (which Redis computes the same way: the SHA1 of the source).
 import hashlib
 from importlib import resources
 
-NAMES = ("epoch", "lease", "hello", "join", "leave", "bye", "say", "dm", "who", "rooms",
-         "history")
+NAMES = ("epoch", "lease", "hello", "join", "leave", "bye", "say", "dm", "nick", "who",
+         "rooms", "history", "private")
 
 
 class Script:
