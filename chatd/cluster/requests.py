@@ -39,17 +39,22 @@ class ClusterRequests:
 
     # ------------------------------------------------------------- asking
 
-    def _ask(self, session, item: dict, name: str, args: tuple, then) -> None:
+    def _ask(self, session, item: dict, name: str, args: tuple, then,
+             undo=None) -> None:
         """Run script `name`; `session` waits (with what follows) until `then(session,
-        item, reply)` is called with a real answer; on none, `unavailable`."""
+        item, reply)` is called with a real answer.  On none, `undo(reply)` (the
+        script may have run when the reply is LINK_DOWN) and `unavailable`."""
         self._park(session, item)
-        self.out.effects.append(Script(name, args, partial(self._answered, session, then)))
+        self.out.effects.append(Script(name, args, partial(self._answered, session, then,
+                                                           undo)))
 
-    def _answered(self, session, then, reply) -> None:
+    def _answered(self, session, then, undo, reply) -> None:
         item = session.deferred.popleft()
+        why = self.failed(reply)
+        if why is not None and undo is not None:
+            undo(reply)
         if session.ended:
             return
-        why = self.failed(reply)
         if why is not None:
             self.out.error(session, "unavailable", why, item.get("ref"))
             self._resume(session)
@@ -84,7 +89,15 @@ class ClusterRequests:
         self._ask(session, message, "hello",
                   (self.node, sid, name, name.lower(), _token_hash(token),
                    _token_hash(given) if given is not None else "", WELCOME_USERS),
-                  partial(self._hello_answered, sid, token))
+                  partial(self._hello_answered, sid, token),
+                  partial(self._hello_undone, session, sid))
+
+    def _hello_undone(self, session, sid: bytes, reply) -> None:
+        """A hello without an answer: forget its session id, and free the name in
+        case the claim was made (a no-op in Redis if it was not)."""
+        if self.sid_of.get(session) == sid:
+            del self.sid_of[session]
+            self._bye(sid, "disconnect")
 
     def _hello_answered(self, sid: bytes, token: str, session, message: dict, reply) -> None:
         ref = message.get("ref")
@@ -135,9 +148,20 @@ class ClusterRequests:
             self.out.effects.append(Subscribe(feed.channel))
         feed.joining += 1
         settings = self.settings
-        self._ask(session, message, "join", (self.sid_of[session], key, name,
+        sid = self.sid_of[session]
+        self._ask(session, message, "join", (sid, key, name,
                                              settings.max_rooms, settings.max_rooms_per_user),
-                  partial(self._join_answered, feed))
+                  partial(self._join_answered, feed),
+                  partial(self._join_undone, session, feed, sid))
+
+    def _join_undone(self, session, feed: Feed, sid: bytes, reply) -> None:
+        """A join without an answer: the feed may close; if the join may have run,
+        leave again (a no-op in Redis if it did not), so no other member sees a
+        user in the room that this node does not deliver to."""
+        feed.joining -= 1
+        if reply is LINK_DOWN and session not in feed.members:
+            self.out.effects.append(Script("leave", (sid, feed.key)))
+        self.close_feed_if_unused(feed)
 
     def _join_answered(self, feed: Feed, session, message: dict, reply) -> None:
         feed.joining -= 1
