@@ -13,7 +13,8 @@ import pytest
 
 import framing
 from redis_support import redis  # noqa: F401  (the fixture)
-from support import WAIT, ChatClient, ServerProcess, wait_until
+from support import WAIT, ChatClient, ServerProcess, running_server, wait_until
+from test_metrics import scrape, value
 
 LEASE = "1"
 
@@ -189,6 +190,8 @@ def test_a_killed_node_is_reaped(nodes):
         left = gil.next(lambda m: m["type"] == "left" and m["room"] == "x", timeout=4 * WAIT)
         assert left["reason"] == "timeout"
         b.wait_for_log("reaped node")
+        gil.send({"type": "dm", "to": "fred", "text": "there?", "ref": "d"})
+        assert gil.next(lambda m: m.get("ref") == "d")["code"] == "no_such_user"
         with client(b, "fred") as again:  # the name came free
             assert again.welcome["name"] == "fred"
 
@@ -309,3 +312,25 @@ def test_client_kill_pubsub_under_load_loses_and_repeats_nothing(redis, nodes): 
     finally:
         for c in clients:
             c.close()
+
+
+def test_metrics_show_the_link(redis):  # noqa: F811
+    with running_server(metrics=True, cluster=redis.url, store="memory") as server:
+        with ChatClient(server.address, "lou") as lou:
+            joined(lou, "m")
+            families = scrape(server)
+            assert value(families, "chatd_cluster_link_up") == 1
+            assert value(families, "chatd_cluster_link_connects",
+                         "chatd_cluster_link_connects_total") == 1
+            assert 0 <= value(families, "chatd_cluster_commands_in_flight") < 10
+            assert redis.command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+            wait_until(lambda: value(scrape(server), "chatd_cluster_link_connects",
+                                     "chatd_cluster_link_connects_total") == 2,
+                       what="the link made again")
+            families = scrape(server)
+            assert value(families, "chatd_cluster_link_losses",
+                         "chatd_cluster_link_losses_total") == 1
+            assert value(families, "chatd_cluster_gaps_filled",
+                         "chatd_cluster_gaps_filled_total") >= 1
+            lou.send({"type": "say", "room": "m", "text": "still here", "ref": 1})
+            assert lou.next(lambda m: m.get("ref") == 1)["type"] == "msg"

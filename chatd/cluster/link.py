@@ -80,6 +80,11 @@ class RedisLink:
         self.connects = 0
         self.disconnects = 0
 
+    @property
+    def in_flight(self) -> int:
+        """Commands sent and not answered yet."""
+        return len(self._pending)
+
     # ------------------------------------------------------------- commands
 
     def call(self, args, callback=None) -> None:

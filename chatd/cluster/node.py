@@ -50,6 +50,7 @@ class ClusterNode:
         self.up_since = None
         self.epoch_known = ""
         self.reaped = 0   # other nodes this node reaped (metrics)
+        self.round_trip = 0.0  # seconds, the last lease renewal's (metrics)
         self._timer = None
 
     def start(self) -> None:
@@ -134,9 +135,14 @@ class ClusterNode:
         self._timer = self.loop.call_later(self.lease / 5, self._renew)
         if not self.link.up or not self.registered:
             return
-        may_reap = self.loop.time() - self.up_since >= self.lease
+        sent = self.loop.time()
+        may_reap = sent - self.up_since >= self.lease
+
+        def answered(reply):
+            self.round_trip = self.loop.time() - sent
+            self._lease_answered(reply)
         self._script("lease", (self.node, int(self.lease * 1000), "renew",
-                               "1" if may_reap else "0", self.expiry), self._lease_answered)
+                               "1" if may_reap else "0", self.expiry), answered)
 
     def _lease_answered(self, reply) -> None:
         if type(reply) is not list:
