@@ -9,10 +9,15 @@ local CAP = tonumber(ARGV[2])
 -- A counter that never goes back: one created after Redis lost its data
 -- starts above the floor the nodes set then (epoch.lua).
 local function counter(key)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SET', key, redis.call('GET', P .. 'floor') or 0)
+  local value = redis.call('INCR', key)
+  if value == 1 then
+    local floor = tonumber(redis.call('GET', P .. 'floor') or 0)
+    if floor > 0 then
+      value = floor + 1
+      redis.call('SET', key, value)
+    end
   end
-  return redis.call('INCR', key)
+  return value
 end
 
 local function members(room) return P .. 'members:' .. room end
