@@ -13,8 +13,8 @@ model of scripts/*.lua: a change there must be made here too.
 import json
 from collections import deque
 
-from chatd.cluster.effects import Answered, Command, LinkChanged, Pushed, Script, Subscribe, \
-    Unsubscribe
+from chatd.cluster.effects import (Answered, Batch, Command, LinkChanged, Pushed, Script,
+                                   Subscribe, Unsubscribe)
 from chatd.cluster.link import LINK_DOWN
 from chatd.core import Close, Deliver
 
@@ -237,12 +237,17 @@ class FakeNode:
                 assert kind is Unsubscribe
                 inbound.append((None, "unsubscribe", effect.channel))
 
-    def read(self) -> None:
-        item = self.connection.outbound.popleft()
-        if item[0] == "push":
-            self.apply(self.core.complete(Pushed(item[1], item[2])))
-        elif item[1] is not None:
-            self.apply(self.core.complete(Answered(item[1], item[2])))
+    def read(self, count: int = 1) -> None:
+        """The node reads `count` replies and pushes (one turn's: one Batch)."""
+        outbound = self.connection.outbound
+        arrived = []
+        for _ in range(min(count, len(outbound))):
+            item = outbound.popleft()
+            if item[0] == "push":
+                arrived.append(Pushed(item[1], item[2]))
+            elif item[1] is not None:
+                arrived.append(Answered(item[1], item[2]))
+        self.apply(self.core.complete(Batch(arrived)))
 
     def break_link(self) -> None:
         """A reset: what was not run is lost, what was run has lost its reply; a new
@@ -254,7 +259,7 @@ class FakeNode:
         self.down = True
         for effect in owed:
             if effect is not None:
-                self.apply(self.core.complete(Answered(effect, LINK_DOWN)))
+                self.apply(self.core.complete(Batch([Answered(effect, LINK_DOWN)])))
         self.apply(self.core.complete(LinkChanged(False)))
         self.connection = FakeConnection(self.redis, self)
         self.down = False

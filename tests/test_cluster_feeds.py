@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from chatd.cluster.core import ClusterCore
-from chatd.cluster.effects import Answered, Command, LinkChanged, Pushed, Subscribe
+from chatd.cluster.effects import Answered, Batch, Command, LinkChanged, Pushed, Subscribe
 from chatd.cluster.link import LINK_DOWN
 from chatd.config import Config
 from chatd.core import Deliver, Session
@@ -47,15 +47,16 @@ class FeedMachine(RuleBasedStateMachine):
         args = command.args
         if args[0] == "GET":
             self.start = len(self.stream)
-            return self.core.complete(Answered(command, str(len(self.stream)).encode()))
+            count = str(len(self.stream)).encode()
+            return self.core.complete(Batch([Answered(command, count)]))
         if args[0] == "PING":
-            return self.core.complete(Answered(command, b"PONG"))
+            return self.core.complete(Batch([Answered(command, b"PONG")]))
         assert args[0] == "XRANGE"
         first = int(args[2][2:])
         last = len(self.stream) if args[3] == "+" else int(args[3][2:])
         entries = [[f"0-{ev}".encode(), [b"d", self.stream[ev - 1]]]
                    for ev in range(first, last + 1)]
-        return self.core.complete(Answered(command, entries))
+        return self.core.complete(Batch([Answered(command, entries)]))
 
     @rule(count=st.integers(1, 5))
     def publish(self, count):
@@ -69,7 +70,7 @@ class FeedMachine(RuleBasedStateMachine):
     @rule(count=st.integers(1, 5))
     def read_pushes(self, count):
         for data in self.pushes[:count]:
-            self._apply(self.core.complete(Pushed(LOBBY_CHANNEL, data)))
+            self._apply(self.core.complete(Batch([Pushed(LOBBY_CHANNEL, data)])))
         del self.pushes[:count]
 
     @precondition(lambda self: self.pushes)
@@ -80,7 +81,7 @@ class FeedMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.pushes)
     @rule()
     def read_a_push_twice(self):
-        self._apply(self.core.complete(Pushed(LOBBY_CHANNEL, self.pushes[0])))
+        self._apply(self.core.complete(Batch([Pushed(LOBBY_CHANNEL, self.pushes[0])])))
 
     @precondition(lambda self: self.asked)
     @rule()
@@ -91,7 +92,7 @@ class FeedMachine(RuleBasedStateMachine):
     def reconnect(self):
         asked, self.asked = self.asked, []
         for command in asked:
-            self._apply(self.core.complete(Answered(command, LINK_DOWN)))
+            self._apply(self.core.complete(Batch([Answered(command, LINK_DOWN)])))
         self.pushes.clear()
         self._apply(self.core.complete(LinkChanged(False)))
         self._apply(self.core.complete(LinkChanged(True)))

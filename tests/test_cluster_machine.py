@@ -92,9 +92,7 @@ class ClusterMachine(RuleBasedStateMachine):
 
     @rule(node=st.integers(0, 1), count=st.integers(1, 8))
     def node_reads(self, node, count):
-        node = self.nodes[node]
-        for _ in range(min(count, len(node.connection.outbound))):
-            node.read()
+        self.nodes[node].read(count)
 
     @rule()
     def settle(self):
@@ -105,8 +103,8 @@ class ClusterMachine(RuleBasedStateMachine):
                 while node.connection.inbound:
                     node.connection.execute()
                     busy = True
-                while node.connection.outbound:
-                    node.read()
+                if node.connection.outbound:
+                    node.read(len(node.connection.outbound))
                     busy = True
             if not busy:
                 return

@@ -23,7 +23,7 @@ from framing import LOBBY
 
 from ..core import ChatCore, ChatSettings
 from ..core.effects import Deliver
-from .effects import Answered, Command, Fenced, LinkChanged, Pushed, Subscribe, Unsubscribe
+from .effects import Batch, Command, Fenced, LinkChanged, Pushed, Subscribe, Unsubscribe
 from .feeds import Feed
 from .link import LINK_DOWN, NOT_SENT
 from .requests import ClusterRequests
@@ -78,17 +78,18 @@ class ClusterCore(ClusterRequests, ChatCore):
     # ------------------------------------------------------------ completions
 
     def complete(self, completion) -> list:
-        """A cluster completion (an answer, a push, the link's state), else the base's."""
+        """A cluster completion (a batch of answers and pushes, the link's state),
+        else the base's."""
         kind = type(completion)
-        if kind is Pushed:
+        if kind is Batch:
             out = self.out.begin()
-            self._pushed(completion.channel, completion.data)
-            return out
-        if kind is Answered:
-            out = self.out.begin()
-            then = completion.effect.then
-            if then is not None:
-                then(completion.reply)
+            for item in completion.completions:
+                if type(item) is Pushed:
+                    self._pushed(item.channel, item.data)
+                else:
+                    then = item.effect.then
+                    if then is not None:
+                        then(item.reply)
             return out
         if kind is LinkChanged:
             out = self.out.begin()
@@ -184,14 +185,17 @@ class ClusterCore(ClusterRequests, ChatCore):
             members = {member: None for member in members if member not in told}
             told.update(members)
         actor = self.sessions.get(sid)
-        if actor is None or actor not in members:
+        # The actor's copy is sent where its request is answered: its echo
+        # (awaited by tag) or its own joined/left/renamed.  A say it was told
+        # was unavailable that got in after all reaches it as anyone's would.
+        if actor is None or actor not in members or (msgid and tag not in self.awaiting):
             if members:
                 self.out.effects.append(Deliver(tuple(members), payload))
             return
         others = tuple(member for member in members if member is not actor)
         if others:
             self.out.effects.append(Deliver(others, payload))
-        if tag:
+        if msgid:
             self._echo(tag, payload)
 
     def _echo(self, tag: int, payload: bytes) -> None:
@@ -249,13 +253,15 @@ class ClusterCore(ClusterRequests, ChatCore):
         if self.unsettled:
             # Answered after every catch-up above (one connection, in order): a
             # say whose echo was not in its room's stream was not accepted.
-            self.out.effects.append(Command(("PING",), lambda reply: self._settle()))
+            self.out.effects.append(Command(("PING",), self._settle))
 
     def _started(self, feed: Feed, reply) -> None:
         if type(reply) is bytes or reply is None:
             self._flow(feed, feed.start_at(int(reply or 0)))
 
-    def _settle(self) -> None:
+    def _settle(self, reply) -> None:
+        if self.failed(reply) is not None:
+            return  # the link broke again: the next resync settles them
         for tag in list(self.unsettled):
             entry = self.awaiting.pop(tag, None)
             if entry is not None and not entry[0].ended:

@@ -84,3 +84,14 @@ class Fenced:
 
     def __init__(self, node: str):
         self.node = node
+
+
+class Batch:
+    """Completion: the answers and pushes of one loop turn, in arrival order (one
+    call into the core, so the service scans its parked sessions once a turn,
+    not once per push)."""
+
+    __slots__ = ("completions",)
+
+    def __init__(self, completions: list):
+        self.completions = completions

@@ -10,9 +10,9 @@ re-loaded when an EVALSHA answers NOSCRIPT (a SCRIPT FLUSH, a failover).
 A Redis that stops answering (stopped, overloaded, a network black hole)
 counts as down once a reply has been owed for `down_wait` seconds: the
 connection is dropped and made again.  While the link is down, commands
-wait up to `down_wait` seconds for it to come back, then their callback gets `LINK_DOWN` (nothing was sent); a
-command in flight when the link broke gets `LINK_DOWN` too (it may or may
-not have run: the caller settles that).  Reconnects back off from 100 ms,
+wait up to `down_wait` seconds for it to come back, then their callback
+gets `NOT_SENT` (they did not run); a command in flight when the link broke
+gets `LINK_DOWN` (it may or may not have run: the caller settles that).  Reconnects back off from 100 ms,
 doubling to 2 s, with jitter (so nodes do not reconnect in step).
 """
 

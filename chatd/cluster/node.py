@@ -15,8 +15,8 @@ import time
 
 import hiredis
 
-from .effects import (Answered, Command, Fenced, LinkChanged, Pushed, Script, Subscribe,
-                      Unsubscribe)
+from .effects import (Answered, Batch, Command, Fenced, LinkChanged, Pushed, Script,
+                      Subscribe, Unsubscribe)
 from .link import RedisLink
 from .scripts import load_scripts
 
@@ -49,6 +49,8 @@ class ClusterNode:
         self.expiry = 0   # the lease's expiry (Redis ms) its last renewal answered
         self.up_since = None
         self.epoch_known = ""
+        # Answers and pushes of this turn, handed to the core together at its end.
+        self._arrived: list = []
         self.reaped = 0   # other nodes this node reaped (metrics)
         self.round_trip = 0.0  # seconds, the last lease renewal's (metrics)
         self._timer = None
@@ -92,12 +94,22 @@ class ClusterNode:
                           (settings.presence_limit, 2 * settings.history, *args), callback)
 
     def _answer(self, effect):
-        complete = self.complete
-        return lambda reply: complete(Answered(effect, reply))
+        return lambda reply: self._arrive(Answered(effect, reply))
 
     def _on_push(self, push) -> None:
         if push[0] == b"message":
-            self.complete(Pushed(push[1], push[2]))
+            self._arrive(Pushed(push[1], push[2]))
+
+    def _arrive(self, completion) -> None:
+        if not self._arrived:
+            self.loop.call_soon(self._hand_over)
+        self._arrived.append(completion)
+
+    def _hand_over(self) -> None:
+        """This turn's answers and pushes to the core, in order, in one completion."""
+        if self._arrived:
+            arrived, self._arrived = self._arrived, []
+            self.complete(Batch(arrived))
 
     # -------------------------------------------------------------- the link
 
@@ -116,10 +128,12 @@ class ClusterNode:
         self._script("lease", (self.node, int(self.lease * 1000),
                                "renew" if self.registered else "new", "0", self.expiry),
                      self._lease_answered)
+        self._hand_over()
         self.complete(LinkChanged(True))
 
     def _on_down(self) -> None:
         self.up_since = None
+        self._hand_over()
         self.complete(LinkChanged(False))
 
     def _epoch_answered(self, reply) -> None:
@@ -158,6 +172,7 @@ class ClusterNode:
             self.registered = False
             self._script("lease", (self.node, int(self.lease * 1000), "new", "0", 0),
                          self._lease_answered)
+            self._hand_over()
             self.complete(Fenced(self.node))
             return
         self.registered = True
