@@ -7,6 +7,7 @@ flags over environment over file over defaults.
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -168,6 +169,8 @@ def _cluster_problems(config: Config) -> list[str]:
         parse_address(config.cluster)
     except ValueError as exc:
         problems.append(str(exc))
+    if importlib.util.find_spec("hiredis") is None:
+        problems.append("cluster needs hiredis: pip install 'chatd[cluster]'")
     if not config.cluster_lease > 0:
         problems.append("cluster_lease must be more than 0")
     return problems

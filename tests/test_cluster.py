@@ -12,6 +12,7 @@ import threading
 import pytest
 
 import framing
+from chatd.config import Config, ConfigError, load_config
 from redis_support import redis  # noqa: F401  (the fixture)
 from support import WAIT, ChatClient, ServerProcess, running_server, wait_until
 from test_metrics import scrape, value
@@ -45,6 +46,18 @@ def client(node, name=None) -> ChatClient:
 def joined(c: ChatClient, room: str) -> dict:
     c.send({"type": "join", "room": room, "ref": "j"})
     return c.next(lambda m: m.get("ref") == "j" or m["type"] == "error")
+
+
+def test_cluster_settings_are_checked():
+    assert Config().cluster == ""  # a single node unless asked
+    assert Config(cluster="redis://10.0.0.5:6380").cluster_lease == 10.0
+    for url in ("http://h:1", "redis://", "redis://h:99999", "unix://"):
+        with pytest.raises(ConfigError, match="cluster"):
+            Config(cluster=url)
+    with pytest.raises(ConfigError, match="cluster_lease"):
+        Config(cluster="unix:///tmp/r.sock", cluster_lease=0)
+    assert load_config(["--cluster", "unix:///tmp/r.sock"], environ={}).cluster == \
+        "unix:///tmp/r.sock"
 
 
 def test_every_request_works_across_nodes(nodes):

@@ -1,18 +1,11 @@
-"""What app.py needs to serve as a cluster node, importing hiredis only then."""
-
-
-class ClusterSetupError(RuntimeError):
-    """The cluster cannot be served: its extra (hiredis) is not installed."""
+"""What app.py needs to serve as a cluster node, importing hiredis only then
+(the settings have checked it is installed: config.py)."""
 
 
 def core(settings):
     """The ClusterCore for `settings`, under a fresh node id."""
-    try:
-        from .core import ClusterCore
-        from .node import new_node_id
-    except ModuleNotFoundError as exc:
-        raise ClusterSetupError(f"--cluster needs {exc.name}: pip install "
-                                "'chatd[cluster]'") from None
+    from .core import ClusterCore
+    from .node import new_node_id
     return ClusterCore(settings, new_node_id())
 
 
