@@ -2,21 +2,24 @@
 
 Starts each target server as its own process (chatd with `--rate-limit 0`
 and its durable store in a temporary directory, chatd-memory the same with
-`--store memory`, the asyncio-streams and thread-per-client baselines, and
+`--store memory`, chatd-ws the same over WebSocket on its web port, the asyncio-streams and thread-per-client baselines, and
 Redis pub/sub when `redis-server` is on PATH), drives it from generator
 processes with the same scenarios, checks that every receiver got every
 accepted message once and in order, and prints one table.  For the durable
 chatd it also reports the store's writer over the run (commits, messages per
 commit, the longest wait for a commit), from the line chatd logs as it exits.
 
-    python -m benchmarks.load [--scenario fanout,rate,conns] [--target chatd,asyncio,...]
+    python -m benchmarks.load [--scenario fanout,rate,capacity,conns] [--target chatd,asyncio,...]
                               [--receivers 100] [--senders 10] [--duration 5] [--json FILE]
 
 Scenarios:
-  fanout  closed loop: R receivers and S senders in one room, each sender
-          keeping W messages unacknowledged (its own echo acknowledges);
-  rate    open loop: a fixed total rate; latency from each message's due time;
-  conns   N connections complete their handshake and idle; ping a sample.
+  fanout    closed loop: R receivers and S senders in one room, each sender
+            keeping W messages unacknowledged (its own echo acknowledges);
+  rate      open loop: a fixed total rate; latency from each message's due time;
+  capacity  the rate scenario at rising rates (CAPACITY_RATES), a fresh server
+            each step, until p99 exceeds 2 ms, a message is lost or the
+            generator is the limit: the highest rate that kept p99 <= 2 ms;
+  conns     N connections complete their handshake and idle; ping a sample.
 """
 
 import argparse
@@ -32,13 +35,16 @@ if not __package__:  # run as `python benchmarks/load.py`: make the packages imp
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.loadgen.histogram import LogHistogram  # noqa: E402
-from benchmarks.loadgen.report import format_table  # noqa: E402
+from benchmarks.loadgen.report import (CAPACITY_P99_MS, GENERATOR_BOUND,  # noqa: E402
+                                       format_table)
 from benchmarks.loadgen.targets import (DIALECTS, LOG_LEVELS, TARGETS,  # noqa: E402
                                         TargetProcess, available_targets, chatd_log_level,
                                         pinning)
 from benchmarks.loadgen.worker import DRAIN_SECONDS, worker_main  # noqa: E402
 
-SCENARIOS = ("fanout", "rate", "conns")
+SCENARIOS = ("fanout", "rate", "capacity", "conns")
+# Total msg/s of the capacity scenario's steps (each must keep CAPACITY_P99_MS).
+CAPACITY_RATES = (2_500, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 50_000)
 # Seconds between "go" and the start, so every process is in its loop by then.
 START_DELAY = 0.3
 
@@ -48,9 +54,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default=",".join(SCENARIOS),
-                        help="comma-separated: fanout, rate, conns (default: all)")
+                        help="comma-separated: fanout, rate, capacity, conns (default: all)")
     parser.add_argument("--target", default=None,
-                        help="comma-separated: chatd, chatd-memory, asyncio, threads, "
+                        help="comma-separated: chatd, chatd-memory, chatd-ws, asyncio, threads, "
                              "redis (default: all available)")
     parser.add_argument("--receivers", type=int, default=100, help="R (fanout, rate)")
     parser.add_argument("--senders", type=int, default=10, help="S (fanout, rate)")
@@ -293,6 +299,30 @@ class Run:
         }
 
 
+def capacity_steps(arguments, target: str, cpus) -> list[dict]:
+    """The rate scenario against `target` at each of CAPACITY_RATES in turn (a
+    fresh server each), up to the first step that lost a message, went over
+    CAPACITY_P99_MS at p99, or found the generator the limit (then the last
+    good rate is only a lower bound).  Each step is a row of scenario
+    "capacity"; `capacity_lines` reads the verdict off them."""
+    rows = []
+    for rate in CAPACITY_RATES:
+        step = argparse.Namespace(**{**vars(arguments), "rate": float(rate)})
+        print(f"capacity against {target}: {rate:,} msg/s ...", file=sys.stderr, flush=True)
+        try:
+            row = Run(step, "rate", target, cpus).execute()
+        except RuntimeError as exc:
+            rows.append({"scenario": "capacity", "target": target, "step_rate": rate,
+                         "error": str(exc)})
+            break
+        row.update(scenario="capacity", step_rate=rate)
+        rows.append(row)
+        if (row["latency"]["p99_ms"] > CAPACITY_P99_MS or row["losses"] or row["duplicates"]
+                or row["reorders"] or row["generator_cpu"] >= GENERATOR_BOUND):
+            break
+    return rows
+
+
 def machine() -> dict:
     model = "unknown CPU"
     try:
@@ -313,6 +343,9 @@ def main(argv=None) -> int:
     rows = []
     for scenario in arguments.scenarios:
         for target in arguments.targets:
+            if scenario == "capacity":
+                rows += capacity_steps(arguments, target, cpus)
+                continue
             print(f"{scenario} against {target} ...", file=sys.stderr, flush=True)
             try:
                 rows.append(Run(arguments, scenario, target, cpus).execute())

@@ -12,6 +12,7 @@ from framing import DEFAULT_PORT, is_name
 from . import display
 from .client import EXIT_FAILED, Client, PipeUI, TerminalUI
 from .commands import NAME_RULE, text_problem
+from .passwords import LOGIN_TRIES, password_problem, read_password_file
 from .session import KEEPALIVE, Session
 
 ENV_PREFIX = "CHATCLI_"
@@ -26,8 +27,9 @@ DEFAULT_TLS_PORT = 7879
 DESCRIPTION = "A chat/1 client: chat on a terminal, or script it through a pipe."
 EPILOG = f"""\
 Every option can also come from the environment: CHATCLI_HOST, CHATCLI_PORT,
-CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE, CHATCLI_TLS (1), CHATCLI_CAFILE;
-options win.  Names: {NAME_RULE}.
+CHATCLI_NAME, CHATCLI_ROOM, CHATCLI_KEEPALIVE, CHATCLI_TLS (1), CHATCLI_CAFILE,
+and for --password-file the password itself, CHATCLI_PASSWORD; options win.
+Names: {NAME_RULE}.
 
 --tls speaks TLS (port {DEFAULT_TLS_PORT} unless --port says otherwise) and verifies the
 server's certificate and host name against the system's CAs, or against
@@ -49,6 +51,16 @@ a word is noticed within 1.5 x keepalive ({KEEPALIVE * 1.5:g} s by default).
 On a terminal the client asks for a name when none is given, and asks again
 if the server refuses it.  Type /help for the commands.
 
+Accounts: /register makes your name an account and /passwd changes its
+password; both ask for the password without echo, a new one twice.  To log
+in, the password comes from --password-file FILE (its first line) or from
+CHATCLI_PASSWORD (the file wins); never from an option on the command line,
+where every user of the machine could read it.  Without either, a terminal
+asks when the server says the name is an account ({LOGIN_TRIES} tries), and pipe
+mode ends with exit status 1.  On login, private messages sent to the account
+while it was away are fetched and shown.  In pipe mode the answers to
+/register and /passwd are the next input lines.
+
 Without a terminal (stdin not a tty) each input line is sent as typed, commands
 included; without --name the first line is the name.  Messages go to stdout,
 one per line; status and errors to stderr.  Lines are paced to the server's
@@ -60,8 +72,8 @@ waits until the server has answered every line, then quits.
 a text chat/1 would refuse (empty, over 4,000 characters, not UTF-8) is
 refused before connecting.
 
-Exit status: 0 when everything was accepted; 1 when the server refused a line
-or the name, or the server cannot be reached; 2 on a usage error.
+Exit status: 0 when everything was accepted; 1 when the server refused a line,
+the name or the login, or the server cannot be reached; 2 on a usage error.
 Colours only on a terminal, and never when NO_COLOR is set."""
 
 
@@ -77,7 +89,10 @@ def client_version() -> str:
 def parse_arguments(argv, environ) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chatcli", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # Abbreviations off: `--password SECRET` would be taken for
+        # --password-file and the secret named in an error as a file.
+        allow_abbrev=False)
     parser.add_argument("--version", action="version",
                         version=f"chatcli {client_version()}")
     parser.add_argument("--host", default=environ.get(ENV_PREFIX + "HOST", DEFAULT_HOST),
@@ -98,6 +113,9 @@ def parse_arguments(argv, environ) -> argparse.Namespace:
                         help="room to join and talk in (default: lobby)")
     parser.add_argument("--send", metavar="TEXT",
                         help="send TEXT, wait for its echo, and exit")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="log in with the password on the first line of FILE "
+                             "(or set CHATCLI_PASSWORD)")
     parser.add_argument("--keepalive", metavar="SECONDS",
                         default=environ.get(ENV_PREFIX + "KEEPALIVE", KEEPALIVE),
                         help="ping after this long without a frame from the server; "
@@ -129,7 +147,23 @@ def parse_arguments(argv, environ) -> argparse.Namespace:
         arguments.room = arguments.room.removeprefix("#")
     if arguments.send is not None and arguments.name is None:
         parser.error("--send needs --name")
+    arguments.password = _password(arguments.password_file, environ, parser)
     return arguments
+
+
+def _password(path: str | None, environ, parser) -> str | None:
+    """The login password from --password-file or CHATCLI_PASSWORD, or None."""
+    if path is not None:
+        try:
+            return read_password_file(path)
+        except ValueError as exc:
+            parser.error(str(exc))
+    password = environ.get(ENV_PREFIX + "PASSWORD") or None  # set but empty: unset
+    if password is not None:
+        problem = password_problem(password)
+        if problem is not None:
+            parser.error(f"{ENV_PREFIX}PASSWORD: {problem}")
+    return password
 
 
 def main(argv=None) -> int:
@@ -156,7 +190,8 @@ def main(argv=None) -> int:
             sys.stderr.write(display.error(f"--cafile {arguments.cafile}: {reason}")
                              .render(False) + "\n")
             return EXIT_FAILED
-    session = Session(arguments.name, arguments.room, keepalive=arguments.keepalive)
+    session = Session(arguments.name, arguments.room, keepalive=arguments.keepalive,
+                      password=arguments.password, ask_password=interactive)
     if interactive:
         ui = TerminalUI(color)
     else:

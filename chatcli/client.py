@@ -330,8 +330,8 @@ class Client:
                 # A welcome may announce a max_frame above chat/1's default:
                 # history pages come that long.
                 self.decoder.max_frame = self.session.max_frame
-            if item["type"] == "bye":
-                self._lost()
+            if item["type"] == "bye" or self.session.redial is not None:
+                self._lost(self.session.redial or "connection lost")
                 return
 
     def _lost(self, why: str = "connection lost") -> None:
@@ -398,16 +398,23 @@ class TerminalUI:
             self.terminal.redraw(self.editor)
 
     def _update_prompt(self) -> bool:
-        """Set the prompt from the session; True if it changed."""
+        """Set the prompt (and whether typing shows) from the session; True
+        if it changed."""
         session = self.client.session
-        if session.name is None:
+        question = session.question
+        hidden = question is not None
+        changed = hidden != self.editor.hidden
+        self.editor.hide(hidden)
+        if hidden:
+            prompt = question
+        elif session.name is None:
             prompt = "username: "
         else:
             room = session.current_name
             prompt = (f"#{room}> " if room else "> ")
             if not session.welcomed:
                 prompt = "(offline) " + prompt
-        changed = prompt != self.editor.prompt
+        changed = changed or prompt != self.editor.prompt
         self.editor.prompt = prompt
         return changed
 
@@ -431,11 +438,17 @@ class TerminalUI:
         client, session = self.client, self.client.session
         if key is Key.ENTER:
             line = self.editor.submit()
-            if session.name is None:
+            if session.question is not None:
+                client.show(session.submit(line))  # a secret: never recalled
+            elif session.name is None:
                 client.show(session.set_name(line))
             else:
                 self.editor.remember(line)
                 client.show(session.submit(line))
+        elif (session.question is not None
+              and (key is Key.INTERRUPT or (key is Key.EOF and not self.editor.chars))):
+            self.editor.submit()  # the half-typed secret goes too
+            client.show(session.cancel_question())
         elif key is Key.INTERRUPT or (key is Key.EOF and not self.editor.chars):
             session.quit()
         elif key is Key.REDRAW:
@@ -487,6 +500,9 @@ class PipeUI:
     def prepare_turn(self) -> None:
         session = self.client.session
         if self._eof:
+            if session.question is not None:
+                # The input ended in the middle of /register's or /passwd's answers.
+                self.client.show(session.cancel_question())
             if session.name is None and not session.name_rejected:
                 self.client.show([display.error("no name: give --name or a first line")])
                 self.client.exit_status = EXIT_USAGE

@@ -5,7 +5,7 @@ one-line reason when the line cannot be sent, or None for a blank line.
 Names are checked here so the user learns at once what chat/1 accepts.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from framing import MAX_NAME_CHARS, MAX_TEXT_CHARS, is_name
 from framing.codec import has_lone_surrogate
@@ -62,6 +62,20 @@ class Help:
     pass
 
 
+# The account commands: typed without their passwords, which are asked for
+# without echo (`passwords.Dialog`) and filled in then.  repr=False: a
+# password never shows in a traceback or a log.
+@dataclass(frozen=True)
+class Register:
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Passwd:
+    old: str | None = field(default=None, repr=False)
+    new: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True)
 class Invalid:
     reason: str
@@ -76,6 +90,8 @@ HELP = (
     "/who [ROOM]         list the users in ROOM (default: the current room)",
     "/rooms              list the rooms",
     "/history [N]        show the last N messages of the current room",
+    "/register           make your name an account (asks for a password twice)",
+    "/passwd             change your account's password (asks without echo)",
     "/quit [REASON]      leave the chat",
     "/help               show this list",
     "keys: Ctrl-A/E home/end, Ctrl-U/K/W delete, Up/Down recall, "
@@ -185,8 +201,18 @@ def _parse_help(argument: str):
     return Help()
 
 
+def _parse_register(argument: str):
+    # Never a password on the command line: it would be echoed and recalled.
+    return Invalid("usage: /register (the password is asked for)") if argument else Register()
+
+
+def _parse_passwd(argument: str):
+    return Invalid("usage: /passwd (the passwords are asked for)") if argument else Passwd()
+
+
 _PARSERS = {
     "join": _parse_join, "leave": _parse_leave, "msg": _parse_msg,
     "nick": _parse_nick, "who": _parse_who, "rooms": _parse_rooms,
     "history": _parse_history, "quit": _parse_quit, "help": _parse_help,
+    "register": _parse_register, "passwd": _parse_passwd,
 }

@@ -4,7 +4,9 @@ Pure (no terminal): the client feeds it `Key`s and typed text from
 `keys.KeyDecoder` and asks `render(width)` for the visible part of the line
 and the cursor column.  The line is a list of code points, so a multi-byte
 character is one cursor step; wide (CJK, emoji) characters take two columns
-on screen.  A line wider than the terminal scrolls sideways.
+on screen.  A line wider than the terminal scrolls sideways.  A hidden
+line (a password being typed) shows nothing of itself, as passwd(1) and
+ssh do: not even its length.
 """
 
 import unicodedata
@@ -38,6 +40,21 @@ class LineEditor:
         self._recalled: int | None = None  # index into history while browsing
         self._draft = ""            # the unsent line, kept while browsing
         self._scroll = 0            # first char shown when the line is too wide
+        self.hidden = False         # typing a secret: nothing shown, no recall
+        self._stash: list[str] = []  # the visible line put aside meanwhile
+
+    def hide(self, hidden: bool) -> None:
+        """Start or end a hidden line.  What was typed on the visible line is
+        put aside meanwhile and comes back after (a half-typed chat line must
+        not become part of a password)."""
+        if hidden == self.hidden:
+            return
+        self.hidden = hidden
+        if hidden:
+            self._stash, self.chars = self.chars, []
+        else:
+            self.chars, self._stash = self._stash, []
+        self.cursor, self._recalled, self._scroll = len(self.chars), None, 0
 
     @property
     def text(self) -> str:
@@ -67,7 +84,8 @@ class LineEditor:
             self.cursor += len(key)
             return
         handler = self._handlers.get(key)
-        if handler is not None:
+        # Recall would put an old line, unseen, into the secret.
+        if handler is not None and not (self.hidden and key in (Key.UP, Key.DOWN)):
             handler(self)
 
     # ---------------------------------------------------------------- keys
@@ -168,7 +186,7 @@ class LineEditor:
         room = width - text_width(prompt) - 1
         if room < 1:
             prompt, room = "", max(1, width - 1)
-        chars, cursor = self.chars, self.cursor
+        chars, cursor = (([], 0) if self.hidden else (self.chars, self.cursor))
         # Scroll as little as needed to keep the cursor in view.
         self._scroll = min(self._scroll, cursor)
         while text_width(chars[self._scroll:cursor]) > room:

@@ -25,6 +25,7 @@ import framing
 from framing import LOBBY, PROTOCOL_VERSION, TokenBucket, is_name
 
 from . import commands, display
+from .passwords import LOGIN_TRIES, Dialog
 
 # Messages per catch-up request, and how many a new epoch's recent history
 # shows; the server caps a request at its retention (`limits.history`).
@@ -46,6 +47,13 @@ DEFAULT_SEND_KEEPALIVE = 60.0
 MAX_EPOCH_CHARS = 64
 # Names refused by the server with these codes are asked for again.
 NAME_ERRORS = ("bad_name", "name_taken")
+# chat/1 Accounts: the server's answers to a hello whose name is an account
+# and that came without the password, or with a wrong one.
+AUTH_ERRORS = ("auth_required", "auth_failed")
+# Conversation keys: a room's is its name in lower case, a private
+# conversation's this prefix and the other user's name in lower case (no
+# chat/1 name contains it, so the two never meet).
+PRIVATE = "@"
 
 
 @dataclass
@@ -64,10 +72,19 @@ class Pending:
 
 class Session:
     def __init__(self, name: str | None = None, room: str | None = None,
-                 keepalive: float = KEEPALIVE):
-        """`keepalive`: seconds of silence from the server before a ping (> 0)."""
+                 keepalive: float = KEEPALIVE, password: str | None = None,
+                 ask_password: bool = True):
+        """`keepalive`: seconds of silence from the server before a ping (> 0).
+        `password`: the account's, sent with every hello (from --password-file
+        or CHATCLI_PASSWORD); `ask_password`: when the server wants one (or
+        another one), ask through `question` (a terminal) instead of giving
+        up with `fatal` (pipe mode, where no one is there to answer)."""
         self.name = name
         self.token: str | None = None
+        self.password = password
+        self.ask_password = ask_password
+        self._dialog: Dialog | None = None   # secret answers being asked for
+        self._login_failures = 0             # auth_failed answers to hellos in a row
         self.epoch: str | None = None        # the last welcome's, if it had one
         self.connected = False
         self.welcomed = False
@@ -75,13 +92,17 @@ class Session:
         self.rooms: dict[str, str] = {}      # key -> name as the server spells it
         self.current: str | None = None     # room key
         self.initial_room = room
-        # Room key -> the id of the last message seen there, None when the
-        # room had none when we came; no key: not known (yet).
+        # Conversation key (a room's, or PRIVATE + a user's) -> the id of the
+        # last message seen there, None when the room had none when we came;
+        # no key: not known (yet).
         self.last_seen: dict[str, int | None] = {}
         self.name_rejected: str | None = None  # the server's reason; ask again
         self.quitting = False
         self.finished = False                # bye after our quit, or closed
         self.fatal: str | None = None        # why reconnecting makes no sense
+        # Why this connection is no use and a new one (after the loop's
+        # randomized delay) may do better; None: nothing of the kind.
+        self.redial: str | None = None
         self.refused = 0                     # user requests the server refused
         self.pending: dict[int, Pending] = {}
         self._outbox: deque[int] = deque()   # refs in send order
@@ -92,6 +113,8 @@ class Session:
         self._gates: set[str] = set()        # what must finish before held ones go
         self._notes: list = []               # lines made while releasing held ones
         self._buffered: dict[str, list] = {}  # live msgs arriving during a catch-up
+        # PRIVATE keys -> the other user's name as the server spells it.
+        self._peers: dict[str, str] = {}
         self._refs = itertools.count(1)
         # The server's rate limit, mirrored; None: no pacing (none announced,
         # or not welcomed on this connection yet).
@@ -119,14 +142,21 @@ class Session:
         return self.rooms.get(self.current) if self.current else None
 
     @property
+    def question(self) -> str | None:
+        """The question whose answer is secret (a password) that the next
+        submitted line answers, or None; a terminal hides what is typed."""
+        return self._dialog.prompt if self._dialog is not None else None
+
+    @property
     def backlog(self) -> int:
         """Requests waiting to be sent."""
         return len(self._held) + len(self._outbox)
 
     @property
     def settled(self) -> bool:
-        """Welcomed, and every request the user made is sent and answered."""
-        return (self.welcomed and not self._held and
+        """Welcomed, every request the user made is sent and answered, and
+        every catch-up is shown (the private messages found at login too)."""
+        return (self.welcomed and not self._held and not self._gates and
                 not any(p.purpose == "user" for p in self.pending.values()))
 
     # ------------------------------------------------------------ connection
@@ -135,8 +165,13 @@ class Session:
         self.connected = True
         self._last_sent = self._last_received = self._took_at = now
         self._waiting_since = None
-        if self.name is not None:
+        if self.name is not None and not self._logging_in:
             self._send_hello()
+
+    @property
+    def _logging_in(self) -> bool:
+        """Asking for the account's password: the hello waits for it."""
+        return self._dialog is not None and self._dialog.kind == "login"
 
     def connection_lost(self) -> None:
         """The socket is gone: keep what the user asked for, drop the rest."""
@@ -148,6 +183,7 @@ class Session:
         self._gates.clear()
         self._buffered.clear()
         self._bucket = None
+        self.redial = None
         if self.quitting:
             self.finished = True
 
@@ -165,6 +201,8 @@ class Session:
         message = {"type": "hello", "name": self.name, "version": PROTOCOL_VERSION}
         if self.token is not None:
             message["token"] = self.token
+        if self.password is not None:
+            message["password"] = self.password
         self._request(message, "hello")
 
     # --------------------------------------------------------------- sending
@@ -252,7 +290,10 @@ class Session:
     # ----------------------------------------------------------- user input
 
     def submit(self, line: str) -> list:
-        """A line the user typed: a command to send, or a line to show."""
+        """A line the user typed: a command to send, or a line to show; or,
+        while there is a `question`, its answer (never parsed, never shown)."""
+        if self._dialog is not None:
+            return self._answer(line)
         command = commands.parse(line)
         if command is None:
             return []
@@ -266,6 +307,12 @@ class Session:
             return [display.notice(text) for text in commands.HELP]
         if isinstance(command, commands.Quit):
             return self.quit(command.reason)
+        if isinstance(command, commands.Register) and command.password is None:
+            self._dialog = Dialog.register()
+            return []
+        if isinstance(command, commands.Passwd) and command.new is None:
+            self._dialog = Dialog.passwd()
+            return []
         if isinstance(command, (commands.Say, commands.Msg)):
             problem = commands.text_problem(command.text)
             if problem is not None:
@@ -291,6 +338,10 @@ class Session:
             self._request({"type": "nick", "name": command.name}, "user")
         elif isinstance(command, commands.Rooms):
             self._request({"type": "rooms"}, "user")
+        elif isinstance(command, commands.Register):
+            self._request({"type": "register", "password": command.password}, "user")
+        elif isinstance(command, commands.Passwd):
+            self._request({"type": "passwd", "old": command.old, "new": command.new}, "user")
         else:  # the commands about the current room
             room = getattr(command, "room", None) or self.current_name
             if room is None:
@@ -309,6 +360,39 @@ class Session:
                 return []
             self._request(message, "user")
         return []
+
+    def _answer(self, text: str) -> list:
+        """The answer to the current `question`."""
+        dialog = self._dialog
+        outcome = dialog.answer(text)
+        if outcome is None:  # more questions
+            return []
+        self._dialog = None
+        result, problem = outcome
+        if problem is not None:
+            self.refused += 1
+            return [display.error(problem)]
+        if dialog.kind != "login":
+            return self.command(result)
+        if not result:  # no password: the user picks another name instead
+            self.name, self.token = None, None
+            return [display.status("choose another username: " + commands.NAME_RULE)]
+        self.password = result
+        if self.connected and not self.welcomed:
+            self._send_hello()
+        return []
+
+    def cancel_question(self) -> list:
+        """Drop the current question (Ctrl-C on it, or the end of piped input
+        in the middle of /register): nothing is sent.  A login question ends
+        the session instead, since without the password there is no chat."""
+        dialog, self._dialog = self._dialog, None
+        if dialog is None:
+            return []
+        if dialog.kind == "login":
+            return self.quit()
+        self.refused += 1
+        return [display.error(f"/{dialog.kind} cancelled; nothing sent")]
 
     def quit(self, reason: str | None = None) -> list:
         self.quitting = True
@@ -365,6 +449,7 @@ class Session:
         self._answered(event)
         self.name, self.token = event["name"], event["token"]
         self.welcomed = True
+        self._login_failures = 0
         epoch = event.get("epoch")
         if type(epoch) is not str or not 0 < len(epoch) <= MAX_EPOCH_CHARS:
             epoch = None  # none, or not one chat/1 allows: unknown
@@ -399,8 +484,10 @@ class Session:
             if self.initial_room and self.initial_room.lower() != LOBBY:
                 self._request({"type": "join", "room": self.initial_room}, "initial",
                               gate="join")
+            self._fetch_conversations(event.get("conversations"))
             self._release_held()
-            return [display.status(f"connected as {self.name} ({event['server']}); "
+            logged_in = ", logged in" if event.get("account") is True else ""
+            return [display.status(f"connected as {self.name}{logged_in} ({event['server']}); "
                                    f"{count} in #{LOBBY}: {users}")]
         lines = [display.status(f"reconnected as {self.name}; rejoining "
                                 + ", ".join("#" + room for room in self.rooms.values()))]
@@ -418,6 +505,7 @@ class Session:
             self._catch_up(LOBBY)
         else:  # the user had left the lobby; a new session puts us back in
             self._request({"type": "leave", "room": LOBBY}, "rejoin")
+        self._fetch_conversations(event.get("conversations"))
         self._release_held()
         return lines
 
@@ -426,7 +514,12 @@ class Session:
         code = event["code"]
         if pending is None:
             return [display.server_error(event)]
-        if code == "rate_limited" and pending.purpose != "quit":
+        # A password check refused for too many failed logins from this
+        # address stays refused for the server's window: sent again at once,
+        # it would only be refused again, so it is final, like the others.
+        password_check = ((pending.purpose == "hello" and "password" in pending.message)
+                          or pending.message["type"] == "passwd")
+        if code == "rate_limited" and pending.purpose != "quit" and not password_check:
             # Send it again once the bucket has refilled; nothing is lost.
             ref = event["ref"]
             self.pending[ref] = pending
@@ -439,6 +532,15 @@ class Session:
             if code in NAME_ERRORS:
                 self.name, self.token = None, None
                 self.name_rejected = f"{code}: {event['message']}"
+            elif code in AUTH_ERRORS:
+                return [display.server_error(event)] + self._password_refused(code)
+            elif code == "rate_limited":
+                self.fatal = f"cannot log in as {self.name}: {event['message']}"
+            elif code == "unavailable":
+                # The server's password hasher is full: many log in at once.
+                # Asking again at once would add to the crowd; the loop's
+                # reconnect delay is random and grows.
+                self.redial = f"cannot log in now: {event['message']}"
             return [display.server_error(event)]
         lines = []
         if pending.purpose == "user":
@@ -449,6 +551,43 @@ class Session:
                          for m in pending.pages]
         self._open_gate(pending)
         return lines + [display.server_error(event)]
+
+    def _password_refused(self, code: str) -> list:
+        """The hello's name is an account and the password is missing or
+        wrong: ask for it (a bounded number of times), or give up."""
+        self.password = None
+        if code == "auth_failed":
+            self._login_failures += 1
+        if not self.ask_password:
+            if code == "auth_required":
+                self.fatal = (f"{self.name} is an account: give its password with "
+                              f"--password-file FILE or CHATCLI_PASSWORD")
+            else:
+                self.fatal = f"cannot log in as {self.name}: wrong name or password"
+            return []
+        if self._login_failures >= LOGIN_TRIES:
+            self.fatal = (f"cannot log in as {self.name}: wrong name or password "
+                          f"{self._login_failures} times")
+            return []
+        self._dialog = Dialog.login(self.name)
+        return []
+
+    def _on_registered(self, event: dict) -> list:
+        pending = self._answered(event)
+        if pending is None:
+            return []
+        # Kept, as a password given at the start is: a reconnect after the
+        # server forgot the token (a restart) logs in with it.
+        self.password = pending.message["password"]
+        return [display.notice(f"{event['name']} is now your account; next time log in "
+                               "with its password")]
+
+    def _on_password_changed(self, event: dict) -> list:
+        pending = self._answered(event)
+        if pending is None:
+            return []
+        self.password = pending.message["new"]
+        return [display.notice("password changed")]
 
     def _open_gate(self, pending: Pending) -> None:
         """What waited for `pending` goes on: held commands, and the live
@@ -462,22 +601,32 @@ class Session:
 
     def _on_msg(self, event: dict) -> list:
         self._answered(event)
-        if "to" in event:
-            return [display.message_line(event, self.current_name, self.name)]
-        key = event["room"].lower()
+        key = self._key_of(event)
         if key in self._buffered:
             self._buffered[key].append(event)
             return []
         return self._show_live(key, event)
 
+    def _key_of(self, msg: dict) -> str:
+        """The conversation key of a msg: its room's, or, for a private one,
+        PRIVATE + the other user's name (the recipient of one I sent)."""
+        if "to" not in msg:
+            return msg["room"].lower()
+        sender = msg["from"]
+        peer = msg["to"] if display.same_name(sender, self.name) else sender
+        return PRIVATE + peer.lower()
+
     def _show_live(self, key: str, event: dict) -> list:
         lines = []
-        if self._already_seen(key, event):
+        # A private conversation with a guest numbers from 1 again whenever
+        # the guest comes back as a new session (chat/1 keeps guests'
+        # private ids per session): not a restart worth a line.
+        if not key.startswith(PRIVATE) and self._already_seen(key, event):
             # Live messages come once, in order: an id that does not grow
             # means the numbering started again (a restart that told no
             # epoch, a room the server forgot).  New messages, not repeats.
             lines.append(display.status(
-                f"#{event['room']}: message ids went back from {self.last_seen[key]} "
+                f"{self._label(key)}: message ids went back from {self.last_seen[key]} "
                 f"to {event['id']}: the server's history started over"))
         self.last_seen[key] = event["id"]
         return lines + [display.message_line(event, self.current_name, self.name)]
@@ -600,7 +749,7 @@ class Session:
             if not (more and remaining > 0):
                 return False
             limit = remaining
-        message = {"type": "history", "room": pending.message["room"],
+        message = {"type": "history", **self._target(pending.message),
                    "since": page[-1]["id"], "limit": limit}
         self._request(message, pending.purpose, room=pending.room, gate=pending.gate,
                       remaining=remaining, pages=pending.pages)
@@ -621,13 +770,47 @@ class Session:
 
     # -------------------------------------------------------------- catch-up
 
+    @staticmethod
+    def _target(message: dict) -> dict:
+        """What a history request (or answer) is about: {"room": ...} or {"with": ...}."""
+        return {member: message[member] for member in ("room", "with") if member in message}
+
+    def _label(self, key: str) -> str:
+        """A conversation as the user reads it: #room, or "private with bob"."""
+        if key.startswith(PRIVATE):
+            return f"private with {self._peers.get(key, key[1:])}"
+        return "#" + self.rooms.get(key, key)
+
+    def _fetch_conversations(self, conversations) -> None:
+        """chat/1 Accounts: `welcome.conversations` lists the account's private
+        conversations ({with, last_id}, most recent first); fetch those with
+        messages this client has not shown, least recent first, so the most
+        recent ends up nearest the input line."""
+        if type(conversations) is not list:
+            return
+        for item in reversed(conversations):
+            if type(item) is not dict or not is_name(item.get("with")):
+                continue
+            last_id = item.get("last_id")
+            key = PRIVATE + item["with"].lower()
+            seen = self.last_seen.get(key)
+            if type(last_id) is int and seen is not None and last_id <= seen:
+                continue
+            self._peers[key] = item["with"]
+            self._catch_up(key)
+
     def _catch_up(self, key: str) -> None:
-        """Fetch what was missed in a room: since the last id seen, or, with
-        no id that means anything here (a new epoch, a room whose baseline
-        never came), the newest messages."""
+        """Fetch what was missed in a conversation: since the last id seen, or,
+        with no id that means anything here (a new epoch, a room whose
+        baseline never came, a private conversation not seen yet), the newest
+        messages."""
         self._gates.add(key)
         self._buffered.setdefault(key, [])
-        message = {"type": "history", "room": self.rooms[key], "limit": self._page_limit}
+        if key.startswith(PRIVATE):
+            target = {"with": self._peers[key]}
+        else:
+            target = {"room": self.rooms[key]}
+        message = {"type": "history", **target, "limit": self._page_limit}
         if key in self.last_seen:
             message["since"] = self.last_seen[key] or 0
             remaining = None
@@ -644,7 +827,7 @@ class Session:
             # oldest kept, so the ids in between are gone.
             gone = messages[0]["id"] - since - 1
             lines.append(display.status(
-                f"#{self.rooms[key]}: {gone} message{'s' if gone != 1 else ''} said while "
+                f"{self._label(key)}: {gone} message{'s' if gone != 1 else ''} said while "
                 f"you were away {'are' if gone != 1 else 'is'} no longer on the server"))
         for msg in messages:
             if not self._already_seen(key, msg):
@@ -674,8 +857,8 @@ class Session:
             if not isinstance(item, Pending):
                 continue
             message = item.message
-            if (message["type"] == "say" and message["text"] == text
-                    and message["room"].lower() == key):
+            if (message["type"] in ("say", "dm") and message["text"] == text
+                    and self._key_of({**message, "from": self.name}) == key):
                 self._held.remove(item)
                 return
 

@@ -1,10 +1,13 @@
-"""`chatd` / `python -m chatd`: read the settings, serve until SIGTERM or SIGINT."""
+"""`chatd` / `python -m chatd`: read the settings, serve until SIGTERM or SIGINT.
+
+`chatd account ...` is the operator's accounts command instead (account_cli.py).
+"""
 
 import logging
 import os
 import sys
 
-from . import logs
+from . import account_cli, logs
 from .app import Server
 from .config import ConfigError, describe, load_settings, parse_arguments
 from .store import StoreError
@@ -19,6 +22,9 @@ EXIT_BAD_SETTING = 2
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["account"]:
+        return account_cli.main(argv[1:])
     arguments = parse_arguments(argv)
     checking = arguments.check_config
     try:

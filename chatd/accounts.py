@@ -15,10 +15,13 @@ Passwords are never logged: effects and credentials have reprs without them.
 
 import hashlib
 import hmac
+import logging
 import os
 
 from .core import CheckPassword, Credential, PasswordChecked
 from .worker import Worker
+
+log = logging.getLogger("chatd")
 
 SCRYPT_N = 2 ** 15
 SCRYPT_R = 8
@@ -64,11 +67,28 @@ def check(job: CheckPassword) -> PasswordChecked:
     return PasswordChecked(job, ok, credential)
 
 
+def guarded_check(job: CheckPassword) -> PasswordChecked:
+    """`check(job)`, or, if it raises (a credential on file with parameters scrypt
+    refuses, memory scrypt cannot have), a failed completion: the session
+    that waits for it is answered `unavailable` instead of waiting forever.
+
+    Logged without a traceback or the exception's arguments, which could
+    hold the password (a UnicodeEncodeError keeps the whole string).
+    """
+    try:
+        return check(job)
+    except Exception as exc:
+        # The credential's repr is its parameters only (the likely culprit).
+        log.error("password check failed (%s) against %r", type(exc).__name__,
+                  job.credential)
+        return PasswordChecked(job, None, failed=True)
+
+
 class AccountLink:
     """The loop's side of password hashing: `CheckPassword` effects in, completions out.
 
     `complete(completion)` is the chat service's.  `hashes` counts the jobs
-    handed to the worker (for tests and the operator).
+    handed to the worker, `failures` those that raised (for metrics).
     """
 
     def __init__(self, loop, complete, max_backlog: int = MAX_BACKLOG):
@@ -76,13 +96,19 @@ class AccountLink:
         self.complete = complete
         self.worker = Worker(loop, "chatd-accounts", max_backlog)
         self.hashes = 0
+        self.failures = 0
 
     def take(self, effect: CheckPassword) -> None:
         """Queue one check; a full queue answers `unavailable` (in a later callback)."""
-        if self.worker.submit(lambda: check(effect), self.complete):
+        if self.worker.submit(lambda: guarded_check(effect), self._done):
             self.hashes += 1
         else:
             self.loop.call_soon(self.complete, PasswordChecked(effect, None))
+
+    def _done(self, completion: PasswordChecked) -> None:
+        if completion.failed:
+            self.failures += 1
+        self.complete(completion)
 
     def close(self, timeout: float) -> bool:
         """Let the worker finish what it has; True if it ended in `timeout` s."""

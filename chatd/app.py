@@ -13,6 +13,7 @@ import signal
 from . import reload, tls
 from .cluster import wiring as cluster
 from .accounts import AccountLink
+from .address_limits import AddressLimits
 from .chat_protocol import ChatService
 from .config import Config
 from .core import ChatCore
@@ -23,7 +24,8 @@ from .metrics import Metrics
 from .store import StoreLink, open_store
 from .systemd import Notifier, adopt_listeners
 from .tls_transport import TLSTransport
-from .transport import Connections, OutputLimits
+from .transport import Connections, OutputLimits, Transport
+from .ws_service import WebService
 
 log = logging.getLogger("chatd")
 
@@ -48,7 +50,8 @@ class Server:
     """
 
     def __init__(self, config: Config, notifier: Notifier | None = None,
-                 passed_fds: list | None = None, metrics_socket=None, tls_socket=None):
+                 passed_fds: list | None = None, metrics_socket=None, tls_socket=None,
+                 ws_socket=None):
         """`notifier` tells systemd how it goes (sd_notify); `passed_fds` are
         the sockets systemd passed, [(fd, name)] (socket activation). Both
         come from the environment in `__main__`, never from here, so a
@@ -56,7 +59,8 @@ class Server:
         `metrics_socket`: a listening socket already bound for metrics
         (serves metrics whatever `metrics_port` says; tests use one on port 0).
         `tls_socket`: the same for chat/1 over TLS (`tls_cert` and `tls_key`
-        still say what it serves)."""
+        still say what it serves). `ws_socket`: the same for the web client and
+        WebSocket (HTTPS when `tls_cert` is set)."""
         self.config = config
         self.notifier = notifier if notifier is not None else Notifier(None)
         self.passed_fds = passed_fds or []
@@ -64,7 +68,11 @@ class Server:
         limits = OutputLimits(
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
             soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
-        self.connections = Connections(self.loop, limits)
+        self.connections = Connections(self.loop, limits, config.flush_linger)
+        # Per client address, over the chat listeners (plaintext, TLS, web) together.
+        self.address_limits = self.connections.address_limits = AddressLimits(
+            config.address_connections, config.address_connects, config.address_window,
+            config.limit_loopback)
         # Scrapers have their own set: they count against their listener's
         # few places, never against max_clients.
         self.metrics_connections = Connections(self.loop, limits)
@@ -79,6 +87,9 @@ class Server:
         self.tls_context = None   # for new TLS connections; SIGHUP replaces it
         self.tls_listener: Listener | None = None
         self.tls_address = None
+        self.ws_socket = ws_socket
+        self.web_listener: Listener | None = None
+        self.web_address = None
         self._shutting_down = False
 
     def start(self) -> tuple:
@@ -103,6 +114,7 @@ class Server:
                 log.warning("systemd: no chat socket among those passed; binding %s:%d",
                             config.host, config.port)
             sock = bind(config.host, config.port)
+        tls_sock = ws_sock = None
         try:
             if metrics_sock is None and metrics_on:
                 try:
@@ -111,10 +123,12 @@ class Server:
                     raise OSError(exc.errno, f"{exc.strerror} (metrics on "
                                   f"{config.metrics_host}:{config.metrics_port})") from None
             tls_sock = self.tls_socket or adopted.get("tls")
-            if tls_sock is not None or config.tls_port:
+            ws_sock = self._bind_web()
+            if tls_sock is not None or config.tls_port or (ws_sock is not None
+                                                           and config.tls_cert):
                 self.tls_context = tls.load_server_context(
                     config.tls_cert, config.tls_key, config.tls_client_ca or None)
-                if tls_sock is None:
+                if tls_sock is None and config.tls_port:
                     try:
                         tls_sock = bind(config.host, config.tls_port)
                     except OSError as exc:
@@ -125,7 +139,7 @@ class Server:
                                config.retention, config.history)
         except Exception:
             sock.close()
-            for other in (metrics_sock, tls_sock):
+            for other in (metrics_sock, tls_sock, ws_sock):
                 if other is not None:
                     other.close()
             raise
@@ -154,13 +168,15 @@ class Server:
             self.chat.store = StoreLink(self.loop, store.writer, self.chat.complete)
         self.chat.accounts = AccountLink(self.loop, self.chat.complete)
         self.listener = Listener(self.loop, self.connections, sock, self.chat.protocol,
-                                 config.accepts_per_turn, self.max_clients)
+                                 config.accepts_per_turn, self.max_clients,
+                                 address_limits=self.address_limits)
         self.listener.start()
         self.address = self.listener.address
         if tls_sock is not None:
             self.tls_listener = Listener(self.loop, self.connections, tls_sock,
                                          self.chat.protocol, config.accepts_per_turn,
-                                         self.max_clients, transport_factory=self._tls_transport)
+                                         self.max_clients, transport_factory=self._tls_transport,
+                                         address_limits=self.address_limits)
             self.tls_listener.start()
             self.tls_address = self.tls_listener.address
             log.info("TLS on %s:%d", *self.tls_address)
@@ -168,6 +184,8 @@ class Server:
                 log.warning("plaintext chat/1 on %s:%d can be read by anyone on the path, "
                             "reconnect tokens included; TLS is on %s:%d", *self.address[:2],
                             *self.tls_address)
+        if ws_sock is not None:
+            self._start_web(ws_sock)
         if metrics_sock is not None:
             metrics = MetricsService(self.loop, Metrics(self))
             self.metrics_listener = Listener(self.loop, self.metrics_connections, metrics_sock,
@@ -181,6 +199,32 @@ class Server:
         self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
         return self.address
 
+    def _bind_web(self):
+        """The web listener's socket (given, or bound on ws_port), or None when the
+        web client is off."""
+        sock = self.ws_socket
+        if sock is None and self.config.ws_port:
+            try:
+                sock = bind(self.config.host, self.config.ws_port)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{exc.strerror} (web on {self.config.host}:"
+                              f"{self.config.ws_port})") from None
+        return sock
+
+    def _start_web(self, sock) -> None:
+        """Serve the web client and chat/1 over WebSocket on `sock`: connections
+        count against max_clients like any chat connection; TLS when tls_cert is set."""
+        secure = bool(self.config.tls_cert)
+        web = WebService(self.chat, self.config.web_origins(), secure)
+        self.web_listener = Listener(
+            self.loop, self.connections, sock, web.protocol, self.config.accepts_per_turn,
+            self.max_clients, transport_factory=self._tls_transport if secure else Transport,
+            address_limits=self.address_limits)
+        self.web_listener.start()
+        self.web_address = self.web_listener.address
+        log.info("web client on %s://%s:%d/", "https" if secure else "http",
+                 *self.web_address)
+
     def _tls_transport(self, connections, sock, peer) -> TLSTransport:
         """A new TLS connection's transport, with the context of the moment."""
         return TLSTransport(connections, sock, peer, self.tls_context)
@@ -189,7 +233,7 @@ class Server:
         """Read the certificate and key again (SIGHUP): new connections get a new
         context, open ones keep theirs; a failed load keeps the old one and
         logs why.  True if replaced (False too when TLS is off)."""
-        if self.tls_listener is None:
+        if self.tls_context is None:
             return False
         config = self.config
         try:
@@ -252,10 +296,14 @@ class Server:
         self.connections.limits = OutputLimits(
             write_per_turn=config.write_per_turn, soft=config.output_soft_limit,
             soft_seconds=config.output_soft_seconds, hard=config.output_hard_limit)
-        for listener in (self.listener, self.tls_listener):
+        self.connections.flush_linger = config.flush_linger
+        for listener in (self.listener, self.tls_listener, self.web_listener):
             if listener is not None:
                 listener.max_connections = self.max_clients
                 listener.accepts_per_turn = config.accepts_per_turn
+        limits = self.address_limits
+        limits.concurrent, limits.connects = config.address_connections, config.address_connects
+        limits.window, limits.limit_loopback = config.address_window, config.limit_loopback
         self.chat.handshake_timeout = config.handshake_timeout
         self.chat.idle_timeout = config.idle_timeout
         self.chat.core.reconfigure(config.chat_settings(max_clients=self.max_clients))
@@ -279,15 +327,17 @@ class Server:
             log.warning("second signal: exiting now")
             self.loop.stop()
             return
-        log.info("longest loop turn so far: %.1f ms", self.loop.longest_turn * 1000)
+        log.info("longest loop turn so far: %.1f ms; %d sends for %d deliveries",
+                 self.loop.longest_turn * 1000, self.connections.sends, self.chat.deliveries)
         log.info("%s: closing %d connections", signal.Signals(signum).name,
                  len(self.connections.open))
         self._shutting_down = True
         self.notifier.stopping()
         self.loop.call_later(self.config.shutdown_timeout, self.loop.stop)
         self.listener.close()
-        if self.tls_listener is not None:
-            self.tls_listener.close()
+        for listener in (self.tls_listener, self.web_listener):
+            if listener is not None:
+                listener.close()
         if self.metrics_listener is not None:
             self.metrics_listener.close()
             for transport in list(self.metrics_connections.open):
@@ -311,6 +361,10 @@ class Server:
             self.tls_listener.close()
         elif self.tls_socket is not None:
             self.tls_socket.close()
+        if self.web_listener is not None:
+            self.web_listener.close()
+        elif self.ws_socket is not None:
+            self.ws_socket.close()
         if self.metrics_listener is not None:
             self.metrics_listener.close()
         elif self.metrics_socket is not None:

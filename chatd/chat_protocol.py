@@ -1,8 +1,8 @@
 """chat/1 on a transport: bytes to requests for the core, the core's effects to frames.
 
 One `ChatProtocol` per connection, made by `ChatService.protocol`.  It owns
-the decoder and one watchdog timer (the hello deadline, then the idle
-timeout), feeds each decoded item to the chat core and carries out the
+the decoder and a deadline on the service's watchdogs (the hello deadline,
+then the idle timeout), feeds each decoded item to the chat core and carries out the
 effects that come back: `Deliver` is framed once and the same bytes
 appended to every recipient's output; `Close` says `bye` and closes.
 """
@@ -17,6 +17,7 @@ from framing import REQUESTS, Decoder
 from . import logs
 from .core import ChatCore, CheckPassword, Close, Deliver, Session
 from .transport import State
+from .watchdogs import Watchdogs
 
 log = logging.getLogger("chatd")
 
@@ -39,6 +40,7 @@ class ChatService:
         self.max_frame = core.settings.max_frame
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
+        self.watchdogs = Watchdogs(loop)   # every connection's hello or idle deadline
         self.disconnects: Counter[str] = Counter()
         # Frames queued to recipients: a frame (or a run of n says) to m
         # recipients counts m (n * m); one addition per queue call, none per
@@ -119,7 +121,7 @@ class ChatService:
                 transport.scheduled = True
                 pending.append(transport)
         if not flush_queued and pending:
-            self.loop.call_soon(connections.flush)
+            connections.arrange_flush()
 
     def queue_run(self, room, payloads: list) -> None:
         """Queue a run of `msg` payloads to `room`'s members as one chunk, and empty it."""
@@ -134,15 +136,14 @@ class ChatProtocol(Session):
     fan-out path; the core uses only the Session slots.
     """
 
-    __slots__ = ("service", "transport", "decoder", "last_frame_at", "hello_deadline",
-                 "watchdog")
+    __slots__ = ("service", "transport", "decoder", "last_frame_at", "watch_slot")
 
     def __init__(self, service: ChatService):
         Session.__init__(self)
         self.service = service
         self.transport = None
         self.decoder = Decoder(service.max_frame, REQUESTS)
-        self.watchdog = None
+        self.watch_slot = None   # written by the service's Watchdogs
 
     # ------------------------------------------------------ transport events
 
@@ -152,8 +153,9 @@ class ChatProtocol(Session):
         self.address = transport.peer[0]  # for the core's failed-login limiter
         now = self.service.loop.time()
         self.last_frame_at = now
-        self.hello_deadline = now + self.service.handshake_timeout
-        self._arm_watchdog()
+        # Before hello one deadline, which frames do not move: the first
+        # watchdog firing finds the session welcomed or closes it.
+        self.service.watchdogs.watch(self, now + self._hello_timeout())
 
     def data_received(self, data) -> None:
         """Decode `data` (a memoryview of the shared buffer) and hand each item to the core."""
@@ -205,10 +207,10 @@ class ChatProtocol(Session):
         """The transport dropped unsent output: `too_slow`, then close."""
         self.begin_close("too_slow", error=("too_slow", f"{why}; disconnecting"))
 
-    def over_capacity(self, limit: int) -> None:
-        """One connection beyond max_clients: `server_full`, then close."""
-        self.begin_close("server_full",
-                         error=("server_full", f"{limit} connections already; try later"))
+    def over_capacity(self, why: str) -> None:
+        """One connection beyond max_clients or a per-address limit (`why`, the
+        error's message): `server_full`, then close."""
+        self.begin_close("server_full", error=("server_full", why))
 
     def shutdown(self) -> None:
         """The server stops: `bye` {shutdown} after what is owed."""
@@ -216,8 +218,7 @@ class ChatProtocol(Session):
 
     def connection_lost(self, reason: str | None) -> None:
         """The socket closed; with a `reason`, the session had not begun to close."""
-        if self.watchdog is not None:
-            self.watchdog.cancel()
+        self.service.watchdogs.forget(self)
         if reason is not None:
             self._count_and_end(reason)
 
@@ -244,7 +245,7 @@ class ChatProtocol(Session):
         if transport.state is not _OPEN:
             return
         self._count_and_end(counted_as or reason)
-        self.watchdog.cancel()
+        self.service.watchdogs.forget(self)
         if error is not None:
             self.service.core.out.errors[error[0]] += 1
             transport.write(framing.encode({"type": "error", "code": error[0],
@@ -257,24 +258,28 @@ class ChatProtocol(Session):
 
     # ---------------------------------------------------------------- timers
 
-    def _arm_watchdog(self) -> None:
-        deadline = self.last_frame_at + self.service.idle_timeout
-        if self.name is None and self.hello_deadline < deadline:
-            deadline = self.hello_deadline
-        self.watchdog = self.service.loop.call_at(deadline, self._watch)
+    def _hello_timeout(self) -> float:
+        """Seconds a connection has to say hello: handshake_timeout, or
+        idle_timeout if that is shorter (an unwelcomed connection is idle too)."""
+        return min(self.service.handshake_timeout, self.service.idle_timeout)
 
-    def _watch(self) -> None:
-        """The hello deadline or the idle timeout, whichever is due; else re-arm.
+    def deadline_passed(self) -> None:
+        """The hello deadline or the idle timeout, whichever is due; else watch
+        for the next (the service's Watchdogs call it).
 
-        Re-armed lazily from `last_frame_at` instead of on every frame.
+        The hello deadline is the first one armed (connection_made) and no
+        frame moves it: a session still without a name then is closed.
+        Afterwards the idle deadline is re-armed lazily from `last_frame_at`
+        instead of on every frame.
         """
         service = self.service
-        now = service.loop.time()
-        if self.name is None and now >= self.hello_deadline:
+        if self.name is None:
             self.begin_close("timeout", error=(
-                "timeout", f"no hello within {service.handshake_timeout:g}s"))
-        elif now >= self.last_frame_at + service.idle_timeout:
+                "timeout", f"no hello within {self._hello_timeout():g}s"))
+            return
+        idle_deadline = self.last_frame_at + service.idle_timeout
+        if service.loop.time() >= idle_deadline:
             self.begin_close("timeout", error=(
                 "timeout", f"no frame for {service.idle_timeout:g}s"))
         else:
-            self._arm_watchdog()
+            service.watchdogs.watch(self, idle_deadline)

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -63,8 +64,8 @@ class Config:
                                             "included (not_allowed), as IRC's CHANLIMIT")
     store: str = _setting("chatd.db", "the SQLite file that keeps history and ids across "
                                       "restarts, or 'memory' to keep nothing")
-    retention: int = _setting(100_000, "messages kept on file per room, oldest deleted "
-                                       "first")
+    retention: int = _setting(100_000, "messages kept on file per room and per private "
+                                       "pair of accounts, oldest deleted first")
     accounts: str = _setting("open", "open: anyone may register a name; closed: no new "
                                      "registrations (existing accounts log in); off: no "
                                      "accounts at all")
@@ -72,6 +73,17 @@ class Config:
                                       "login_window before it gets rate_limited (no "
                                       "password is hashed then)")
     login_window: float = _setting(60.0, "seconds over which failed logins are counted")
+    guests: bool = _setting(True, "yes: anyone may say hello under a free name; no: a "
+                                  "private server, only accounts log in (auth_required)")
+    address_connections: int = _setting(16, "connections open at once from one client "
+                                            "address (IPv6: one /64), as Ergo's and "
+                                            "ngircd's defaults; more get server_full")
+    address_connects: int = _setting(32, "new connections one client address (IPv6: one "
+                                         "/64) may open per address_window (server_full)")
+    address_window: float = _setting(10.0, "seconds over which address_connects counts")
+    limit_loopback: bool = _setting(False, "apply the per-address limits to loopback "
+                                           "clients too (exempt by default: a local "
+                                           "proxy or benchmark is one address)")
     handshake_timeout: float = _setting(10.0, "seconds to complete hello (timeout)")
     idle_timeout: float = _setting(300.0, "seconds without any frame before the connection "
                                           "is closed (timeout)")
@@ -87,6 +99,9 @@ class Config:
                                          "storm cannot starve chat")
     write_per_turn: int = _setting(64 << 10, "bytes written to one connection per loop turn, "
                                              "so no client starves the others")
+    flush_linger: float = _setting(0.0005, "seconds a broadcast's flush may wait after the "
+                                           "previous flush while the server is busy, so one "
+                                           "send carries several messages; 0: never wait")
     shutdown_timeout: float = _setting(5.0, "seconds to flush clients on SIGTERM/SIGINT "
                                             "before closing them anyway")
     log_level: str = _setting("info", "debug, info, warning or error")
@@ -105,6 +120,12 @@ class Config:
     tls_client_ca: str = _setting("", "PEM file of CAs whose client certificates are asked "
                                       "for, optional, never in place of a password; empty: "
                                       "none asked for")
+    ws_port: int = _setting(0, "TCP port serving the web client and chat/1 over WebSocket "
+                               "(at /chat), on the same host; HTTPS and wss:// when "
+                               "tls_cert is set; 0 turns it off")
+    ws_origins: str = _setting("", "comma-separated Origins (scheme://host[:port]) whose "
+                                   "pages may open the WebSocket; empty: only the page's "
+                                   "own")
     cluster: str = _setting("", "serve one chat with other nodes through Redis: "
                                 "redis://HOST:PORT or unix:///path (docs/cluster.md); "
                                 "empty: a single node")
@@ -120,12 +141,13 @@ class Config:
         for name in ("max_clients", "rate_burst", "history", "max_bad_messages",
                      "accepts_per_turn", "write_per_turn", "output_hard_limit",
                      "output_soft_limit", "history_memory", "max_rooms",
-                     "max_rooms_per_user", "retention", "login_failures"):
+                     "max_rooms_per_user", "retention", "login_failures",
+                     "address_connections", "address_connects"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("rate_limit", "presence_limit", "retained_rooms", "max_conversations",
                      "handshake_timeout", "idle_timeout", "output_soft_seconds",
-                     "shutdown_timeout", "login_window"):
+                     "shutdown_timeout", "login_window", "address_window", "flush_linger"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         for setting in dataclasses.fields(self):
@@ -139,10 +161,20 @@ class Config:
             problems.append("tls_port must be between 0 and 65535 (0: off)")
         if self.tls_port and not (self.tls_cert and self.tls_key):
             problems.append("tls_port needs tls_cert and tls_key (PEM files)")
+        if not 0 <= self.ws_port <= 65535:
+            problems.append("ws_port must be between 0 and 65535 (0: off)")
+        if self.ws_port and bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("ws_port with TLS needs both tls_cert and tls_key (PEM files)")
+        for origin in self.web_origins():
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                problems.append(f"ws_origins: {origin!r} is not an origin "
+                                "(scheme://host[:port], no path)")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.accounts not in ("open", "closed", "off"):
             problems.append("accounts must be one of open, closed, off")
+        if not self.guests and self.accounts == "off":
+            problems.append("guests no needs accounts open or closed (nobody could log in)")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
@@ -152,6 +184,10 @@ class Config:
         if problems:
             raise ConfigError(problems)
 
+
+    def web_origins(self) -> list[str]:
+        """`ws_origins` as a list (empty: the page's own origin only)."""
+        return [origin.strip() for origin in self.ws_origins.split(",") if origin.strip()]
 
     def chat_settings(self, **overrides) -> ChatSettings:
         """The chat core's group of these settings; `overrides` replace some
@@ -180,8 +216,19 @@ SETTINGS = {setting.name: setting for setting in dataclasses.fields(Config)}
 ENV_PREFIX = "CHATD_"
 
 
+# How a yes/no setting may be spelled in a flag or the environment (TOML has booleans).
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
+             "no": False, "false": False, "off": False, "0": False}
+
+
 def _convert(name: str, value):
     kind = SETTINGS[name].type
+    if kind is bool:
+        if type(value) is bool:
+            return value
+        if type(value) is str and value.lower() in _BOOLEANS:
+            return _BOOLEANS[value.lower()]
+        raise ConfigError([f"{name}: {value!r} is not yes or no"])
     # Strings come from flags and the environment; TOML brings typed values.
     acceptable = (str,) if kind is str else (str, int) if kind is int else (str, int, float)
     if type(value) in acceptable:
@@ -197,7 +244,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         prog="chatd", description="A single-threaded chat server speaking chat/1.",
         epilog="Every setting can also come from CHATD_<NAME> in the environment or "
                "from the TOML file given with --config; flags win, then the "
-               "environment, then the file.")
+               "environment, then the file.  `chatd account --help`: the operator's "
+               "command for accounts in the store file.")
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
     parser.add_argument("--check-config", action="store_true",
@@ -205,8 +253,15 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              "then exit: 0 if chatd would start with them, 78 with the "
                              "first error if not")
     for setting in dataclasses.fields(Config):
-        parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name,
-                            metavar=setting.type.__name__.upper(),
+        flag = "--" + setting.name.replace("_", "-")
+        if setting.type is bool:
+            # `--limit-loopback` alone means yes; `--guests no` says no.
+            default = "yes" if setting.default else "no"
+            parser.add_argument(flag, dest=setting.name, metavar="yes|no", nargs="?",
+                                const="yes",
+                                help=f"{setting.metadata['help']} (default: {default})")
+            continue
+        parser.add_argument(flag, dest=setting.name, metavar=setting.type.__name__.upper(),
                             help=f"{setting.metadata['help']} (default: {setting.default})")
     return parser.parse_args(argv)
 
@@ -262,6 +317,6 @@ def describe(config: Config, sources: dict) -> str:
     lines = []
     for name in SETTINGS:
         value = getattr(config, name)
-        text = json.dumps(value) if isinstance(value, str) else repr(value)
+        text = json.dumps(value) if isinstance(value, (str, bool)) else repr(value)
         lines.append(f"{name} = {text}  # {sources[name]}")
     return "\n".join(lines) + "\n"

@@ -16,17 +16,16 @@ has not sent a whole head within TIMEOUT seconds is closed, and one beyond
 the listener's capacity gets 503.
 """
 
-import http
 import logging
 
 import h11
 
+from . import http_answer
+from .http_answer import MAX_HEAD
 from .transport import State
 
 log = logging.getLogger("chatd")
 
-# Bytes a request's head may take (request line and headers).
-MAX_HEAD = 8192
 # Seconds a scraper has to send its request's head.
 TIMEOUT = 5.0
 PATH = b"/metrics"
@@ -78,7 +77,7 @@ class MetricsHTTP:
     def slow_consumer(self, why: str) -> None:
         self._close()
 
-    def over_capacity(self, limit: int) -> None:
+    def over_capacity(self, why: str) -> None:
         self._answer(503, b"too many metrics connections; try later\n")
 
     def shutdown(self) -> None:
@@ -95,8 +94,7 @@ class MetricsHTTP:
         try:
             event = self.http.next_event()
         except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            self._answer(status, f"{http.HTTPStatus(status).phrase}\n".encode())
+            self._answer(*http_answer.error_status(exc))
             return
         kind = type(event)
         if kind is h11.Request:
@@ -106,11 +104,7 @@ class MetricsHTTP:
         # NEED_DATA: wait for more of the head
 
     def _serve(self, request: h11.Request) -> None:
-        # h11 bounds only a head that is still incomplete; one that came
-        # whole in a read is measured here (request line, headers, CRLFs).
-        head = (len(request.method) + len(request.target) + 13
-                + sum(len(name) + len(value) + 4 for name, value in request.headers) + 2)
-        if head > MAX_HEAD:
+        if http_answer.head_size(request) > MAX_HEAD:
             self._answer(431, b"request head over 8192 bytes\n")
             return
         if request.target.split(b"?", 1)[0] != PATH:
@@ -130,18 +124,8 @@ class MetricsHTTP:
         if self.answered or self.transport.state is not State.OPEN:
             return
         self.answered = True
-        headers = [*headers, ("Content-Length", str(len(body))), ("Connection", "close")]
-        if status != 200:
-            headers.append(("Content-Type", "text/plain; charset=utf-8"))
-        response = h11.Response(status_code=status, headers=headers,
-                                reason=http.HTTPStatus(status).phrase.encode())
-        connection = self.http
-        try:
-            data = connection.send(response)
-            if not head_only and body:
-                data += connection.send(h11.Data(data=body))
-            data += connection.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:  # h11 cannot answer in its state: just close
+        data = http_answer.response(self.http, status, body, headers, head_only)
+        if data is None:  # h11 cannot answer in its state: just close
             self._close()
             return
         self.transport.write(data)

@@ -12,6 +12,7 @@ import errno
 import logging
 import resource
 import socket
+import sys
 
 from . import logs
 from .transport import Connections, Transport
@@ -77,16 +78,19 @@ class Listener:
     """Accepts on `sock` into new transports, each with `protocol_factory()`.
 
     `max_connections` bounds `connections.open` (every listener's, closing
-    ones included); the protocol of one beyond it gets `over_capacity(limit)`
-    instead of service.  `open_log_level` is the level of the "open HOST:PORT"
-    line (a scraper's connections log at debug: one a scrape is noise).
+    ones included); the protocol of one beyond it, or of one its client's
+    address may not open now (`address_limits`, an AddressLimits shared by
+    the chat listeners, or None), gets `over_capacity(why)` instead of
+    service.  `open_log_level` is the level of the "open HOST:PORT" line (a
+    scraper's connections log at debug: one a scrape is noise).
     `transport_factory(connections, sock, peer)` makes each connection's
     transport (`TLSTransport` on the TLS port).
     """
 
     def __init__(self, loop, connections: Connections, sock: socket.socket,
                  protocol_factory, accepts_per_turn: int, max_connections: int,
-                 open_log_level: int = logging.INFO, transport_factory=Transport):
+                 open_log_level: int = logging.INFO, transport_factory=Transport,
+                 address_limits=None):
         self.loop = loop
         self.connections = connections
         self.sock = sock
@@ -96,6 +100,7 @@ class Listener:
         self.max_connections = max_connections
         self.open_log_level = open_log_level
         self.transport_factory = transport_factory
+        self.address_limits = address_limits
         self._closed = False
         self._resume_timer = None
         # Totals for metrics: connections accepted, and of those refused
@@ -146,7 +151,11 @@ class Listener:
                 raise
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport = self.transport_factory(connections, sock, peer[:2])
+            if type(peer) is tuple:
+                # (host, port): many connections share a host (NAT, a proxy), so
+                # they share one interned string, 58 bytes less each.
+                peer = (sys.intern(peer[0]), peer[1])
+            transport = self.transport_factory(connections, sock, peer)
             protocol = self.protocol_factory()
             transport.start(protocol)
             log.log(self.open_log_level, "open %s:%d", *transport.peer,
@@ -154,4 +163,9 @@ class Listener:
             self.accepted += 1
             if len(connections.open) > self.max_connections:
                 self.refused += 1
-                protocol.over_capacity(self.max_connections)
+                protocol.over_capacity(f"{self.max_connections} connections already; "
+                                       "try later")
+            elif self.address_limits is not None:
+                why = self.address_limits.admit(transport, self.loop.time())
+                if why is not None:
+                    protocol.over_capacity(why)

@@ -56,6 +56,9 @@ class ChatdCollector:
                                        labels=["listener"])
         sent = CounterMetricFamily("chatd_sent_bytes", "Bytes written to connections",
                                    labels=["listener"])
+        sends = CounterMetricFamily("chatd_sends", "System calls that wrote to connections; "
+                                    "chatd_deliveries / chatd_sends is how many frames a "
+                                    "send carries", labels=["listener"])
         queued = GaugeMetricFamily("chatd_output_queued_bytes", "Bytes queued for "
                                    "connections and not yet written", labels=["listener"])
         for name, listener, connections in listeners:
@@ -66,9 +69,11 @@ class ChatdCollector:
             rejected.add_metric([name, "accept_failed"], listener.accept_failures)
             received.add_metric([name], connections.bytes_received)
             sent.add_metric([name], connections.bytes_sent)
+            sends.add_metric([name], connections.sends)
             queued.add_metric([name], sum([transport.output.size
                                            for transport in connections.open]))
-        yield from (open_now, limit, accepted, rejected, received, sent, queued)
+        rejected.add_metric(["chat", "address_limit"], server.address_limits.refused)
+        yield from (open_now, limit, accepted, rejected, received, sent, sends, queued)
 
         disconnects = CounterMetricFamily("chatd_disconnects", "Chat connections closed, by "
                                           "reason", labels=["reason"])
@@ -110,6 +115,12 @@ class ChatdCollector:
                                     buckets=buckets, sum_value=loop.turn_seconds)
         yield GaugeMetricFamily("chatd_loop_longest_turn_seconds", "Longest loop turn so far",
                                 value=loop.longest_turn)
+
+        hasher = chat.accounts
+        yield CounterMetricFamily("chatd_password_hashes", "Password checks and hashes handed "
+                                  "to the hashing worker (scrypt)", value=hasher.hashes)
+        yield CounterMetricFamily("chatd_password_hash_failures", "Password jobs that raised "
+                                  "in the worker (answered unavailable)", value=hasher.failures)
 
         store = chat.store
         if store is not None:

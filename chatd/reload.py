@@ -18,9 +18,11 @@ from .config import Config
 LIVE = frozenset((
     "log_level", "rate_limit", "rate_burst", "presence_limit", "max_clients",
     "handshake_timeout", "idle_timeout", "output_hard_limit", "output_soft_limit",
-    "output_soft_seconds", "write_per_turn", "max_bad_messages", "accepts_per_turn",
-    "shutdown_timeout", "retention", "max_rooms", "max_rooms_per_user", "accounts",
-    "login_failures", "login_window", "tls_cert", "tls_key", "tls_client_ca",
+    "output_soft_seconds", "write_per_turn", "flush_linger", "max_bad_messages",
+    "accepts_per_turn", "shutdown_timeout", "retention", "max_rooms", "max_rooms_per_user",
+    "accounts", "login_failures", "login_window", "tls_cert", "tls_key", "tls_client_ca",
+    "guests", "address_connections", "address_connects", "address_window",
+    "limit_loopback",
 ))
 
 

@@ -152,8 +152,10 @@ class TLSTransport(Transport):
             if tls.pending:
                 cipher.append(tls.take_output())
         if cipher.size:
+            connections = self.connections
+            connections.sends += 1
             try:
-                self.connections.bytes_sent += cipher.send(self.sock, cipher.size)
+                connections.bytes_sent += cipher.send(self.sock, cipher.size)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:

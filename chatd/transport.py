@@ -15,12 +15,14 @@ The protocol a transport calls (duck-typed):
                                  is the transport's (e.g. "reset") when the
                                  protocol had not begun to close, else None
 and, from the listener and the daemon:
-    over_capacity(limit)         one connection too many: refuse and close
+    over_capacity(why)           one connection too many (`why` says which
+                                 limit): refuse and close
     shutdown()                   the server stops: say goodbye and close
 
 Writing: `write` queues and the connection goes on `Connections`' flush
 list; the flush runs once at the end of the loop turn, so what a connection
-is owed in one turn leaves in one `sendmsg`.  EVENT_WRITE is asked for only
+is owed in one turn leaves in one `sendmsg` (a broadcast's flush may linger
+a little longer while the server is busy: `Connections.arrange_flush`).  EVENT_WRITE is asked for only
 while output is left over (asyncio's selector transports do the same).
 The chat protocol's fan-out appends to `output` and the flush list itself
 (`ChatService.queue`: a call per recipient would cost 15% of the server's
@@ -46,6 +48,9 @@ RECV_SIZE = 65_536
 # TLS handshake steps per loop turn (a server's first step costs about a
 # millisecond of CPU): a connect storm over TLS waits its turn, chat goes on.
 HANDSHAKES_PER_TURN = 16
+# Connections a flush must be owed to before it may linger (a broadcast, not
+# a reply): see `Connections.arrange_flush`.
+FLUSH_LINGER_MIN_CONNECTIONS = 8
 
 
 class State(enum.Enum):
@@ -81,16 +86,23 @@ class Connections:
     is what `max_clients` counts, closing connections included.
     """
 
-    def __init__(self, loop, limits: OutputLimits):
+    def __init__(self, loop, limits: OutputLimits, flush_linger: float = 0.0):
         self.loop = loop
         self.limits = limits
         self.open: dict = {}
         self.pending: list = []   # transports owed a flush this turn
+        # Seconds a flush to many connections may wait after the previous
+        # flush began (`arrange_flush`); 0 flushes at the end of every turn.
+        self.flush_linger = flush_linger
+        self.flushed_at = 0.0
         self.shutting_down = False
         self._when_empty = None
+        # The listeners' AddressLimits (address_limits.py), told of each close.
+        self.address_limits = None
         # Totals for metrics, each one addition per read, per send or per cut.
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.sends = 0   # system calls that wrote: deliveries per send is the batching
         self.slow_consumers = 0
         # TLS handshakes: steps allowed per turn, taken this turn (`handshake_turn`),
         # and steps put off to a later turn because the turn's were taken.
@@ -105,12 +117,33 @@ class Connections:
     def schedule(self, transport) -> None:
         """Put `transport` on the flush list (once per turn)."""
         transport.scheduled = True
-        if not self.pending:
-            self.loop.call_soon(self.flush)
         self.pending.append(transport)
+        if len(self.pending) == 1:
+            self.arrange_flush()
+
+    def arrange_flush(self) -> None:
+        """Arrange the flush of the list that has just stopped being empty.
+
+        Sends, not Python, are most of a fan-out's cost at a steady rate
+        (docs/performance.md), so while flushes follow each other closely a
+        flush owed to `FLUSH_LINGER_MIN_CONNECTIONS` or more connections waits
+        until `flush_linger` seconds after the previous one began, and each send
+        carries what arrived meanwhile (Kafka's linger.ms, NATS' flusher).
+        After a quiet spell, and for a reply to one or a few connections
+        (a pong, a welcome), the flush runs at the end of this turn as
+        before: an idle server adds no latency and a client that waits for
+        each answer is not slowed.
+        """
+        if len(self.pending) >= FLUSH_LINGER_MIN_CONNECTIONS and self.flush_linger:
+            due = self.flushed_at + self.flush_linger
+            if due > self.loop.time():
+                self.loop.call_at(due, self.flush)
+                return
+        self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """One send per transport owed output; enforce the output limits."""
+        self.flushed_at = self.loop.time()
         limits = self.limits
         pending, self.pending = self.pending, []
         for transport in pending:
@@ -127,8 +160,10 @@ class Connections:
             self.loop.call_soon(when_empty)
 
     def forget(self, transport) -> None:
-        """`transport` has closed: it no longer counts."""
+        """`transport` has closed: it no longer counts (here, nor per address)."""
         del self.open[transport]
+        if self.address_limits is not None:
+            self.address_limits.release(transport)
         if self._when_empty is not None and not self.open:
             self.loop.call_soon(self._when_empty)
 
@@ -243,8 +278,10 @@ class Transport:
             # backlog growing (many senders, one reader): offer the kernel
             # all of it, so only a peer that does not read stays behind.
             budget = limits.write_per_turn if output.size <= limits.soft else output.size
+            connections = self.connections
+            connections.sends += 1
             try:
-                self.connections.bytes_sent += output.send(self.sock, budget)
+                connections.bytes_sent += output.send(self.sock, budget)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:

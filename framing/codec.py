@@ -183,7 +183,9 @@ class Decoder:
         self.max_frame = max_frame
         self.schema = schema
         self.broken = False
-        self._pending = bytearray()
+        # An incomplete frame's bytes; b"" (shared) rather than an empty
+        # bytearray while there are none, 56 bytes less per idle connection.
+        self._pending = b""
 
     @property
     def buffered(self) -> int:
@@ -193,7 +195,8 @@ class Decoder:
     def feed(self, data) -> list:
         if self.broken:
             return []
-        if self._pending:
+        held = bool(self._pending)
+        if held:
             self._pending += data
             buffer = self._pending
         else:
@@ -208,7 +211,7 @@ class Decoder:
                            FrameTooLarge(f"frame of {size} bytes exceeds "
                                          f"max_frame {max_frame}"))
                 self.broken = True
-                self._pending = bytearray()
+                self._pending = b""
                 return out
             end = position + HEADER_SIZE + size
             if end > available:
@@ -218,8 +221,10 @@ class Decoder:
             except MessageError as exc:
                 out.append(exc)
             position = end
-        if buffer is self._pending:
+        if held:
             del buffer[:position]
+            if not buffer:
+                self._pending = b""
         elif position < available:
             self._pending = bytearray(buffer[position:])
         return out

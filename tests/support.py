@@ -23,12 +23,13 @@ WAIT = 5.0
 
 
 @contextmanager
-def running_server(metrics: bool = False, **settings):
+def running_server(metrics: bool = False, web: bool = False, **settings):
     """A chatd serving in a thread of this process on 127.0.0.1, port 0.
 
     Its store is the default kind, a SQLite file, in a temporary directory
     unless `store` is given.  With `metrics`, it also serves /metrics on
-    127.0.0.1 at a free port (`server.metrics_address`).
+    127.0.0.1 at a free port (`server.metrics_address`); with `web`, the web
+    client and WebSocket at a free port (`server.web_address`).
     """
     settings.setdefault("port", 0)
     settings.setdefault("log_level", "warning")
@@ -37,8 +38,9 @@ def running_server(metrics: bool = False, **settings):
         metrics_socket = bind("127.0.0.1", 0) if metrics else None
         # With tls_cert, TLS is also served on a free port (`server.tls_address`).
         tls_socket = bind("127.0.0.1", 0) if settings.get("tls_cert") else None
+        ws_socket = bind("127.0.0.1", 0) if web else None
         server = Server(Config(**settings), metrics_socket=metrics_socket,
-                        tls_socket=tls_socket)
+                        tls_socket=tls_socket, ws_socket=ws_socket)
         host, port = server.start()
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -118,10 +120,15 @@ class ChatClient:
     """A blocking chat/1 client for tests: send messages, wait for frames."""
 
     def __init__(self, address, name: str | None = None, connect_timeout: float = WAIT,
-                 receive_buffer: int | None = None, tls=None):
+                 receive_buffer: int | None = None, tls=None, source: str | None = None,
+                 **hello):
         """`receive_buffer` sets SO_RCVBUF before connecting (a slow reader's window);
-        `tls`, an ssl.SSLContext: speak TLS (handshake at connect, "localhost")."""
+        `tls`, an ssl.SSLContext: speak TLS (handshake at connect, "localhost");
+        `source`: the local address to connect from (127.0.0.2 and up: another
+        client address on loopback); `hello`: more members of the hello (password)."""
         self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        if source is not None:
+            self.sock.bind((source, 0))
         if receive_buffer is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.sock.settimeout(connect_timeout)
@@ -133,7 +140,7 @@ class ChatClient:
         self.closed = False
         self.welcome = None
         if name is not None:
-            self.welcome = self.hello(name)
+            self.welcome = self.hello(name, **hello)
 
     def send(self, message: dict) -> None:
         self.sock.sendall(framing.encode(message))

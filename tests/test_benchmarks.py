@@ -10,6 +10,8 @@ from benchmarks.loadgen.clients import (ROOM_STREAM, Chat1Client, RespClient, me
                                         resp_command)
 from benchmarks.loadgen.delivery import DeliveryCheck
 from benchmarks.loadgen.histogram import LogHistogram
+from benchmarks.load import CAPACITY_RATES
+from benchmarks.loadgen.report import capacity_lines
 from benchmarks.loadgen.targets import read_chatd_log
 from support import REPO
 
@@ -61,6 +63,36 @@ def test_fanout_and_rate_deliver_every_message_once_in_order(tmp_path):
     assert "chatd fanout deliveries/s:" in table and "asyncio" in table.splitlines()[2]
 
 
+def _step(target: str, rate: int, p99_ms: float, generator_cpu=0.5, losses=0) -> dict:
+    return {"scenario": "capacity", "target": target, "step_rate": rate,
+            "latency": {"p99_ms": p99_ms}, "losses": losses, "duplicates": 0, "reorders": 0,
+            "generator_cpu": generator_cpu, "server_cpu": 0.6}
+
+
+def test_capacity_is_the_highest_step_within_the_p99_and_says_what_ended_the_climb():
+    steps = [_step("chatd", 5_000, 0.9), _step("chatd", 10_000, 1.9),
+             _step("chatd", 15_000, 2.4),
+             _step("redis", 5_000, 1.2), _step("redis", 10_000, 1.5, losses=3),
+             _step("chatd-memory", 5_000, 1.0), _step("chatd-memory", 10_000, 1.1, 0.95)]
+    verdict, ratio = capacity_lines(steps)
+    assert "chatd 10,000 msg/s" in verdict and "15,000 msg/s had p99 2.40 ms" in verdict
+    assert "redis 5,000 msg/s" in verdict and "loss/dup/reord 3/0/0" in verdict
+    assert "chatd-memory 10,000 msg/s" in verdict and "generator was the limit" in verdict
+    assert ratio == "chatd capacity: 2.00x redis, 1.00x chatd-memory"
+
+
+def test_capacity_runs_against_a_real_server(tmp_path):
+    report, table = run_benchmark(tmp_path, "--scenario", "capacity", "--target", "chatd",
+                                  *SMALL)
+    rows = report["results"]
+    assert rows and all(row["scenario"] == "capacity" for row in rows)
+    assert [row["step_rate"] for row in rows] == list(CAPACITY_RATES[:len(rows)])
+    for row in rows:
+        assert "error" not in row, row
+        assert (row["losses"], row["duplicates"], row["reorders"]) == (0, 0, 0), row
+    assert "capacity at p99 <= 2 ms: chatd " in table
+
+
 def test_conns_answers_every_ping_and_prices_connections(tmp_path):
     report, _ = run_benchmark(tmp_path, "--scenario", "conns", "--target", "chatd,threads",
                               "--conns", "60", "--ping-sample", "20", *SMALL)
@@ -71,15 +103,30 @@ def test_conns_answers_every_ping_and_prices_connections(tmp_path):
         assert row["rss_loaded_bytes"] >= row["rss_idle_bytes"] > 0
 
 
+def test_websocket_fanout_and_conns_deliver_everything_and_compare_with_tcp(tmp_path):
+    report, table = run_benchmark(tmp_path, "--scenario", "fanout,conns",
+                                  "--target", "chatd-memory,chatd-ws", "--conns", "40",
+                                  "--ping-sample", "10", *SMALL)
+    rows = {(row["scenario"], row["target"]): row for row in report["results"]}
+    for row in rows.values():
+        assert_delivered_exactly(row)
+    assert rows[("fanout", "chatd-ws")]["deliveries_per_s"] > 0
+    assert rows[("conns", "chatd-ws")]["pings"] == 10
+    assert "chatd WebSocket fanout: " in table
+    assert "chatd WebSocket idle connection: " in table
+
+
 def test_chatd_log_gives_the_writer_figures_or_says_why_not():
-    exiting = ("2026-01-01 00:00:00,000 INFO longest loop turn so far: 3.5 ms\n"
+    exiting = ("2026-01-01 00:00:00,000 INFO longest loop turn so far: 3.5 ms; 400 sends for "
+               "1000 deliveries\n"
                "2026-01-01 00:00:01,000 INFO store: 1200 messages in 30 batches (largest 90, "
                "longest wait 12.5 ms); closed cleanly\n")
     assert read_chatd_log(exiting, durable=True) == {
-        "longest_turn_ms": 3.5,
+        "longest_turn_ms": 3.5, "deliveries_per_send": 2.5,
         "store": {"messages": 1200, "batches": 30, "mean_batch": 40.0, "largest_batch": 90,
                   "longest_wait_ms": 12.5}}
-    assert read_chatd_log(exiting, durable=False) == {"longest_turn_ms": 3.5, "store": None}
+    assert read_chatd_log(exiting, durable=False) == {"longest_turn_ms": 3.5,
+                                                      "deliveries_per_send": 2.5, "store": None}
     failed = "ERROR store: could not commit everything before exiting; the next start ...\n"
     assert "could not commit" in read_chatd_log(failed, durable=True)["store"]["error"]
     assert read_chatd_log("", durable=True)["store"] == {"error": "no writer summary in its log"}
@@ -304,3 +351,24 @@ def test_tls_benchmark_prints_its_figures():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "us/delivery TLS" in done.stdout and "handshakes" in done.stdout
+
+
+def test_ws_scan_walks_every_header_size_as_wsproto_reads_them():
+    from wsproto.frame_protocol import FrameProtocol
+
+    from benchmarks.loadgen.ws_client import decode_ws_msg, scan_ws_msgs
+    server = FrameProtocol(client=False, extensions=[])
+    # Frames with 7-bit, 16-bit and 64-bit lengths (an unknown member pads the last).
+    frames = [bytes(server.send_data(framing.encode_payload(
+        {"type": "msg", "room": "lobby", "from": "s1", "text": message_text(1, n, 1.5, 40),
+         "id": n, "ts": 1.0, "pad": "p" * pad}).decode()))
+        for n, pad in ((1, 0), (2, 300), (3, 70_000))]
+    stream = b"".join(frames)
+    for cut in (len(stream), len(stream) - 1, len(frames[0]) + 3):
+        ends, keys, ids = scan_ws_msgs(stream[:cut])
+        complete = [end for end in (len(frames[0]), len(frames[0]) + len(frames[1]),
+                                    len(stream)) if end <= cut]
+        assert ends == complete and ids == [1, 2, 3][:len(complete)]
+        assert keys == [ROOM_STREAM] * len(complete)
+    assert [decode_ws_msg(frame)[1] for frame in frames] == [1, 2, 3]
+    assert scan_ws_msgs(bytes(server.send_data(b"binary"))) is None

@@ -8,11 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import framing
+import pytest
+
 from chatcli import commands, display
 from chatcli.__main__ import parse_arguments
 from chatcli.client import BACKOFF_CAP, BACKOFF_FIRST, backoff_delay
 from chatcli.editor import LineEditor, text_width
 from chatcli.keys import Key, KeyDecoder
+from chatcli.passwords import Dialog, read_password_file
 
 from support import REPO
 
@@ -91,6 +94,8 @@ def test_every_command_parses():
     assert parse("/history") == commands.History(None)
     assert parse("/quit bye all") == commands.Quit("bye all")
     assert parse("/HELP") == commands.Help()
+    assert parse("/register") == commands.Register()
+    assert parse("/passwd") == commands.Passwd()
 
 
 def test_bad_commands_are_invalid_with_a_reason():
@@ -102,7 +107,9 @@ def test_bad_commands_are_invalid_with_a_reason():
                         ("/nick a b", "usage: /nick NAME"),
                         ("/history 0", "usage: /history"),
                         ("/history x", "usage: /history"),
-                        ("/rooms now", "usage: /rooms")]:
+                        ("/rooms now", "usage: /rooms"),
+                        ("/register my password", "usage: /register (the password is asked"),
+                        ("/passwd old new", "usage: /passwd (the passwords are asked")]:
         result = commands.parse(line)
         assert isinstance(result, commands.Invalid), line
         assert words in result.reason, (line, result.reason)
@@ -228,3 +235,80 @@ def test_render_always_fits_and_shows_the_cursor(keys, width):
         assert text_width(visible) <= width - 1
         assert 0 <= column <= width - 1
         assert 0 <= editor.cursor <= len(editor.chars)
+
+
+def test_help_lists_the_account_commands():
+    assert any(line.startswith("/register ") for line in commands.HELP)
+    assert any(line.startswith("/passwd ") for line in commands.HELP)
+
+
+def test_a_password_never_shows_in_a_commands_repr():
+    assert "secret" not in repr(commands.Passwd("secret old", "secret new"))
+    assert "secret" not in repr(commands.Register("secret pw"))
+
+# ----------------------------------------------------------------- passwords
+
+
+def test_dialogs_ask_in_turn_and_check_the_new_password_at_once():
+    register = Dialog.register()
+    assert register.prompt == "new password: " and register.answer("long enough\n") is None
+    assert register.prompt == "new password again: "
+    assert register.answer("long enough") == (commands.Register("long enough"), None)
+    passwd = Dialog.passwd()
+    assert passwd.answer("x") is None  # the current one is the server's to judge
+    assert passwd.answer("y" * 1025) == (
+        None, "/passwd: a password is 8 to 1,024 characters, not 1025; nothing sent")
+    passwd = Dialog.passwd()
+    for answer in ("old password", "new password"):
+        assert passwd.answer(answer) is None
+    assert passwd.answer("new password") == (commands.Passwd("old password", "new password"),
+                                             None)
+    login = Dialog.login("alice")
+    assert login.prompt == "password for alice (empty: another name): "
+    assert login.answer(" spaces kept ") == (" spaces kept ", None)
+
+
+def test_a_password_file_gives_its_first_line_and_bad_ones_say_why(tmp_path):
+    path = tmp_path / "password"
+    path.write_bytes(b" with spaces \r\nsecond line\n")
+    assert read_password_file(str(path)) == " with spaces "
+    path.write_bytes(b"no newline at the end")
+    assert read_password_file(str(path)) == "no newline at the end"
+    for content, reason in [(b"", "its first line is no password: a password is 8 to 1,024 "
+                                  "characters, not 0"),
+                            (b"\xff\xfe not utf-8", "not UTF-8 text")]:
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=reason):
+            read_password_file(str(path))
+    with pytest.raises(ValueError, match="No such file"):
+        read_password_file(str(tmp_path / "absent"))
+
+
+def test_the_password_comes_from_the_file_else_the_environment_never_argv(tmp_path, capsys):
+    path = tmp_path / "password"
+    path.write_text("from the file\n")
+    environment = {"CHATCLI_PASSWORD": "from the environment"}
+    assert parse_arguments(["--password-file", str(path)], environment).password \
+        == "from the file"
+    assert parse_arguments([], environment).password == "from the environment"
+    assert parse_arguments([], {"CHATCLI_PASSWORD": ""}).password is None
+    assert parse_arguments([], {}).password is None
+    with pytest.raises(SystemExit):
+        parse_arguments(["--password", "my secret"], {})
+    error = capsys.readouterr().err
+    assert "unrecognized arguments: --password" in error
+
+
+def test_a_hidden_line_shows_nothing_recalls_nothing_and_keeps_the_visible_one():
+    editor = LineEditor(prompt="> ")
+    editor.remember("earlier")
+    type_keys(editor, "half typed")
+    editor.hide(True)
+    editor.prompt = "password: "
+    type_keys(editor, "secret", Key.UP, Key.LEFT, "!")
+    assert editor.text == "secre!t"
+    assert editor.render(80) == ("password: ", len("password: "))
+    assert editor.submit() == "secre!t"
+    editor.hide(False)
+    assert (editor.text, editor.cursor) == ("half typed", 10)
+    assert editor.history == ["earlier"]

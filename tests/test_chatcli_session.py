@@ -528,3 +528,224 @@ def test_a_request_with_no_frame_back_for_the_answer_timeout_means_a_dead_connec
     assert session.next_deadline(0.0) == session.answer_timeout == 10.0
     assert not session.is_dead(9.99)
     assert session.is_dead(10.0)
+
+# ------------------------------------------------------------------ accounts
+
+PASSWORD = "correct horse"
+
+
+def dm(msg_id, sender="bob", to="alice", text=None, ref=None):
+    event = {"type": "msg", "to": to, "from": sender, "text": text or f"d{msg_id}",
+             "id": msg_id, "ts": 1000.0 + msg_id}
+    if ref is not None:
+        event["ref"] = ref
+    return event
+
+
+def test_register_asks_twice_and_sends_only_matching_passwords():
+    session, _ = welcomed_session()
+    assert session.submit("/register") == [] and session.question == "new password: "
+    session.submit(PASSWORD)
+    assert session.question == "new password again: "
+    assert texts(session.submit("something else")) == [
+        "/register: the two new passwords differ; nothing sent"]
+    assert session.question is None and session.take_requests(0.0) == []
+    # Too short: refused at once, not asked again.
+    session.submit("/register")
+    assert texts(session.submit("short")) == [
+        "/register: a password is 8 to 1,024 characters, not 5; nothing sent"]
+    assert session.question is None and session.refused == 2
+    session.submit("/register")
+    session.submit(PASSWORD)
+    assert session.submit(PASSWORD) == []
+    (register,) = session.take_requests(0.0)
+    assert register == {"type": "register", "password": PASSWORD, "ref": register["ref"]}
+    lines = session.receive(answer(register, type="registered", name="alice"))
+    assert texts(lines) == ["* alice is now your account; next time log in with its password"]
+    # A reconnect logs in with it (the token alone dies with a server restart).
+    session.connection_lost()
+    session.connection_made(1.0)
+    (hello,) = session.take_requests(1.0)
+    assert hello["password"] == PASSWORD and hello["token"] == "t1"
+
+
+def test_passwd_asks_the_current_and_the_new_twice_and_remembers_the_new():
+    session, _ = welcomed_session(password=PASSWORD)
+    session.submit("/passwd")
+    for prompt, typed in (("current password: ", PASSWORD),
+                          ("new password: ", "battery staple"),
+                          ("new password again: ", "battery staple")):
+        assert session.question == prompt
+        session.submit(typed)
+    (passwd,) = session.take_requests(0.0)
+    assert (passwd["type"], passwd["old"], passwd["new"]) == ("passwd", PASSWORD,
+                                                               "battery staple")
+    assert texts(session.receive(answer(passwd, type="password_changed"))) == [
+        "* password changed"]
+    session.connection_lost()
+    session.connection_made(1.0)
+    assert session.take_requests(1.0)[0]["password"] == "battery staple"
+
+
+def test_a_cancelled_question_sends_nothing_and_a_cancelled_login_quits():
+    session, _ = welcomed_session()
+    session.submit("/passwd")
+    session.submit(PASSWORD)
+    assert texts(session.cancel_question()) == ["/passwd cancelled; nothing sent"]
+    assert session.question is None and session.take_requests(0.0) == []
+    assert texts(session.submit("chat again")) == []
+    assert session.take_requests(0.0)[0]["text"] == "chat again"
+    login = Session("alice")
+    login.connection_made(0.0)
+    (hello,) = login.take_requests(0.0)
+    login.receive(answer(hello, type="error", code="auth_required", message="account"))
+    login.cancel_question()
+    assert login.quitting and login.take_requests(0.0)[0]["type"] == "quit"
+
+
+def test_an_account_name_asks_for_the_password_three_times_then_gives_up():
+    session = Session("alice")
+    session.connection_made(0.0)
+    (hello,) = session.take_requests(0.0)
+    assert "password" not in hello
+    lines = session.receive(answer(hello, type="error", code="auth_required",
+                                   message="'alice' is an account: send its password"))
+    assert [line.text for line in lines] == [
+        "! auth_required: 'alice' is an account: send its password"]
+    assert session.question == "password for alice (empty: another name): "
+    for tries in range(1, 4):
+        # A reconnect meanwhile waits for the answer instead of asking again.
+        session.connection_lost()
+        session.connection_made(float(tries))
+        assert session.take_requests(float(tries)) == []
+        session.submit(f"wrong {tries} password")
+        (hello,) = session.take_requests(float(tries))
+        assert hello["password"] == f"wrong {tries} password"
+        session.receive(answer(hello, type="error", code="auth_failed",
+                               message="wrong name or password"))
+        if tries < 3:
+            assert session.fatal is None and session.question is not None
+    assert session.fatal == "cannot log in as alice: wrong name or password 3 times"
+
+
+def test_an_empty_answer_gives_the_name_back_and_a_right_one_logs_in():
+    session = Session("alice")
+    session.connection_made(0.0)
+    (hello,) = session.take_requests(0.0)
+    session.receive(answer(hello, type="error", code="auth_required", message="account"))
+    assert texts(session.submit("")) == [
+        "choose another username: 1 to 32 characters from A-Z a-z 0-9 _ - ."]
+    assert session.name is None and session.question is None
+    session.set_name("alice")
+    (hello,) = session.take_requests(0.0)
+    session.receive(answer(hello, type="error", code="auth_required", message="account"))
+    session.submit(PASSWORD)
+    (hello,) = session.take_requests(0.0)
+    lines = session.receive(answer(hello, **welcome(), account=True, conversations=[]))
+    assert texts(lines) == ["connected as alice, logged in (test); 1 in #lobby: alice"]
+
+
+def test_without_someone_to_ask_a_refused_login_is_fatal():
+    required = Session("alice", ask_password=False)
+    required.connection_made(0.0)
+    (hello,) = required.take_requests(0.0)
+    required.receive(answer(hello, type="error", code="auth_required", message="account"))
+    assert required.fatal == ("alice is an account: give its password with "
+                              "--password-file FILE or CHATCLI_PASSWORD")
+    assert required.question is None
+    wrong = Session("alice", password="wrong password", ask_password=False)
+    wrong.connection_made(0.0)
+    (hello,) = wrong.take_requests(0.0)
+    assert hello["password"] == "wrong password"
+    wrong.receive(answer(hello, type="error", code="auth_failed",
+                         message="wrong name or password"))
+    assert wrong.fatal == "cannot log in as alice: wrong name or password"
+
+
+def test_a_login_refused_for_too_many_failures_is_not_sent_again_at_once():
+    session = Session("alice", password=PASSWORD)
+    session.connection_made(0.0)
+    (hello,) = session.take_requests(0.0)
+    session.receive(answer(hello, type="error", code="rate_limited",
+                           message="too many failed logins from your address; wait up to 60s"))
+    assert session.take_requests(0.0) == []
+    assert session.fatal == ("cannot log in as alice: too many failed logins from your "
+                             "address; wait up to 60s")
+
+
+def test_a_login_the_server_cannot_check_now_asks_for_a_new_connection():
+    session = Session("alice", password=PASSWORD)
+    session.connection_made(0.0)
+    (hello,) = session.take_requests(0.0)
+    session.receive(answer(hello, type="error", code="unavailable",
+                           message="too many logins being checked; try again shortly"))
+    assert session.redial == ("cannot log in now: too many logins being checked; "
+                              "try again shortly")
+    assert session.fatal is None and session.take_requests(0.0) == []
+    session.connection_lost()
+    assert session.redial is None
+    session.connection_made(1.0)
+    assert session.take_requests(1.0)[0]["password"] == PASSWORD
+
+
+def logged_in(conversations, session=None, now=0.0, limits=LIMITS):
+    """`session` (a new alice with a password by default) welcomed as an
+    account with `conversations`; returns it and the requests that follow."""
+    if session is None:
+        session = Session("alice", password=PASSWORD)
+    session.connection_made(now)
+    (hello,) = session.take_requests(now)
+    session.receive(answer(hello, **welcome(limits=limits), account=True,
+                           conversations=conversations))
+    return session, session.take_requests(now)
+
+
+def test_private_conversations_at_login_are_fetched_least_recent_first():
+    session, requests = logged_in([{"with": "Bob", "last_id": 3},
+                                   {"with": "carol", "last_id": 1},
+                                   {"with": "not a name", "last_id": 1}, "junk"])
+    baseline, carol, bob = requests
+    assert baseline["room"] == "lobby"
+    assert (carol["with"], carol["limit"], "since" in carol) == ("carol", 100, False)
+    assert bob["with"] == "Bob"
+    # Held: what the user types waits until they are shown.
+    session.submit("typed meanwhile")
+    assert session.take_requests(0.0) == [] and not session.settled
+    session.receive(answer(baseline, type="history", room="lobby", messages=[]))
+    lines = session.receive(answer(carol, type="history", messages=[dm(1, sender="carol")],
+                                   **{"with": "carol"}))
+    assert texts(lines) == ["*carol* d1"]
+    # A live one from Bob during his catch-up waits and is shown once.
+    assert session.receive(dm(4, sender="Bob")) == []
+    lines = session.receive(answer(bob, type="history", messages=[
+        dm(1, sender="Bob"), dm(2, sender="alice", to="Bob"), dm(3, sender="Bob")],
+        **{"with": "Bob"}))
+    assert texts(lines) == ["*Bob* d1", "-> *Bob* d2", "*Bob* d3", "*Bob* d4"]
+    (say,) = session.take_requests(0.0)
+    assert say["text"] == "typed meanwhile"
+
+
+def test_a_reconnect_fetches_only_the_conversations_with_unseen_messages():
+    session, (baseline, bob) = logged_in([{"with": "bob", "last_id": 2}])
+    session.receive(answer(baseline, type="history", room="lobby", messages=[]))
+    session.receive(answer(bob, type="history", messages=[dm(1), dm(2)], **{"with": "bob"}))
+    session.submit("/msg carol hi")
+    (sent,) = session.take_requests(0.0)
+    session.receive(dm(1, sender="alice", to="carol", text="hi", ref=sent["ref"]))
+    session.connection_lost()
+    # A retention of 2 messages: pages of 2, asked until one comes back
+    # short, as a room's catch-up does.
+    session, (lobby, carol) = logged_in([{"with": "carol", "last_id": 4},
+                                         {"with": "bob", "last_id": 2}], session, now=1.0,
+                                        limits={**LIMITS, "history": 2})
+    assert lobby["room"] == "lobby"
+    assert (carol["with"], carol["since"], carol["limit"]) == ("carol", 1, 2)
+    session.receive(answer(lobby, type="history", room="lobby", messages=[]))
+    session.receive(answer(carol, type="history", messages=[dm(2, sender="carol"),
+                                                            dm(3, sender="carol")],
+                           **{"with": "carol"}))
+    (more,) = session.take_requests(1.0)
+    assert (more["with"], more["since"], "room" in more) == ("carol", 3, False)
+    assert texts(session.receive(answer(more, type="history", messages=[
+        dm(4, sender="carol")], **{"with": "carol"}))) == ["*carol* d4"]
+    assert session.settled

@@ -113,3 +113,32 @@ def test_a_running_daemon_takes_its_limits_from_file_environment_and_flags(tmp_p
         limits = alice.welcome["limits"]
         assert (limits["max_frame"], limits["rate"], limits["burst"],
                 limits["presence_limit"]) == (10_000, 4, 5, 7)
+
+
+def test_web_settings_are_checked():
+    assert Config(ws_port=8080, ws_origins=" https://a.example , http://b.example:81").web_origins() \
+        == ["https://a.example", "http://b.example:81"]
+    with pytest.raises(ValueError, match="ws_origins: 'https://a.example/page' is not an origin"):
+        Config(ws_port=8080, ws_origins="https://a.example/page")
+    with pytest.raises(ValueError, match="ws_port must be between 0 and 65535"):
+        Config(ws_port=70000)
+    with pytest.raises(ValueError, match="ws_port with TLS needs both tls_cert and tls_key"):
+        Config(ws_port=8080, tls_cert="cert.pem")
+
+
+def test_yes_no_settings_from_flags_environment_and_file(tmp_path):
+    assert (Config().guests, Config().limit_loopback) == (True, False)
+    assert load_config(["--limit-loopback"], environ={}).limit_loopback is True
+    assert load_config(["--guests", "no"], environ={}).guests is False
+    assert load_config([], environ={"CHATD_GUESTS": "No"}).guests is False
+    settings = tmp_path / "chatd.toml"
+    settings.write_text("guests = false\nlimit_loopback = true\n")
+    config = load_config(["--config", str(settings)], environ={})
+    assert (config.guests, config.limit_loopback) == (False, True)
+    with pytest.raises(ValueError, match="guests: 'maybe' is not yes or no"):
+        load_config(["--guests", "maybe"], environ={})
+    settings.write_text("guests = 1\n")
+    with pytest.raises(ValueError, match="is not yes or no"):
+        load_config(["--config", str(settings)], environ={})
+    with pytest.raises(ValueError, match="guests no needs accounts open or closed"):
+        Config(guests=False, accounts="off")

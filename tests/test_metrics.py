@@ -27,6 +27,7 @@ SERIES = {
     "chatd_messages_accepted": "counter", "chatd_deliveries": "counter",
     "chatd_slow_consumers": "counter", "chatd_users": "gauge", "chatd_rooms": "gauge",
     "chatd_loop_turn_seconds": "histogram", "chatd_loop_longest_turn_seconds": "gauge",
+    "chatd_password_hashes": "counter", "chatd_password_hash_failures": "counter",
 }
 STORE_SERIES = {
     "chatd_store_batches": "counter", "chatd_store_rows_committed": "counter",

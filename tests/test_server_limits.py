@@ -212,16 +212,18 @@ def test_a_reset_connection_frees_its_queued_output_at_once():
             ChatClient(server.address, "alice") as alice:
         slow = slow_client(server, "slow")
         slow_conn = connection_of(server, "slow")
-        watchdog = slow_conn.protocol.watchdog
+        watchdogs, protocol = server.chat.watchdogs, slow_conn.protocol
+        assert protocol.watch_slot is not None
         push_until(server, alice, [], lambda: slow_conn.output.size > (512 << 10))
         slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         slow.close()
         alice.send({"type": "say", "text": "the server notices the reset"})
         wait_until(lambda: slow_conn.sock.fileno() == -1, what="the reset seen")
         wait_until(lambda: not slow_conn.output.chunks, what="its queue freed")
-        # ... and its idle timer, cancelled, no longer holds the connection.
-        wait_until(lambda: watchdog.cancelled and watchdog.callback is None,
-                   what="its idle timer cancelled")
+        # ... and its idle deadline, forgotten, no longer holds the connection.
+        wait_until(lambda: protocol.watch_slot is None and all(
+            protocol not in members for members in watchdogs._slots.values()),
+            what="its idle deadline forgotten")
 
 
 def test_frames_bigger_than_the_per_turn_write_budget_arrive_whole():

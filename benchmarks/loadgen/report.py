@@ -10,6 +10,8 @@ GENERATOR_BOUND = 0.9
 # The number each scenario is judged by, and whether more of it is better.
 HEADLINE = {"fanout": ("deliveries_per_s", True), "rate": ("p99_ms", False),
             "conns": ("p99_ms", False)}
+# The p99 a capacity step must keep (benchmarks/load.py CAPACITY_P99_MS).
+CAPACITY_P99_MS = 2.0
 
 
 def _number(value, digits: int = 0) -> str:
@@ -52,7 +54,7 @@ def ratios(results: list) -> list[str]:
             by_scenario.setdefault(result["scenario"], {})[result["target"]] = result
     for scenario, targets in by_scenario.items():
         chatd = targets.get("chatd")
-        if chatd is None:
+        if chatd is None or scenario not in HEADLINE:
             continue
         key, more_is_better = HEADLINE[scenario]
         parts = []
@@ -69,6 +71,70 @@ def ratios(results: list) -> list[str]:
             what = "deliveries/s" if more_is_better else key.replace("_ms", " latency") \
                 + " (their/ours)"
             lines.append(f"chatd {scenario} {what}: " + ", ".join(parts))
+    return lines
+
+
+def capacity_lines(results: list) -> list[str]:
+    """Per target, the highest capacity step that kept p99 within CAPACITY_P99_MS
+    with nothing lost, what ended the climb, and chatd's ratio to each other target."""
+    steps: dict = {}
+    for result in results:
+        if result["scenario"] == "capacity":
+            steps.setdefault(result["target"], []).append(result)
+    verdicts, parts = {}, []
+    for target, rows in steps.items():
+        good = [row for row in rows if "error" not in row
+                and row["latency"]["p99_ms"] <= CAPACITY_P99_MS
+                and not (row["losses"] or row["duplicates"] or row["reorders"])]
+        last = rows[-1]
+        if "error" in last:
+            why = f"{last['step_rate']:,} msg/s failed: {last['error'][:60]}"
+        elif last["generator_cpu"] >= GENERATOR_BOUND and last in good:
+            why = f"the generator was the limit at {last['step_rate']:,} msg/s (a lower bound)"
+        elif last in good:
+            why = "the last step passed (a lower bound)"
+        else:
+            why = (f"{last['step_rate']:,} msg/s had p99 {last['latency']['p99_ms']:,.2f} ms, "
+                   f"loss/dup/reord {last['losses']}/{last['duplicates']}/{last['reorders']}")
+        best = good[-1] if good else None
+        verdicts[target] = best["step_rate"] if best else 0
+        parts.append(f"{target} {verdicts[target]:,} msg/s"
+                     + (f" (srv CPU {100 * best['server_cpu']:.0f}%)" if best else "")
+                     + f"; then {why}")
+    if not parts:
+        return []
+    lines = [f"capacity at p99 <= {CAPACITY_P99_MS:g} ms: " + " | ".join(parts)]
+    if verdicts.get("chatd"):
+        lines.append("chatd capacity: " + ", ".join(
+            f"{verdicts['chatd'] / rate:.2f}x {target}" for target, rate in verdicts.items()
+            if target != "chatd" and rate))
+    return lines
+
+
+def websocket_lines(results: list) -> list[str]:
+    """chat/1 over WebSocket (chatd-ws) against chat/1 over TCP (chatd-memory, the same
+    store) in the same run: fanout deliveries/s and server CPU per delivery; conns'
+    memory per idle connection."""
+    lines = []
+    pairs: dict = {}
+    for result in results:
+        if "error" not in result and result["target"] in ("chatd-ws", "chatd-memory"):
+            pairs.setdefault(result["scenario"], {})[result["target"]] = result
+    for scenario, pair in pairs.items():
+        ws, tcp = pair.get("chatd-ws"), pair.get("chatd-memory")
+        if ws is None or tcp is None:
+            continue
+        if scenario == "fanout" and tcp["deliveries_per_s"] and ws["server_us_per_delivery"]:
+            lines.append(
+                f"chatd WebSocket fanout: {ws['deliveries_per_s'] / tcp['deliveries_per_s']:.2f}x "
+                f"the deliveries/s of chat/1 over TCP; server CPU per delivery "
+                f"{ws['server_us_per_delivery']:.2f} µs against {tcp['server_us_per_delivery']:.2f}"
+                f" ({tcp['server_us_per_delivery'] / ws['server_us_per_delivery']:.2f}x)")
+        elif scenario == "conns":
+            lines.append(
+                f"chatd WebSocket idle connection: {ws['rss_per_connection_bytes'] / 1024:.2f} KiB "
+                f"of server memory against {tcp['rss_per_connection_bytes'] / 1024:.2f} KiB "
+                "over TCP")
     return lines
 
 
@@ -95,8 +161,13 @@ def chatd_log_lines(results: list) -> list[str]:
              if "error" not in result and result.get("longest_turn_ms") is not None]
     if turns:
         lines.append("chatd's longest loop turn: " + ", ".join(turns))
+    batching = [f"{result['scenario']}/{result['target']} "
+                f"{result['deliveries_per_send']:,.1f}" for result in results
+                if "error" not in result and result.get("deliveries_per_send") is not None]
+    if batching:
+        lines.append("chatd's deliveries per send: " + ", ".join(batching))
     if lines:
-        lines.append("(commits, waits and loop turns: chatd's own counts, logged at exit, "
+        lines.append("(commits, waits, loop turns and sends: chatd's own counts, logged at exit, "
                      "over its whole run with warm-up and drain; thread CPU: the measured "
                      "window)")
     return lines
@@ -116,6 +187,8 @@ def format_table(report: dict) -> str:
     lines += [
         "",
         *ratios(report["results"]),
+        *capacity_lines(report["results"]),
+        *websocket_lines(report["results"]),
         *([""] + logged if logged else []),
         "",
         f"fanout/rate: R={settings['receivers']} receivers + S={settings['senders']} senders "

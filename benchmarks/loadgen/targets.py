@@ -24,9 +24,10 @@ START_SECONDS = 15.0
 SPARE_CONNECTIONS = 64
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-TARGETS = ("chatd", "chatd-memory", "asyncio", "threads", "redis")
-DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "asyncio": "chat1", "threads": "chat1",
-            "redis": "resp"}
+TARGETS = ("chatd", "chatd-memory", "chatd-ws", "asyncio", "threads", "redis")
+# chatd-ws: chatd-memory's chat/1 over WebSocket on its web port (--ws-port).
+DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "chatd-ws": "ws", "asyncio": "chat1",
+            "threads": "chat1", "redis": "resp"}
 
 
 # The durable store's writer figures exist only in the line chatd logs at
@@ -43,7 +44,8 @@ LOG_LEVELS = {"fanout": "info", "rate": "info", "conns": "warning"}
 _STORE_LINE = re.compile(r"store: (\d+) messages in (\d+) batches \(largest (\d+), "
                          r"longest wait ([\d.]+) ms\); closed cleanly")
 _STORE_FAILED = "store: could not commit everything"
-_LONGEST_TURN = re.compile(r"longest loop turn so far: ([\d.]+) ms")
+_LONGEST_TURN = re.compile(r"longest loop turn so far: ([\d.]+) ms; (\d+) sends for (\d+) "
+                           r"deliveries")
 
 
 def chatd_log_level(scenario: str) -> str:
@@ -51,16 +53,19 @@ def chatd_log_level(scenario: str) -> str:
 
 
 def read_chatd_log(text: str, durable: bool) -> dict:
-    """What chatd's log says at exit: its longest loop turn and the store's writer figures.
+    """What chatd's log says at exit: its longest loop turn, deliveries per send and the
+    store's writer figures.
 
     The writer's figures cover the whole run (warm-up and drain included);
     `store` is None for memory-only, and holds `error` when the line is
     missing (chatd could not commit everything, or did not exit by itself).
     """
-    summary: dict = {"longest_turn_ms": None, "store": None}
+    summary: dict = {"longest_turn_ms": None, "deliveries_per_send": None, "store": None}
     turn = _LONGEST_TURN.search(text)
     if turn:
         summary["longest_turn_ms"] = float(turn.group(1))
+        sends, deliveries = int(turn.group(2)), int(turn.group(3))
+        summary["deliveries_per_send"] = deliveries / sends if sends else None
     if not durable:
         return summary
     line = _STORE_LINE.search(text)
@@ -97,9 +102,12 @@ def free_port() -> int:
 def command_for(target: str, port: int, max_connections: int, directory: str,
                 log_level: str = "warning") -> list[str]:
     """How to start `target`; chatd's durable store goes to a file in `directory`."""
-    if target in ("chatd", "chatd-memory"):
-        store = "memory" if target == "chatd-memory" else os.path.join(directory, "chatd.db")
-        return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", str(port),
+    if target in ("chatd", "chatd-memory", "chatd-ws"):
+        store = "memory" if target != "chatd" else os.path.join(directory, "chatd.db")
+        # chatd-ws: the load goes to the web port; chat/1's TCP port is any free one.
+        ports = ["--port", "0", "--ws-port", str(port)] if target == "chatd-ws" \
+            else ["--port", str(port)]
+        return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", *ports,
                 "--rate-limit", "0", "--max-clients", str(max_connections),
                 "--store", store, "--log-level", log_level]
     if target in ("asyncio", "threads"):
@@ -132,7 +140,7 @@ class TargetProcess:
         self.log_summary: dict | None = None
         self._log_path = None
         stderr = subprocess.DEVNULL
-        if target in ("chatd", "chatd-memory"):
+        if target.startswith("chatd"):
             self._log_path = os.path.join(self._directory.name, "chatd.log")
             stderr = open(self._log_path, "wb")
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []

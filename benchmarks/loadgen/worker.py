@@ -12,6 +12,7 @@ import time
 from collections import deque
 
 from .clients import ROOM_STREAM, Chat1Client, RespClient, message_text
+from .ws_client import WSChat1Client
 from .histogram import LogHistogram
 
 # Handshakes left unanswered at once per process, so a connect storm stays
@@ -42,7 +43,8 @@ class Worker:
         self.epoll = select.epoll()
         self.by_fd: dict = {}
         self.sender_fds: set = set()
-        self.client_class = Chat1Client if spec["dialect"] == "chat1" else RespClient
+        self.client_class = {"chat1": Chat1Client, "ws": WSChat1Client,
+                             "resp": RespClient}[spec["dialect"]]
         self.stream = self.client_class.new_stream()
         self.recv_buffer = bytearray(RECV_SIZE)
         self.recv_view = memoryview(self.recv_buffer)  # never resized, so never released
@@ -232,9 +234,9 @@ class Worker:
             client.settle()
         accepted: dict = {}
         for client in self.senders:
-            key = ROOM_STREAM if self.spec["dialect"] == "chat1" else b"%04d" % client.sender
+            key = ROOM_STREAM if self.spec["dialect"] != "resp" else b"%04d" % client.sender
             accepted[key] = accepted.get(key, 0) + client.acked
-        members = self.receivers + (self.senders if self.spec["dialect"] == "chat1" else [])
+        members = self.receivers + (self.senders if self.spec["dialect"] != "resp" else [])
         unique = duplicates = reorders = 0
         highest: dict = {}
         for client in members:

@@ -9,10 +9,10 @@ message.
 
 from .accounts import Account, Credential, LoginLimiter
 from .chat import ChatCore, ChatSettings
-from .effects import (CheckPassword, Close, Deliver, HistoryLoaded, LoadHistory, LoadPrivate,
+from .effects import (AccountsLoaded, CheckPassword, Close, Deliver, HistoryLoaded, LoadHistory, LoadPrivate,
                       LoadRoom, PasswordChecked, StorePrivate, RoomLoaded, StoreAccount, StoreMessage, StoreWritable)
 from .session import Session
 
-__all__ = ["Account", "CheckPassword", "Credential", "LoginLimiter", "PasswordChecked", "LoadPrivate", "StorePrivate",
+__all__ = ["Account", "AccountsLoaded", "CheckPassword", "Credential", "LoginLimiter", "PasswordChecked", "LoadPrivate", "StorePrivate",
            "StoreAccount", "ChatCore", "ChatSettings", "Close", "Deliver", "HistoryLoaded", "LoadHistory",
            "LoadRoom", "RoomLoaded", "Session", "StoreMessage", "StoreWritable"]

@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict, deque
 from framing import MAX_TEXT_CHARS, ProtocolError, TokenBucket, encode_payload
 
 from .accounts import Account, LoginLimiter
-from .effects import (Close, Deliver, HistoryLoaded, Outbox, PasswordChecked, RoomLoaded,
+from .effects import (AccountsLoaded, Close, Deliver, HistoryLoaded, Outbox, PasswordChecked, RoomLoaded,
                       StoreWritable)
 from .history import History, RingBudget
 from .identity import IdentityRequests
@@ -58,6 +58,7 @@ class ChatSettings:
     accounts: str = "open"
     login_failures: int = 5
     login_window: float = 60.0
+    guests: bool = True
 
 
 class ChatCore(IdentityRequests, ChatRequests):
@@ -184,6 +185,8 @@ class ChatCore(IdentityRequests, ChatRequests):
                 self._resume(session)
         elif kind is StoreWritable:
             self.messages.writable = completion.writable
+        elif kind is AccountsLoaded:
+            self._accounts_loaded(completion.accounts)
         return out
 
     @staticmethod

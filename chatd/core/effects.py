@@ -196,15 +196,18 @@ class CheckPassword:
 
 class PasswordChecked:
     """Completion of `CheckPassword` (`job`): `ok` True or False, or None when the
-    worker's queue was full (the request is `unavailable`); `credential` is the
-    new one when `job.new` was hashed."""
+    worker's queue was full or, with `failed`, the check raised (either way the
+    request is `unavailable`); `credential` is the new one when `job.new` was
+    hashed."""
 
-    __slots__ = ("job", "ok", "credential")
+    __slots__ = ("job", "ok", "credential", "failed")
 
-    def __init__(self, job: CheckPassword, ok: bool | None, credential=None):
+    def __init__(self, job: CheckPassword, ok: bool | None, credential=None,
+                 failed: bool = False):
         self.job = job
         self.ok = ok
         self.credential = credential
+        self.failed = failed
 
 
 class StoreAccount:
@@ -218,6 +221,17 @@ class StoreAccount:
         self.name = name
         self.credential = credential
         self.created = created
+
+
+class AccountsLoaded:
+    """Completion: every account on file (casefolded name -> Account), read again
+    because the operator's `chatd account` changed the file while the server
+    runs.  The core adds, changes and removes its accounts to match."""
+
+    __slots__ = ("accounts",)
+
+    def __init__(self, accounts: dict):
+        self.accounts = accounts
 
 
 class Outbox:

@@ -62,6 +62,10 @@ class IdentityRequests:
             return
         holder = self.users.get(key)
         account = self._account_of(key)
+        if account is None and not self.settings.guests:
+            self.out.error(session, "auth_required", "this server serves accounts only: "
+                           "log in with a password", ref)
+            return
         if holder is not None:
             token = message.get("token")
             # As bytes: compare_digest refuses str with non-ASCII characters.
@@ -121,6 +125,8 @@ class IdentityRequests:
         self._welcome(session, account.name, key, ref)
 
     def _welcome(self, session: Session, name: str, key: str, ref) -> None:
+        if key == name:
+            key = name  # a lowercase name: one string kept, not two equal ones
         session.name, session.key = name, key
         session.token = secrets.token_urlsafe(TOKEN_BYTES)
         self.users[key] = session
@@ -219,8 +225,7 @@ class IdentityRequests:
     def _register_checked(self, session: Session, message: dict, result: PasswordChecked,
                           ref) -> None:
         if result.ok is None:
-            self.out.error(session, "unavailable", "too many passwords being hashed; "
-                           "try again shortly", ref)
+            self._unavailable(session, result, "passwords being hashed", ref)
             return
         key = session.key
         account = self.accounts[key] = Account(session.name, result.credential,
@@ -257,12 +262,22 @@ class IdentityRequests:
         hasher was full (`busy` says of what), else `auth_failed` for a wrong
         password or an account changed or gone meanwhile.  True if answered."""
         if result.ok is None:
-            self.out.error(session, "unavailable", f"too many {busy}; try again shortly", ref)
+            self._unavailable(session, result, busy, ref)
             return True
         if not result.ok or account is None or account.credential is not result.job.credential:
             self._auth_failed(session, ref)
             return True
         return False
+
+    def _unavailable(self, session: Session, result: PasswordChecked, busy: str,
+                     ref) -> None:
+        """`unavailable` for a check not done: the hasher was full (`busy` says of
+        what) or the check failed on the server (logged there)."""
+        if result.failed:
+            self.out.error(session, "unavailable", "the password could not be checked "
+                           "(a server error, logged); tell the operator", ref)
+        else:
+            self.out.error(session, "unavailable", f"too many {busy}; try again shortly", ref)
 
     def _passwd_checked(self, session: Session, message: dict, result: PasswordChecked,
                         ref) -> None:
@@ -274,6 +289,43 @@ class IdentityRequests:
             self.out.effects.append(StoreAccount(session.key, account.name,
                                                  account.credential, account.created))
         self.out.reply(session, {"type": "password_changed"}, ref)
+
+    def _accounts_loaded(self, on_file: dict) -> None:
+        """The operator's `chatd account` changed the accounts on file (`on_file`:
+        all of them, casefolded name -> Account): match them.
+
+        A deleted account loses its identity (a later account of that name
+        starts afresh: its predecessor's dms are out of reach) and its
+        session ends: `error` `not_registered`, `bye` `replaced` (the name
+        is no longer its).  A new account's name held by a guest ends that
+        guest the same way, with `name_registered`: no guest ever speaks
+        under an account's name.  A new password takes effect for the next
+        login; a check already on the worker against the old one fails.
+        """
+        for key in [key for key in self.accounts if key not in on_file]:
+            del self.accounts[key]
+            identity = self._account_identities.pop(key, None)
+            if identity is not None:
+                self._partners.pop(identity, None)
+                for partners in self._partners.values():
+                    partners.pop(identity, None)
+            holder = self.users.get(key)
+            if holder is not None and holder.account:
+                self.out.error(holder, "not_registered", f"the account {holder.name!r} "
+                               "was deleted by the server's operator")
+                self._close(holder, "replaced")
+        for key, account in on_file.items():
+            mine = self.accounts.get(key)
+            if mine is None:
+                self.accounts[key] = account
+                holder = self.users.get(key)
+                if holder is not None and not holder.account:
+                    self.out.error(holder, "name_registered", f"{holder.name!r} is now an "
+                                   "account (made by the server's operator); log in with "
+                                   "its password")
+                    self._close(holder, "replaced")
+            elif mine.credential != account.credential:
+                mine.credential = account.credential
 
     def _nick(self, session: Session, message: dict, ref) -> None:
         new = message["name"]

@@ -13,7 +13,14 @@ waits on the disk.
 While the disk fails (full, read-only, I/O error) the link says so once per
 episode, tells the core to accept no messages (`StoreWritable(False)`:
 `say` and `dm` get `unavailable`), retries every RETRY_SECONDS, and tells
-the core again once a commit succeeds.  It does the same while more than
+the core again once a commit succeeds.
+
+Every ACCOUNTS_POLL_SECONDS a job also asks the file whether another
+process (the operator's `chatd account`) committed to it; if so it reads
+the accounts table again, after that job's own commits, and the core gets
+`AccountsLoaded` with it (the account changes still gathered here laid
+over it: they are newer), so an account added, changed or deleted while
+the server runs takes effect within about a second.  It does the same while more than
 MAX_UNCOMMITTED messages wait for their commit, which bounds what a crash
 can lose and so the id jump after one (sqlite.CRASH_ID_JUMP).  Long before
 that, a disk slower than the load makes the link `congested`: the chat
@@ -23,8 +30,8 @@ protocol then stops reading from whoever sends, until the commits catch up.
 import logging
 import sqlite3
 
-from ..core import (HistoryLoaded, LoadHistory, LoadPrivate, LoadRoom, RoomLoaded,
-                    StoreAccount, StoreWritable)
+from ..core import (Account, AccountsLoaded, HistoryLoaded, LoadHistory, LoadPrivate,
+                    LoadRoom, RoomLoaded, StoreAccount, StoreWritable)
 from ..worker import Worker
 from .sqlite import CRASH_ID_JUMP, Writer
 
@@ -45,6 +52,9 @@ ROW_OVERHEAD = 200
 SLOW_SECONDS = 2.0
 # Seconds between retries while the disk fails.
 RETRY_SECONDS = 0.5
+# Seconds between looks at whether `chatd account` changed the file (one
+# PRAGMA when it did not).
+ACCOUNTS_POLL_SECONDS = 1.0
 
 
 class StoreLink:
@@ -77,6 +87,15 @@ class StoreLink:
         self.largest_batch = 0
         self.slow_batches = 0
         self.longest_lag = 0.0
+        self._poll_accounts = False  # the next job looks for the operator's changes
+        self._poll_timer = loop.call_later(ACCOUNTS_POLL_SECONDS, self._poll)
+
+    def _poll(self) -> None:
+        self._poll_timer = self.loop.call_later(ACCOUNTS_POLL_SECONDS, self._poll)
+        self._poll_accounts = True
+        if not self._queued:
+            self._queued = True
+            self.loop.call_soon(self._submit)
 
     def take(self, effect) -> None:
         """Gather one store effect for this turn's batch."""
@@ -107,13 +126,20 @@ class StoreLink:
         rows, self._rows = self._rows, []
         loads, self._loads = self._loads, []
         accounts, self._accounts = self._accounts, []
+        poll, self._poll_accounts = self._poll_accounts, False
         self._update_writable()
         began = self.loop.time()
         writer = self.writer
 
         def job():
-            """On the worker: commit `rows`, then answer `loads`."""
+            """On the worker: commit `rows`, then answer `loads` (and the poll)."""
             committed, committed_bytes, error = writer.write(rows, accounts)
+            on_file = None
+            if poll and error is None:
+                try:
+                    on_file = writer.accounts_if_changed()
+                except sqlite3.Error as exc:
+                    error = f"{type(exc).__name__}: {exc}"
             answers, unanswered = [], []
             for load in loads:
                 try:
@@ -128,14 +154,16 @@ class StoreLink:
                 except sqlite3.Error as exc:
                     error = error or f"{type(exc).__name__}: {exc}"
                     unanswered.append(load)
-            return committed, committed_bytes, error, answers, unanswered
+            return committed, committed_bytes, error, answers, unanswered, on_file
 
-        self.worker.submit(job, lambda result: self._done(began, *result))
+        wrote = bool(rows or accounts)
+        self.worker.submit(job, lambda result: self._done(began, wrote, *result))
 
-    def _done(self, began: float, count: int, size: int, error: str | None, answers: list,
-              unanswered: list) -> None:
+    def _done(self, began: float, wrote: bool, count: int, size: int, error: str | None,
+              answers: list, unanswered: list, on_file: dict | None) -> None:
         """On the loop: `count` rows of `size` text bytes committed (earlier failed
-        ones included), or `error`; `answers` to the loads."""
+        ones included), or `error`; `answers` to the loads; `on_file`, the
+        accounts on file if the operator changed them."""
         self._busy = False
         self.in_flight -= count
         self.in_flight_bytes -= size + ROW_OVERHEAD * count
@@ -145,7 +173,7 @@ class StoreLink:
             self.slow_batches += 1
             log.warning("store: a batch of %d messages waited %.1f s for its commit", count, lag)
         if error is None:
-            self.batches += 1
+            self.batches += bool(wrote or count)
             self.rows_committed += count
             self.largest_batch = max(self.largest_batch, count)
             if self.failing:
@@ -170,6 +198,10 @@ class StoreLink:
             self.loop.call_soon(self._submit)
         for answer in answers:
             self.complete(answer)
+        if on_file is not None:
+            for effect in self._accounts:  # the core's changes since the job left
+                on_file[effect.key] = Account(effect.name, effect.credential, effect.created)
+            self.complete(AccountsLoaded(on_file))
 
     def set_retention(self, retention: int) -> None:
         """Messages kept per room on file from the next commit on (a reload)."""
@@ -196,6 +228,7 @@ class StoreLink:
     def close(self, timeout: float) -> bool:
         """After the loop stopped: commit what is left, checkpoint, mark a clean
         shutdown.  True if everything acknowledged is on file."""
+        self._poll_timer.cancel()
         rows, self._rows = self._rows, []
         accounts, self._accounts = self._accounts, []
         writer, outcome = self.writer, []

@@ -88,12 +88,15 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def open_file(path: str) -> Opening:
-    """Create or validate the store at `path`, mark it in use; raise StoreError if refused.
+def prepare(path: str) -> sqlite3.Connection:
+    """A connection to the store at `path` in WAL mode, inside BEGIN IMMEDIATE (the
+    caller commits), the schema created if the file is new; StoreError if the
+    file is refused.  `open_file` (the server's start) and `chatd account`
+    (also while a server runs: WAL lets both at it) begin here.
 
     A file that is not a chatd store (another program's database, not
     SQLite at all) or one from a newer chatd is refused without a byte of
-    it changed.  Runs on the main thread, before the loop.
+    it changed.
     """
     fresh = not os.path.exists(path) or os.path.getsize(path) == 0
     try:
@@ -122,6 +125,22 @@ def open_file(path: str) -> Opening:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("epoch", secrets.token_hex(8)), ("id_floor", "0"), ("clean_shutdown", "1")])
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"{path}: {exc}") from None
+    except StoreError:
+        conn.close()
+        raise
+    return conn
+
+
+def open_file(path: str) -> Opening:
+    """Create or validate the store at `path`, mark it in use; raise StoreError if refused.
+
+    Runs on the main thread, before the loop.
+    """
+    conn = prepare(path)
+    try:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         crashed = meta["clean_shutdown"] != "1"
         floor = int(meta["id_floor"])
@@ -161,6 +180,7 @@ class Writer:
         self.unstored: list = []
         self.unstored_accounts: list = []  # StoreAccount effects not yet committed
         self._conn: sqlite3.Connection | None = None
+        self._data_version = None  # the file's as of the last load_accounts
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -208,6 +228,7 @@ class Writer:
                 "last_id = max(last_id, excluded.last_id), kept = kept + excluded.kept",
                 [(key, name, msg_id, added[key]) for key, (name, msg_id) in last.items()])
             self._trim(conn, list(last))
+            self._trim_pairs(conn, {(row.low, row.high) for row in privates})
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -235,6 +256,30 @@ class Writer:
                     "WHERE room_key = ? ORDER BY id LIMIT ?)", (key, key, excess)).rowcount
                 conn.execute("UPDATE rooms SET kept = kept - ? WHERE key = ?", (deleted, key))
 
+    def _trim_pairs(self, conn: sqlite3.Connection, pairs: set) -> None:
+        """As `_trim`, for private conversations: beyond `retention` messages per pair
+        of accounts the oldest go, at most DELETE_CHUNK per batch.
+
+        Counted, not inferred from ids (a crash's jump leaves a span of ids
+        far wider than the messages kept); the count is skipped while the
+        pair's span of ids fits the retention, which it does until then.
+        """
+        for low, high in pairs:
+            oldest = conn.execute("SELECT min(id) FROM private_messages WHERE low = ? AND "
+                                  "high = ?", (low, high)).fetchone()[0]
+            newest = conn.execute("SELECT max(id) FROM private_messages WHERE low = ? AND "
+                                  "high = ?", (low, high)).fetchone()[0]
+            if newest - oldest < self.retention:
+                continue
+            cut = conn.execute("SELECT id FROM private_messages WHERE low = ? AND high = ? "
+                               "ORDER BY id DESC LIMIT 1 OFFSET ?",
+                               (low, high, self.retention)).fetchone()
+            if cut is not None:
+                conn.execute("DELETE FROM private_messages WHERE low = ? AND high = ? AND id "
+                             "IN (SELECT id FROM private_messages WHERE low = ? AND high = ? "
+                             "AND id <= ? ORDER BY id LIMIT ?)",
+                             (low, high, low, high, cut[0], DELETE_CHUNK))
+
     def _rollback(self) -> None:
         try:
             if self._conn is not None and self._conn.in_transaction:
@@ -242,6 +287,7 @@ class Writer:
         except sqlite3.Error:
             self._conn.close()
             self._conn = None  # a fresh connection next time
+            self._data_version = None  # its data_version is another count: read again
 
     def _rows(self, sql: str, args: tuple) -> list[tuple]:
         return self._connection().execute(sql, args).fetchall()
@@ -268,11 +314,22 @@ class Writer:
                          for msg_id, room, ts, sender, text in reversed(run)]
 
     def load_accounts(self) -> dict:
-        """Every account on file: casefolded name -> Account (read once, at start)."""
+        """Every account on file: casefolded name -> Account (at start, and again
+        when `chatd account` changed the file)."""
+        # Before the rows: a commit in between is read now and again later.
+        self._data_version = self._rows("PRAGMA data_version", ())[0][0]
         return {key: Account(name, Credential(n, r, p, bytes(salt), bytes(hashed)), created)
                 for key, name, n, r, p, salt, hashed, created
                 in self._rows("SELECT key, name, n, r, p, salt, hash, created FROM accounts",
                               ())}
+
+    def accounts_if_changed(self) -> dict | None:
+        """`load_accounts()` if another connection (the operator's `chatd account`)
+        committed to the file since the last read, else None: SQLite's
+        `PRAGMA data_version` changes only for other connections' commits."""
+        if self._rows("PRAGMA data_version", ())[0][0] == self._data_version:
+            return None
+        return self.load_accounts()
 
     def load_pairs(self) -> list[tuple[str, str, int]]:
         """Every pair of accounts with private messages on file: (low, high, last id),
