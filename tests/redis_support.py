@@ -17,7 +17,8 @@ from support import WAIT
 
 
 class RedisServer:
-    """`redis-server --port 0 --unixsocket PATH`, without persistence unless asked.
+    """`redis-server --port 0 --unixsocket PATH`, without persistence unless asked
+    (`appendonly`: AOF with `appendfsync always`, so a restart loses nothing).
 
     `url` is what `chatd --cluster` takes.  `command(*args)` sends one
     command on a fresh blocking connection and returns its RESP2 reply
@@ -39,7 +40,8 @@ class RedisServer:
         self.process = subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", self.path,
              "--unixsocketperm", "700", "--dir", self.directory, "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--loglevel", "notice"],
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+             "--loglevel", "notice"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # Redis logs this line once it accepts connections; a reader thread
         # would be needed only if the test waited longer than the pipe holds.

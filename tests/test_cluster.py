@@ -7,13 +7,14 @@ unix socket in a temporary directory (redis_support.py).  Leases are short
 
 import signal
 import socket
+import tempfile
 import threading
 
 import pytest
 
 import framing
 from chatd.config import Config, ConfigError, load_config
-from redis_support import redis  # noqa: F401  (the fixture)
+from redis_support import RedisServer, redis  # noqa: F401  (the fixture)
 from support import WAIT, ChatClient, ServerProcess, running_server, wait_until
 from test_metrics import scrape, value
 
@@ -347,3 +348,43 @@ def test_metrics_show_the_link(redis):  # noqa: F811
                          "chatd_cluster_gaps_filled_total") >= 1
             lou.send({"type": "say", "room": "m", "text": "still here", "ref": 1})
             assert lou.next(lambda m: m.get("ref") == 1)["type"] == "msg"
+
+
+def test_a_redis_restart_with_its_data_keeps_every_connection():
+    """AOF with appendfsync always: Redis restarts, the nodes reconnect, their
+    leases and sessions are still there; nobody is closed, ids go on."""
+    with tempfile.TemporaryDirectory(prefix="chatd-redis-") as directory:
+        durable = RedisServer(directory, appendonly=True)
+        try:
+            with start_node(durable) as a, start_node(durable) as b, \
+                    client(a, "max") as max_, client(b, "ned") as ned:
+                joined(max_, "p")
+                joined(ned, "p")
+                max_.send({"type": "say", "room": "p", "text": "one", "ref": 1})
+                first = max_.next(lambda m: m.get("ref") == 1)["id"]
+                durable.stop()
+                durable.start()
+                for node in (a, b):
+                    wait_until(lambda: connects(node) == 2, what="a node reconnected")
+                ned.send({"type": "say", "room": "p", "text": "two", "ref": 2})
+                assert ned.next(lambda m: m.get("ref") == 2, timeout=2 * WAIT)["id"] == \
+                    first + 1
+                heard = max_.next_of("msg")
+                assert (heard["text"], heard["id"]) == ("two", first + 1)
+                assert not any("lost its lease" in line for line in a.lines + b.lines)
+        finally:
+            durable.stop()
+
+
+def test_presence_stops_above_the_presence_limit_on_every_node(redis):  # noqa: F811
+    with start_node(redis, "--presence-limit", "2") as a, \
+            start_node(redis, "--presence-limit", "2") as b:
+        with client(a, "oz") as oz, client(b, "pia") as pia, client(a, "quin") as quin:
+            joined(oz, "big")
+            joined(pia, "big")
+            assert oz.next_of("joined") == {"type": "joined", "room": "big", "name": "pia"}
+            assert joined(quin, "big")["names"] == ["oz", "pia", "quin"]
+            # quin made it three: no joined for the others; a say still comes.
+            pia.send({"type": "say", "room": "big", "text": "hi", "ref": 1})
+            assert pia.next(lambda m: m.get("ref") == 1)["type"] == "msg"
+            assert oz.next(lambda m: m["type"] != "left")["type"] == "msg"
