@@ -148,7 +148,7 @@ class FakeRedis:
     def _say(self, connection, sid, tag, room, head):
         sid = sid.encode()
         if sid not in self.members.get(room, {}):
-            return [b"not_in_room"]
+            return [b"not_in_room", self.ev.get(room, 0)]
         msgid = self.seq[room] = self.seq.get(room, 0) + 1
         self.clock += 0.001
         self._emit(room, sid, int(tag), msgid,

@@ -20,6 +20,7 @@ import logging
 import hiredis
 
 from framing import LOBBY
+from framing.paging import HISTORY_OVERHEAD
 
 from ..core import ChatCore, ChatSettings
 from ..core.effects import Deliver
@@ -55,10 +56,12 @@ class ClusterCore(ClusterRequests, ChatCore):
         self.sid_of: dict = {}                    # session -> sid, from its hello on
         self._serials = itertools.count(1)
         self._tags = itertools.count(1)
-        # tag -> (session, ref): says and dms waiting for their own echo.
+        # tag -> (session, ref, is a say): says and dms waiting for their own echo.
         self.awaiting: dict[int, tuple] = {}
+        # session -> its says sent and not answered yet (pipelined).
+        self.in_flight: dict = {}
         # Says in flight when the link broke: settled once the stream was read.
-        self.unsettled: set[int] = set()
+        self.unsettled: dict[int, None] = {}  # in the order they were sent
         # Sessions whose `bye` script did not reach Redis: sent again at reconnect.
         self.unsent_byes: dict[bytes, str] = {}
         # (sid, tag) of recent renames -> the local sessions told already.
@@ -203,16 +206,46 @@ class ClusterCore(ClusterRequests, ChatCore):
         entry = self.awaiting.pop(tag, None)
         if entry is None:
             return
-        session, ref = entry
-        self.unsettled.discard(tag)
+        session, ref, say = entry
+        self.unsettled.pop(tag, None)
         if session.ended:
             return
         if ref is not None:
             payload = payload[:-1] + b',"ref":' + json.dumps(
                 ref, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
         self.out.effects.append(Deliver((session,), payload))
-        session.deferred.popleft()
-        self._resume(session)
+        self.answered(session, say)
+
+    def answered(self, session, say: bool) -> None:
+        """A say or dm of `session` has had its answer: what waited for it goes on."""
+        if not say:  # a dm parked the session
+            session.deferred.popleft()
+            self._resume(session)
+            return
+        count = self.in_flight[session] - 1
+        if count:
+            self.in_flight[session] = count
+        else:
+            del self.in_flight[session]
+        if session.deferred is not None:
+            self._resume(session)
+
+    def _handle(self, session, item) -> None:
+        """As ChatCore's, except that while says of the session are in flight
+        (pipelined, SAYS_IN_FLIGHT at most) anything but another say that goes
+        to Redis waits for their answers: one order per client."""
+        if session in self.in_flight and not self._pipelined(session, item):
+            self._park(session, item)
+            return
+        super()._handle(session, item)
+
+    def _pipelined(self, session, item) -> bool:
+        """Whether `item` is a say that goes to Redis, not one answered here at once
+        (not in that room; a text that may not fit: 6 bytes a character at most
+        in JSON, plus the envelope)."""
+        return (type(item) is dict and item["type"] == "say"
+                and item.get("room", LOBBY).lower() in session.rooms
+                and 6 * len(item["text"]) + 1024 <= self.out.max_frame - HISTORY_OVERHEAD)
 
     def _dm_pushed(self, recipient_sid: bytes, sender_sid: bytes, tag: bytes,
                    payload: bytes) -> None:
@@ -265,11 +298,10 @@ class ClusterCore(ClusterRequests, ChatCore):
         for tag in list(self.unsettled):
             entry = self.awaiting.pop(tag, None)
             if entry is not None and not entry[0].ended:
-                session, ref = entry
+                session, ref, say = entry
                 self.out.error(session, "unavailable", "the cluster lost this message on "
                                "its way to Redis; nothing was accepted, try again", ref)
-                session.deferred.popleft()
-                self._resume(session)
+                self.answered(session, say)
         self.unsettled.clear()
 
     def _fenced(self, node: str) -> None:
