@@ -9,7 +9,8 @@ It keeps only what this node serves: its sessions, and a `Feed` per room
 with local members, delivered in Redis' order (feeds.py).  ping and quit
 stay local, so they work while Redis is unreachable.
 
-The handlers are in requests.py (a mixin, as the single node's are).
+The handlers are in requests.py and messages.py (mixins, as the single
+node's are).
 """
 
 import dataclasses
@@ -27,6 +28,7 @@ from ..core.effects import Deliver
 from .effects import Batch, Command, Fenced, LinkChanged, Pushed, Subscribe, Unsubscribe
 from .feeds import Feed
 from .link import LINK_DOWN, NOT_SENT
+from .messages import ClusterMessages
 from .requests import ClusterRequests
 
 log = logging.getLogger("chatd")
@@ -39,7 +41,7 @@ _ROOM = b"chatd:room:"
 _NODE = b"chatd:node:"
 
 
-class ClusterCore(ClusterRequests, ChatCore):
+class ClusterCore(ClusterRequests, ClusterMessages, ChatCore):
     """chat/1 over Redis for one node (see the module docstring).
 
     `node` is this node's id (the link's owner sets it, and a new one after
