@@ -345,9 +345,22 @@ class Client:
         if self.sock is None:
             return
         self.selector.unregister(self.sock)
+        if self.tls is not None and self.decoder is not None:  # a TLS session was set up
+            self._send_close_notify()
         self.sock.close()
         self.sock, self.decoder = None, None
         self.output.clear()
+
+
+    def _send_close_notify(self) -> None:
+        """Our TLS close_notify, so the server can tell a close from a cut
+        (RFC 8446 section 6.1: send it before closing; the peer's need not be
+        awaited).  The socket is non-blocking, so this never waits: a peer
+        that has gone away, or a full send buffer, just goes without."""
+        try:
+            self.sock.unwrap()
+        except (ssl.SSLError, OSError, ValueError):
+            pass  # want-read for the peer's close_notify, or the peer is gone
 
 
 class TerminalUI:

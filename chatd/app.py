@@ -93,7 +93,8 @@ class Server:
         self._shutting_down = False
 
     def start(self) -> tuple:
-        """Raise the open-files limit, bind, open the store and listen; return the address bound.
+        """Raise the open-files limit, bind, open the store and listen; return the
+        address chat/1 is served on: the plaintext one, or with no_plaintext the TLS one.
 
         Raises OSError when the address cannot be bound, StoreError when the
         store's file must not be used, TLSSetupError when the certificate or
@@ -106,7 +107,13 @@ class Server:
         extra = METRICS_MAX_CONNECTIONS if metrics_on else 0
         self.max_clients = max(1, raise_fd_limit(config.max_clients + extra) - extra)
         sock = adopted.get("chat")
-        if sock is not None:
+        if config.no_plaintext:
+            if sock is not None:
+                log.warning("systemd: passed chat socket (fd %d) closed: no_plaintext serves "
+                            "TLS only", sock.fileno())
+                sock.close()
+                sock = None
+        elif sock is not None:
             log.info("systemd: serving the socket passed as fd %d (host and port settings "
                      "unused)", sock.fileno())
         else:
@@ -123,6 +130,9 @@ class Server:
                     raise OSError(exc.errno, f"{exc.strerror} (metrics on "
                                   f"{config.metrics_host}:{config.metrics_port})") from None
             tls_sock = self.tls_socket or adopted.get("tls")
+            if tls_sock is not None and tls_sock is not self.tls_socket:
+                log.info("systemd: serving TLS on the socket passed as fd %d (host and "
+                         "tls_port settings unused)", tls_sock.fileno())
             ws_sock = self._bind_web()
             if tls_sock is not None or config.tls_port or (ws_sock is not None
                                                            and config.tls_cert):
@@ -138,8 +148,7 @@ class Server:
             store = open_store("memory" if config.cluster else config.store,
                                config.retention, config.history)
         except Exception:
-            sock.close()
-            for other in (metrics_sock, tls_sock, ws_sock):
+            for other in (sock, metrics_sock, tls_sock, ws_sock):
                 if other is not None:
                     other.close()
             raise
@@ -167,11 +176,12 @@ class Server:
         if store.durable:
             self.chat.store = StoreLink(self.loop, store.writer, self.chat.complete)
         self.chat.accounts = AccountLink(self.loop, self.chat.complete)
-        self.listener = Listener(self.loop, self.connections, sock, self.chat.protocol,
-                                 config.accepts_per_turn, self.max_clients,
-                                 address_limits=self.address_limits)
-        self.listener.start()
-        self.address = self.listener.address
+        if sock is not None:
+            self.listener = Listener(self.loop, self.connections, sock, self.chat.protocol,
+                                     config.accepts_per_turn, self.max_clients,
+                                     address_limits=self.address_limits)
+            self.listener.start()
+            self.address = self.listener.address
         if tls_sock is not None:
             self.tls_listener = Listener(self.loop, self.connections, tls_sock,
                                          self.chat.protocol, config.accepts_per_turn,
@@ -180,7 +190,7 @@ class Server:
             self.tls_listener.start()
             self.tls_address = self.tls_listener.address
             log.info("TLS on %s:%d", *self.tls_address)
-            if not _loopback(self.address[0]):
+            if self.address is not None and not _loopback(self.address[0]):
                 log.warning("plaintext chat/1 on %s:%d can be read by anyone on the path, "
                             "reconnect tokens included; TLS is on %s:%d", *self.address[:2],
                             *self.tls_address)
@@ -195,9 +205,15 @@ class Server:
             self.metrics_listener.start()
             self.metrics_address = self.metrics_listener.address
             log.info("metrics on %s:%d", *self.metrics_address)
-        log.info("listening on %s:%d", *self.address)
-        self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
-        return self.address
+        log.info(self._status())
+        self.notifier.ready(self.loop, self._status())
+        return self.address or self.tls_address
+
+    def _status(self) -> str:
+        """Where chat/1 is served, for the log and systemd's STATUS=."""
+        if self.address is None:
+            return "listening on %s:%d (TLS only)" % self.tls_address[:2]
+        return "listening on %s:%d" % self.address[:2]
 
     def _bind_web(self):
         """The web listener's socket (given, or bound on ws_port), or None when the
@@ -286,7 +302,7 @@ class Server:
             self.reload_tls()
             return True
         finally:
-            self.notifier.ready(self.loop, "listening on %s:%d" % self.address)
+            self.notifier.ready(self.loop, self._status())
 
     def _apply(self, config: Config) -> None:
         """Hand the LIVE settings of `config` to the parts that use them."""
@@ -334,8 +350,7 @@ class Server:
         self._shutting_down = True
         self.notifier.stopping()
         self.loop.call_later(self.config.shutdown_timeout, self.loop.stop)
-        self.listener.close()
-        for listener in (self.tls_listener, self.web_listener):
+        for listener in (self.listener, self.tls_listener, self.web_listener):
             if listener is not None:
                 listener.close()
         if self.metrics_listener is not None:

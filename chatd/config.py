@@ -126,6 +126,8 @@ class Config:
     ws_origins: str = _setting("", "comma-separated Origins (scheme://host[:port]) whose "
                                    "pages may open the WebSocket; empty: only the page's "
                                    "own")
+    no_plaintext: bool = _setting(False, "serve chat/1 over TLS only: no plaintext "
+                                         "listener (needs tls_port)")
     cluster: str = _setting("", "serve one chat with other nodes through Redis: "
                                 "redis://HOST:PORT or unix:///path (docs/cluster.md); "
                                 "empty: a single node")
@@ -169,6 +171,8 @@ class Config:
             if not re.fullmatch(r"https?://[^/\s]+", origin):
                 problems.append(f"ws_origins: {origin!r} is not an origin "
                                 "(scheme://host[:port], no path)")
+        if self.no_plaintext and not self.tls_port:
+            problems.append("no_plaintext needs TLS: set tls_port, tls_cert and tls_key")
         if not self.store:
             problems.append("store must be a file path or 'memory'")
         if self.accounts not in ("open", "closed", "off"):

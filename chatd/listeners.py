@@ -12,7 +12,6 @@ import errno
 import logging
 import resource
 import socket
-import sys
 
 from . import logs
 from .transport import Connections, Transport
@@ -25,6 +24,9 @@ ACCEPT_BACKOFF_SECONDS = 0.1
 BACKLOG = 1024
 # File descriptors kept for listeners, the loop's wake socket, logging and such.
 RESERVED_FDS = 32
+# Peer host strings a listener shares among its connections before it starts
+# its table afresh (a bound on memory whatever the number of addresses).
+SHARED_HOSTS = 4096
 # accept() errors that mean "out of resources, try again later".
 _EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # accept() errors that mean "that peer gave up before we got to it".
@@ -103,6 +105,7 @@ class Listener:
         self.address_limits = address_limits
         self._closed = False
         self._resume_timer = None
+        self._hosts: dict[str, str] = {}   # a peer host string -> the one kept for all
         # Totals for metrics: connections accepted, and of those refused
         # (over capacity); accept() failing for want of resources.
         self.accepted = 0
@@ -153,8 +156,16 @@ class Listener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if type(peer) is tuple:
                 # (host, port): many connections share a host (NAT, a proxy), so
-                # they share one interned string, 58 bytes less each.
-                peer = (sys.intern(peer[0]), peer[1])
+                # they share one string, 58 bytes less each.  A bounded table of
+                # our own, not sys.intern: interned strings are immortal on
+                # CPython 3.12.0-3.12.4 (gh-113993), and a /64 has 2^64 hosts.
+                hosts = self._hosts
+                host = hosts.get(peer[0])
+                if host is None:
+                    if len(hosts) >= SHARED_HOSTS:
+                        hosts.clear()
+                    host = hosts[peer[0]] = peer[0]
+                peer = (host, peer[1])
             transport = self.transport_factory(connections, sock, peer)
             protocol = self.protocol_factory()
             transport.start(protocol)

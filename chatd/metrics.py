@@ -39,9 +39,14 @@ class ChatdCollector:
         chat = server.chat
         core = chat.core
         loop = server.loop
-        listeners = [("chat", server.listener, server.connections)]
+        # "chat" is chat/1 on either port: plaintext and TLS connections share
+        # one set (and max_clients), so their listeners' counts are added up.
+        chat_listeners = [listener for listener in (server.listener, server.tls_listener)
+                          if listener is not None]
+        listeners = [("chat", chat_listeners, server.connections)]
         if server.metrics_listener is not None:
-            listeners.append(("metrics", server.metrics_listener, server.metrics_connections))
+            listeners.append(("metrics", [server.metrics_listener],
+                              server.metrics_connections))
 
         open_now = GaugeMetricFamily("chatd_connections", "Connections open now, closing "
                                      "ones included", labels=["listener"])
@@ -61,12 +66,14 @@ class ChatdCollector:
                                     "send carries", labels=["listener"])
         queued = GaugeMetricFamily("chatd_output_queued_bytes", "Bytes queued for "
                                    "connections and not yet written", labels=["listener"])
-        for name, listener, connections in listeners:
+        for name, members, connections in listeners:
             open_now.add_metric([name], len(connections.open))
-            limit.add_metric([name], listener.max_connections)
-            accepted.add_metric([name], listener.accepted)
-            rejected.add_metric([name, "over_capacity"], listener.refused)
-            rejected.add_metric([name, "accept_failed"], listener.accept_failures)
+            limit.add_metric([name], members[0].max_connections)
+            accepted.add_metric([name], sum(member.accepted for member in members))
+            rejected.add_metric([name, "over_capacity"],
+                                sum(member.refused for member in members))
+            rejected.add_metric([name, "accept_failed"],
+                                sum(member.accept_failures for member in members))
             received.add_metric([name], connections.bytes_received)
             sent.add_metric([name], connections.bytes_sent)
             sends.add_metric([name], connections.sends)

@@ -26,8 +26,9 @@ SD_LISTEN_FDS_START = 3
 # all (no LISTEN_FDNAMES, or an empty name; sd_listen_fds_with_names(3)
 # calls those "unknown").
 CHAT_NAMES = frozenset(("chat", "", "unknown"))
-# What a passed socket may be for (LISTEN_FDNAMES, after CHAT_NAMES -> "chat").
-SERVED = frozenset(("chat", "metrics"))
+# What a passed socket may be for (LISTEN_FDNAMES, after CHAT_NAMES -> "chat"):
+# chat/1, GET /metrics, chat/1 inside TLS.
+SERVED = frozenset(("chat", "metrics", "tls"))
 
 
 class Notifier:
@@ -152,13 +153,14 @@ def listen_fds(environ, unset: bool = True) -> list[tuple[int, str]]:
 
 def adopt_listeners(passed: list[tuple[int, str]]) -> dict[str, socket.socket]:
     """The listeners among the sockets systemd passed, by what they serve:
-    {"chat": ..., "metrics": ...}, each ready for a Listener (non-blocking,
-    close-on-exec).
+    {"chat": ..., "metrics": ..., "tls": ...}, each ready for a Listener
+    (non-blocking, close-on-exec).
 
     A socket named "chat" (or unnamed) is the chat/1 listener, one named
-    "metrics" the metrics endpoint's.  Any other name (e.g. "tls", whose
-    listener lands with the TLS issue) is logged and closed, as is a second
-    socket for the same thing or one that is not a listening TCP socket.
+    "metrics" the metrics endpoint's, one named "tls" chat/1 inside TLS (the
+    certificate still comes from the tls_cert and tls_key settings).  Any
+    other name is logged and closed, as is a second socket for the same
+    thing or one that is not a listening TCP socket.
     """
     chosen: dict[str, socket.socket] = {}
     for fd, name in passed:
@@ -178,8 +180,8 @@ def adopt_listeners(passed: list[tuple[int, str]]) -> dict[str, socket.socket]:
                   and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
         role = "chat" if name in CHAT_NAMES else name
         if role not in SERVED:
-            log.warning("systemd: passed socket %r (fd %d) is not one chatd serves yet; "
-                        "closed", name, fd)
+            log.warning("systemd: passed socket %r (fd %d) is not one chatd serves "
+                        "(chat, metrics, tls); closed", name, fd)
             sock.close()
         elif not usable:
             log.warning("systemd: passed socket %r (fd %d) is not a listening TCP socket; "

@@ -129,10 +129,13 @@ class Connections:
         flush owed to `FLUSH_LINGER_MIN_CONNECTIONS` or more connections waits
         until `flush_linger` seconds after the previous one began, and each send
         carries what arrived meanwhile (Kafka's linger.ms, NATS' flusher).
-        After a quiet spell, and for a reply to one or a few connections
-        (a pong, a welcome), the flush runs at the end of this turn as
-        before: an idle server adds no latency and a client that waits for
-        each answer is not slowed.
+        After a quiet spell, and when the list begins with output to one or a
+        few connections (a pong, a welcome), the flush runs at the end of this
+        turn as before: an idle server adds no latency and a client that
+        waits for each answer is not slowed.  Output queued while a lingering
+        flush is armed joins it, a reply too: nothing waits longer than
+        `flush_linger`.  The timer fires on the first turn after it is due;
+        while idle, the poll's millisecond resolution (epoll) rounds it up.
         """
         if len(self.pending) >= FLUSH_LINGER_MIN_CONNECTIONS and self.flush_linger:
             due = self.flushed_at + self.flush_linger

@@ -57,12 +57,6 @@ class Watchdogs:
             # most, instead of a heap removal per close.
             del members[watched]
 
-    def close(self) -> None:
-        """Cancel the loop timer; nothing fires any more."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = self._timer_slot = None
-
     def _arm(self, slot: int) -> None:
         if self._timer is not None:
             self._timer.cancel()

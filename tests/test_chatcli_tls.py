@@ -2,8 +2,13 @@
 serving TLS with a trustme certificate."""
 
 import os
+import select
+import socket
+import ssl
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -56,3 +61,62 @@ def test_tls_against_the_plaintext_port_fails_in_one_line(files):
                          "--name", "ann", "--send", "hi")
     assert result.returncode == 1, result
     assert "TLS" in result.stderr and "Traceback" not in result.stderr
+
+
+class TLSTerminator:
+    """A TLS server (the trustme certificate) relaying one client's plaintext to
+    chatd's plaintext port, noting how the client's TLS stream ended:
+    `ending` is "close_notify" or "no close_notify" once `ended` is set."""
+
+    def __init__(self, files, upstream):
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(files.cert, files.key)
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.ending = None
+        self.ended = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        raw, _ = self.listener.accept()
+        client = self.context.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
+        server = socket.create_connection(self.upstream)
+        ends = [client, server]
+        deadline = time.monotonic() + WAIT * 2
+        try:
+            while self.ending is None and time.monotonic() < deadline:
+                if not client.pending():
+                    select.select(ends, [], [], 0.5)
+                for sock, other in ((client, server), (server, client)):
+                    if sock not in ends:
+                        continue
+                    sock.setblocking(False)
+                    try:
+                        data = sock.recv(65536)
+                    except (BlockingIOError, ssl.SSLWantReadError):
+                        continue
+                    except (ssl.SSLEOFError, ConnectionResetError):
+                        self.ending = "no close_notify"
+                        break
+                    if not data and sock is client:
+                        self.ending = "close_notify"  # a clean TLS close reads as b""
+                        break
+                    if not data:
+                        ends.remove(server)  # chatd has closed; wait for the client's end
+                        continue
+                    other.setblocking(True)
+                    other.sendall(data)
+        finally:
+            client.close(), server.close(), self.listener.close()
+            self.ended.set()
+
+
+def test_chatcli_sends_close_notify_when_it_quits_over_tls(files):
+    with running_server(**files.settings()) as server:
+        terminator = TLSTerminator(files, server.address)
+        result = run_cli(terminator.port, "--host", "localhost", "--cafile", files.ca_file,
+                         "--name", "ann", "--send", "goodbye")
+        assert result.returncode == 0, result
+        assert terminator.ended.wait(WAIT)
+        assert terminator.ending == "close_notify"

@@ -105,3 +105,28 @@ def test_a_normal_start_still_exits_2_on_a_bad_setting():
                           env=clean, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip() == "chatd: history must be at least 1"
+
+
+def test_no_plaintext_is_a_switch_from_flag_environment_or_file_and_needs_tls(tmp_path):
+    tls = ("--tls-port", "7879", "--tls-cert", "cert.pem", "--tls-key", "key.pem")
+    refused = check("--no-plaintext")
+    assert refused.returncode == EXIT_CONFIG
+    assert refused.stderr == "chatd: no_plaintext needs TLS: set tls_port, tls_cert and " \
+                             "tls_key\n"
+    by_flag = check("--no-plaintext", *tls)
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert tomllib.loads(by_flag.stdout)["no_plaintext"] is True
+    assert sources(by_flag.stdout)["no_plaintext"] == "flag --no-plaintext"
+    by_environment = check(*tls, env={"CHATD_NO_PLAINTEXT": "yes"})
+    assert tomllib.loads(by_environment.stdout)["no_plaintext"] is True
+    assert check(*tls, env={"CHATD_NO_PLAINTEXT": "0"}).stdout.count(
+        "no_plaintext = false") == 1
+    settings = tmp_path / "chatd.toml"
+    settings.write_text("no_plaintext = true\n")
+    by_file = check("--config", str(settings), *tls)
+    assert sources(by_file.stdout)["no_plaintext"] == f"file {settings}"
+    unclear = check(*tls, env={"CHATD_NO_PLAINTEXT": "maybe"})
+    assert unclear.returncode == EXIT_CONFIG
+    assert "no_plaintext: 'maybe' is not yes or no" in unclear.stderr
+    settings.write_text('no_plaintext = "sometimes"\n')
+    assert check("--config", str(settings), *tls).returncode == EXIT_CONFIG

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, WAIT, ChatClient, ServerProcess
+from support import REPO, WAIT, ChatClient, ServerProcess, TLSFiles
 from test_metrics import get
 
 ACTIVATE = str(Path(__file__).resolve().parent / "activate.py")
@@ -152,7 +152,7 @@ def test_socket_activation_serves_the_passed_socket_instead_of_binding():
 
 
 def test_fds_3_to_5_named_chat_and_metrics_are_served_an_unknown_one_closed(notify):
-    server, ports = activated(env={"ACTIVATE_NAMES": "tls:chat:metrics",
+    server, ports = activated(env={"ACTIVATE_NAMES": "irc:chat:metrics",
                                    "NOTIFY_SOCKET": notify.name})
     with server:
         assert server.port == ports["chat"]
@@ -161,11 +161,48 @@ def test_fds_3_to_5_named_chat_and_metrics_are_served_an_unknown_one_closed(noti
         server.wait_for_log(rf"metrics on 127\.0\.0\.1:{ports['metrics']}")
         status, _, body = get(("127.0.0.1", ports["metrics"]))
         assert status == 200 and b"chatd_users" in body
-        server.wait_for_log(r"systemd: passed socket 'tls' .* closed")
+        server.wait_for_log(r"systemd: passed socket 'irc' .* closed")
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", ports["tls"]), timeout=WAIT).close()
+            socket.create_connection(("127.0.0.1", ports["irc"]), timeout=WAIT).close()
         with ChatClient((server.host, server.port), "alice") as alice:
             assert alice.welcome["name"] == "alice"
+        assert server.stop() == 0
+
+
+def test_a_socket_named_tls_serves_chat_over_tls_beside_the_chat_socket(tmp_path):
+    files = TLSFiles(tmp_path)
+    server, ports = activated("--tls-cert", files.cert, "--tls-key", files.key,
+                              env={"ACTIVATE_NAMES": "chat:tls"})
+    with server:
+        assert server.port == ports["chat"]
+        server.wait_for_log(r"systemd: serving TLS on the socket passed as fd 4\b")
+        server.wait_for_log(rf"TLS on 127\.0\.0\.1:{ports['tls']}\b")
+        with ChatClient(("127.0.0.1", ports["tls"]), "secure", tls=files.client()) as secure, \
+                ChatClient((server.host, server.port), "plain") as plain:
+            secure.next_of("joined")
+            plain.send({"type": "say", "text": "hi"})
+            assert secure.next_of("msg")["text"] == "hi"
+        assert server.stop() == 0
+
+
+def test_no_plaintext_serves_tls_alone_and_closes_a_passed_chat_socket(tmp_path):
+    files = TLSFiles(tmp_path)
+    # tls_port must be set for no_plaintext; the passed socket is served instead.
+    server, ports = activated("--no-plaintext", "--tls-port", "7879", "--tls-cert",
+                              files.cert, "--tls-key", files.key, "--metrics-port", "0",
+                              env={"ACTIVATE_NAMES": "chat:tls:metrics"})
+    with server:
+        # What chatd says it listens on is the TLS socket ("(TLS only)").
+        assert server.port == ports["tls"]
+        server.wait_for_log(r"listening on 127\.0\.0\.1:\d+ \(TLS only\)")
+        server.wait_for_log(r"systemd: passed chat socket \(fd 3\) closed: no_plaintext")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", ports["chat"]), timeout=WAIT).close()
+        with ChatClient(("127.0.0.1", ports["tls"]), "secure", tls=files.client()) as secure:
+            assert secure.welcome["name"] == "secure"
+            status, _, body = get(("127.0.0.1", ports["metrics"]))
+            assert status == 200
+            assert b'chatd_connections_accepted_total{listener="chat"} 1.0' in body
         assert server.stop() == 0
 
 

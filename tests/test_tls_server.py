@@ -1,6 +1,8 @@
 """chat/1 inside TLS, through real sockets on 127.0.0.1 and trustme certificates:
 an in-process chatd serving the plaintext port and a TLS port side by side."""
 
+import os
+import signal
 import socket
 import ssl
 
@@ -10,6 +12,7 @@ import framing
 from chatd.tls import TLSClosed, TLSPipe
 from support import WAIT, ChatClient, TLSFiles, assert_cut_too_slow, serve, wait_until
 from test_server_limits import push_until
+from test_systemd import activated
 
 
 @pytest.fixture
@@ -17,8 +20,8 @@ def files(tmp_path):
     return TLSFiles(tmp_path)
 
 
-def tls_client(server, files, name=None, **options) -> ChatClient:
-    return ChatClient(server.tls_address, name, tls=files.client(), **options)
+def tls_client(server, files, name=None, tls_context=None, **options) -> ChatClient:
+    return ChatClient(server.tls_address, name, tls=tls_context or files.client(), **options)
 
 
 def test_hello_say_and_dm_over_tls(files):
@@ -72,6 +75,7 @@ def test_a_frame_of_64_kib_over_tls(files):
         bob.send({"type": "history", "room": "lobby", "limit": 200})
         history = bob.next_of("history")
         assert len(history["messages"]) > 10
+        assert len(framing.encode(history)) > 60_000  # a page near max_frame (64 KiB)
 
 
 def test_plaintext_or_garbage_on_the_tls_port_is_closed_and_counted(files):
@@ -92,6 +96,9 @@ def test_a_tls_client_on_the_plaintext_port_fails_without_hurting_anyone(files):
         with socket.create_connection(server.address, timeout=WAIT) as sock, \
                 pytest.raises((ssl.SSLError, OSError)):
             files.client().wrap_socket(sock, server_hostname="localhost")
+        # A ClientHello read as chat/1: a length header far over max_frame.
+        wait_until(lambda: server.disconnects["frame_too_large"] == 1,
+                   what="frame_too_large")
         ann.send({"type": "ping"})
         assert ann.next_of("pong")
 
@@ -120,7 +127,8 @@ def test_an_abrupt_reset_after_the_handshake_is_a_reset(files):
                                b"\x00\x00\x00\x00")
         victim.sock.close()
         assert ann.next_of("left")["name"] == "victim"
-        assert server.disconnects["reset"] + server.disconnects["disconnect"] == 1
+        assert server.disconnects["reset"] == 1
+        assert server.disconnects["disconnect"] == 0
 
 
 def test_end_of_input_without_close_notify_is_an_ordinary_disconnect(files):
@@ -184,6 +192,31 @@ def test_reload_gives_new_connections_a_new_certificate_and_keeps_a_broken_one_o
             assert later.sock.getpeercert()["serialNumber"] == second
 
 
+def test_sighup_reloads_the_certificate_of_a_running_chatd(files, tmp_path):
+    server, ports = activated("--tls-cert", files.cert, "--tls-key", files.key,
+                              env={"ACTIVATE_NAMES": "chat:tls"})
+    address = ("127.0.0.1", ports["tls"])
+    with server, ChatClient(address, "early", tls=files.client()) as early:
+        first = early.sock.getpeercert()["serialNumber"]
+        renewed = TLSFiles(tmp_path / "..", ca=files.ca, name="sighup")
+        os.replace(renewed.cert, files.cert)
+        os.replace(renewed.key, files.key)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"TLS certificate reloaded from ")
+        with ChatClient(address, "late", tls=files.client()) as late:
+            second = late.sock.getpeercert()["serialNumber"]
+        assert second != first
+        early.send({"type": "ping"})
+        assert early.next_of("pong")
+        with open(files.key, "w") as key:
+            key.write("not a key\n")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"TLS reload failed, new connections keep the certificate")
+        with ChatClient(address, "later", tls=files.client()) as later:
+            assert later.sock.getpeercert()["serialNumber"] == second
+        assert server.stop() == 0
+
+
 def test_handshakes_beyond_the_turns_budget_wait_for_a_later_turn(files):
     import threading
     with serve(**files.settings()) as server:
@@ -218,12 +251,56 @@ def test_handshakes_beyond_the_turns_budget_wait_for_a_later_turn(files):
             sock.close()
 
 
+def test_a_close_before_the_handshake_ends_sends_no_bye(files):
+    # server_full comes at the accept, before any TLS byte: there is no
+    # channel for a bye yet, so nothing at all is sent (no plaintext bye).
+    with serve(max_clients=1, **files.settings()) as server, \
+            tls_client(server, files, "ann") as ann:
+        with socket.create_connection(server.tls_address, timeout=WAIT) as late:
+            assert recv_to_end(late) == b""
+        wait_until(lambda: server.disconnects["server_full"] == 1, what="server_full")
+        ann.send({"type": "ping"})
+        assert ann.next_of("pong")
+
+
+def test_client_certificates_from_the_client_ca_or_none_are_accepted_others_refused(
+        files, tmp_path):
+    import trustme
+    with serve(tls_client_ca=files.ca_file, **files.settings()) as server:
+        with_cert = files.client()
+        files.ca.issue_cert("ann@clients.example").configure_cert(with_cert)
+        with tls_client(server, files, "ann", tls_context=with_cert) as ann:
+            assert ann.welcome["name"] == "ann"
+        with tls_client(server, files, "bob") as bob:  # no certificate: optional
+            assert bob.welcome["name"] == "bob"
+        stranger = files.client()
+        trustme.CA().issue_cert("eve@elsewhere.example").configure_cert(stranger)
+        with socket.create_connection(server.tls_address, timeout=WAIT) as raw, \
+                stranger.wrap_socket(raw, server_hostname="localhost") as eve, \
+                pytest.raises((ssl.SSLError, OSError)):
+            # TLS 1.3: the client's side completes first; the refusal (an
+            # alert, then the close) comes with the server's next read.
+            eve.sendall(framing.encode({"type": "hello", "name": "eve"}))
+            assert eve.recv(65536) == b""
+            raise AssertionError("a certificate from another CA was let in")
+        wait_until(lambda: server.disconnects["tls_error"] == 1, what="tls_error")
+
+
 def test_tls_settings_are_checked(files):
     from chatd.config import Config, ConfigError
     with pytest.raises(ConfigError, match="tls_port needs tls_cert and tls_key"):
         Config(tls_port=7879)
     with pytest.raises(ConfigError, match="tls_port must be between"):
         Config(tls_port=70000, tls_cert=files.cert, tls_key=files.key)
+    with pytest.raises(ConfigError, match="no_plaintext needs TLS"):
+        Config(no_plaintext=True, tls_cert=files.cert, tls_key=files.key)
+
+
+def test_only_loopback_addresses_count_as_private_to_this_machine():
+    # A plaintext listener on any other address, with TLS on, is warned about.
+    from chatd.app import _loopback
+    assert all(map(_loopback, ("127.0.0.1", "127.0.0.2", "::1", "localhost")))
+    assert not any(map(_loopback, ("0.0.0.0", "::", "192.0.2.2", "chat.example.org")))
 
 
 # ---------------------------------------------------------------- helpers

@@ -78,5 +78,4 @@ def test_a_deadline_watched_again_from_its_callback_fires_again_later():
     run_until(loop)
     assert [name for name, _ in fired] == ["twice", "twice"]
     assert fired[1][1] >= now + 0.04
-    wheel.close()
     loop.close()

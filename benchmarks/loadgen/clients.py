@@ -19,6 +19,7 @@ frame.
 """
 
 import re
+import ssl
 import struct
 import time
 from itertools import groupby
@@ -110,7 +111,8 @@ class LoadClient:
         if out:
             try:
                 sent = self.sock.send(out)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                    ssl.SSLWantReadError):  # TLS: retried with the same bytes first
                 return False
             del out[:sent]
         return not out

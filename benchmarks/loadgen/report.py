@@ -1,4 +1,7 @@
-"""The final table: one row per scenario and target, then chatd's ratio to each baseline."""
+"""The final table: one row per scenario and target, then chatd's ratio to each baseline
+and each TLS target's to the same server over plaintext."""
+
+from .targets import TLS_TARGETS
 
 _COLUMNS = ("scenario", "target", "conns", "msgs/s", "deliveries/s", "p50 ms", "p90 ms",
             "p99 ms", "p99.9 ms", "max ms", "RSS MiB", "KiB/conn", "loss/dup/reord",
@@ -10,8 +13,10 @@ GENERATOR_BOUND = 0.9
 # The number each scenario is judged by, and whether more of it is better.
 HEADLINE = {"fanout": ("deliveries_per_s", True), "rate": ("p99_ms", False),
             "conns": ("p99_ms", False)}
-# The p99 a capacity step must keep (benchmarks/load.py CAPACITY_P99_MS).
+# The p99 a capacity step must keep (benchmarks/load.py CAPACITY_P99_MS), and
+# the server's share of its core from which a step that misses it ends the climb.
 CAPACITY_P99_MS = 2.0
+SERVER_SATURATED = 0.9
 
 
 def _number(value, digits: int = 0) -> str:
@@ -60,7 +65,7 @@ def ratios(results: list) -> list[str]:
         parts = []
         for name, other in targets.items():
             mine, theirs = headline(chatd), headline(other)
-            if name == "chatd" or not mine or not theirs:
+            if name == "chatd" or name in TLS_TARGETS or not mine or not theirs:
                 continue
             ratio = mine / theirs if more_is_better else theirs / mine
             cost = other.get("server_us_per_delivery"), chatd.get("server_us_per_delivery")
@@ -76,7 +81,8 @@ def ratios(results: list) -> list[str]:
 
 def capacity_lines(results: list) -> list[str]:
     """Per target, the highest capacity step that kept p99 within CAPACITY_P99_MS
-    with nothing lost, what ended the climb, and chatd's ratio to each other target."""
+    with nothing lost, the lower steps that missed it, what ended the climb, and
+    chatd's ratio to each other target."""
     steps: dict = {}
     for result in results:
         if result["scenario"] == "capacity":
@@ -95,11 +101,16 @@ def capacity_lines(results: list) -> list[str]:
             why = "the last step passed (a lower bound)"
         else:
             why = (f"{last['step_rate']:,} msg/s had p99 {last['latency']['p99_ms']:,.2f} ms, "
-                   f"loss/dup/reord {last['losses']}/{last['duplicates']}/{last['reorders']}")
+                   f"srv CPU {100 * last['server_cpu']:.0f}%, loss/dup/reord "
+                   f"{last['losses']}/{last['duplicates']}/{last['reorders']}")
         best = good[-1] if good else None
         verdicts[target] = best["step_rate"] if best else 0
+        missed = [row["step_rate"] for row in rows[:-1]
+                  if row not in good and (best is None or row["step_rate"] < best["step_rate"])]
         parts.append(f"{target} {verdicts[target]:,} msg/s"
                      + (f" (srv CPU {100 * best['server_cpu']:.0f}%)" if best else "")
+                     + (f", p99 over at lower {', '.join(f'{r:,}' for r in missed)}"
+                        if missed else "")
                      + f"; then {why}")
     if not parts:
         return []
@@ -135,6 +146,41 @@ def websocket_lines(results: list) -> list[str]:
                 f"chatd WebSocket idle connection: {ws['rss_per_connection_bytes'] / 1024:.2f} KiB "
                 f"of server memory against {tcp['rss_per_connection_bytes'] / 1024:.2f} KiB "
                 "over TCP")
+    return lines
+
+
+def tls_lines(report: dict) -> list[str]:
+    """Each TLS target against the same server over plaintext in this run
+    (TLS_TARGETS), and what a TLS handshake costs a server core."""
+    lines = []
+    # (capacity has a row per step; capacity_lines gives each target's verdict)
+    rows = {(result["scenario"], result["target"]): result for result in report["results"]
+            if "error" not in result and result["scenario"] != "capacity"}
+    for (scenario, target), secure in rows.items():
+        plain = rows.get((scenario, TLS_TARGETS.get(target)))
+        if plain is None:
+            continue
+        name = plain["target"]
+        if scenario == "conns":
+            kib, plain_kib = (row["rss_per_connection_bytes"] / 1024 for row in (secure, plain))
+            lines.append(f"{target} conns: {kib:,.1f} KiB of RSS per idle connection, "
+                         f"{name} {plain_kib:,.1f} KiB (TLS adds {kib - plain_kib:,.1f} KiB)")
+            continue
+        cost = secure.get("server_us_per_delivery"), plain.get("server_us_per_delivery")
+        by_cpu = (f"; server CPU per delivery {cost[0]:.2f} µs against {cost[1]:.2f} µs, "
+                  f"i.e. {cost[1] / cost[0]:.2f}x the deliveries per server CPU second"
+                  if all(cost) else "")
+        if scenario == "fanout":
+            ratio = secure["deliveries_per_s"] / max(plain["deliveries_per_s"], 1e-9)
+            lines.append(f"{target} fanout: {ratio:.2f}x {name}'s deliveries/s{by_cpu}")
+        else:
+            lines.append(f"{target} {scenario}: p99 {secure['latency']['p99_ms']:,.3f} ms "
+                         f"against {plain['latency']['p99_ms']:,.3f} ms for {name}{by_cpu}")
+    handshakes = report.get("tls_handshakes")
+    if handshakes and handshakes["per_s"]:
+        lines.append(f"TLS handshakes, server side: {handshakes['per_s']:,.0f}/s of one core "
+                     f"({handshakes['version']}, ECDSA P-256, {handshakes['openssl']}; chatd's "
+                     f"TLSPipe in memory, {handshakes['count']} handshakes, thread CPU time)")
     return lines
 
 
@@ -189,6 +235,7 @@ def format_table(report: dict) -> str:
         *ratios(report["results"]),
         *capacity_lines(report["results"]),
         *websocket_lines(report["results"]),
+        *tls_lines(report),
         *([""] + logged if logged else []),
         "",
         f"fanout/rate: R={settings['receivers']} receivers + S={settings['senders']} senders "

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .tls import certificate
+
 REPO = Path(__file__).resolve().parents[2]
 # How long a freshly started server may take to accept connections.
 START_SECONDS = 15.0
@@ -24,10 +26,13 @@ START_SECONDS = 15.0
 SPARE_CONNECTIONS = 64
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-TARGETS = ("chatd", "chatd-memory", "chatd-ws", "asyncio", "threads", "redis")
+TARGETS = ("chatd", "chatd-memory", "chatd-ws", "chatd-tls", "asyncio", "threads", "redis",
+           "redis-tls")
 # chatd-ws: chatd-memory's chat/1 over WebSocket on its web port (--ws-port).
-DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "chatd-ws": "ws", "asyncio": "chat1",
-            "threads": "chat1", "redis": "resp"}
+DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "chatd-ws": "ws", "chatd-tls": "chat1",
+            "asyncio": "chat1", "threads": "chat1", "redis": "resp", "redis-tls": "resp"}
+# Each TLS target and the same server over plaintext, which it is compared with.
+TLS_TARGETS = {"chatd-tls": "chatd-memory", "redis-tls": "redis"}
 
 
 # The durable store's writer figures exist only in the line chatd logs at
@@ -82,7 +87,8 @@ def read_chatd_log(text: str, durable: bool) -> dict:
 
 
 def available_targets() -> list[str]:
-    return [name for name in TARGETS if name != "redis" or shutil.which("redis-server")]
+    return [name for name in TARGETS
+            if not name.startswith("redis") or shutil.which("redis-server")]
 
 
 def pinning() -> tuple[int, int] | None:
@@ -100,23 +106,39 @@ def free_port() -> int:
 
 
 def command_for(target: str, port: int, max_connections: int, directory: str,
-                log_level: str = "warning") -> list[str]:
-    """How to start `target`; chatd's durable store goes to a file in `directory`."""
-    if target in ("chatd", "chatd-memory", "chatd-ws"):
+                log_level: str = "warning", tls_files: tuple | None = None) -> list[str]:
+    """How to start `target`; chatd's durable store goes to a file in `directory`.
+
+    A TLS target serves TLS only, on `port`, with `tls_files` (certificate
+    chain, key, CA) as PEM paths; chatd-tls is chatd-memory over TLS.
+    """
+    if target.startswith("chatd"):
         store = "memory" if target != "chatd" else os.path.join(directory, "chatd.db")
         # chatd-ws: the load goes to the web port; chat/1's TCP port is any free one.
-        ports = ["--port", "0", "--ws-port", str(port)] if target == "chatd-ws" \
-            else ["--port", str(port)]
+        # chatd-tls: to the TLS port, with no plaintext port at all.
+        ports = ["--port", str(port)]
+        if target == "chatd-ws":
+            ports = ["--port", "0", "--ws-port", str(port)]
+        elif target == "chatd-tls":
+            cert, key, _ = tls_files
+            ports = ["--no-plaintext", "--tls-port", str(port), "--tls-cert", cert,
+                     "--tls-key", key]
         return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", *ports,
                 "--rate-limit", "0", "--max-clients", str(max_connections),
                 "--store", store, "--log-level", log_level]
     if target in ("asyncio", "threads"):
         return [sys.executable, "-m", f"benchmarks.baselines.{target}_server",
                 "--host", "127.0.0.1", "--port", str(port)]
-    if target == "redis":
-        return ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                "--save", "", "--appendonly", "no", "--maxclients", str(max_connections),
-                "--loglevel", "warning", "--logfile", ""]
+    if target in ("redis", "redis-tls"):
+        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                   "--save", "", "--appendonly", "no", "--maxclients", str(max_connections),
+                   "--loglevel", "warning", "--logfile", ""]
+        if target == "redis-tls":  # needs a Redis built with TLS (BUILD_TLS=yes)
+            cert, key, ca_file = tls_files
+            command[3:5] = ["--port", "0", "--tls-port", str(port)]
+            command += ["--tls-cert-file", cert, "--tls-key-file", key,
+                        "--tls-ca-cert-file", ca_file, "--tls-auth-clients", "no"]
+        return command
     raise ValueError(f"unknown target {target!r}")
 
 
@@ -133,8 +155,10 @@ class TargetProcess:
         self.target = target
         self.port = free_port()
         self._directory = tempfile.TemporaryDirectory(prefix="chatd-bench-")
+        # A TLS target's certificate chain, key and CA (the generator trusts the CA).
+        self.tls_files = certificate(self._directory.name) if target in TLS_TARGETS else None
         self.command = command_for(target, self.port, max_connections + SPARE_CONNECTIONS,
-                                   self._directory.name, log_level)
+                                   self._directory.name, log_level, self.tls_files)
         # Read only at info: below it chatd logs neither figure.
         self._read_log = log_level in ("debug", "info")
         self.log_summary: dict | None = None

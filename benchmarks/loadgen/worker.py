@@ -8,12 +8,16 @@ results.  Every loop here ends by a deadline as well as by its count.
 
 import select
 import socket
+import ssl
 import time
 from collections import deque
+
+from chatd.tls import client_context
 
 from .clients import ROOM_STREAM, Chat1Client, RespClient, message_text
 from .ws_client import WSChat1Client
 from .histogram import LogHistogram
+from .tls import SERVER_NAME
 
 # Handshakes left unanswered at once per process, so a connect storm stays
 # within the server's listen backlog.
@@ -32,6 +36,25 @@ PROGRESS_SECONDS = 1.0
 _READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
 # Errors and hang-ups are reported as readable: the read then sees them.
 _READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+# A TLS read decrypts one record (at most 16 KiB) per call: a readable TLS
+# socket is read record after record while this much of the buffer is left.
+TLS_RECORD = 16 * 1024 + 256
+
+
+def receive_tls(sock, view) -> int | None:
+    """Read a TLS socket into `view` until it has no whole record left: the
+    plaintext bytes read, 0 at the end of the stream, None when none was
+    ready (ssl.SSLWantReadError, as BlockingIOError on a plain socket)."""
+    size, room = 0, len(view) - TLS_RECORD
+    while size <= room:
+        try:
+            count = sock.recv_into(view[size:])
+        except ssl.SSLWantReadError:
+            return size or None
+        if not count:
+            return size  # the end of the stream (0), or what came before it
+        size += count
+    return size
 
 
 class Worker:
@@ -45,6 +68,8 @@ class Worker:
         self.sender_fds: set = set()
         self.client_class = {"chat1": Chat1Client, "ws": WSChat1Client,
                              "resp": RespClient}[spec["dialect"]]
+        # TLS targets: a client context trusting the target's CA (None: plaintext).
+        self.tls = client_context(spec["tls_ca"]) if spec.get("tls_ca") else None
         self.stream = self.client_class.new_stream()
         self.recv_buffer = bytearray(RECV_SIZE)
         self.recv_view = memoryview(self.recv_buffer)  # never resized, so never released
@@ -91,6 +116,8 @@ class Worker:
         waiting = 0
         for name, sender in wanted:
             sock = socket.create_connection(spec["address"], timeout=spec["setup_timeout"])
+            if self.tls is not None:  # the handshake, blocking (within the timeout)
+                sock = self.tls.wrap_socket(sock, server_hostname=SERVER_NAME)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = self.client_class(sock, name, sender, self.delivery_sample, self.stream)
@@ -138,7 +165,7 @@ class Worker:
             events = [e for e in events if e[0] in senders] + \
                 [e for e in events if e[0] not in senders]
         by_fd = self.by_fd
-        buffer, view = self.recv_buffer, self.recv_view
+        buffer, view, tls = self.recv_buffer, self.recv_view, self.tls
         got_data = False
         for fd, mask in events:
             client = by_fd.get(fd)
@@ -146,7 +173,10 @@ class Worker:
                 continue
             if mask & _READABLE:
                 try:
-                    size = client.sock.recv_into(buffer)
+                    if tls is None:
+                        size = client.sock.recv_into(buffer)
+                    else:
+                        size = receive_tls(client.sock, view)
                 except (BlockingIOError, InterruptedError):
                     size = None
                 except OSError:
