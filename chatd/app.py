@@ -11,6 +11,7 @@ import logging
 import signal
 
 from . import reload, tls
+from .cluster import wiring as cluster
 from .accounts import AccountLink
 from .address_limits import AddressLimits
 from .chat_protocol import ChatService
@@ -148,13 +149,17 @@ class Server:
                     except OSError as exc:
                         raise OSError(exc.errno, f"{exc.strerror} (TLS on "
                                       f"{config.host}:{config.tls_port})") from None
-            store = open_store(config.store, config.retention, config.history)
+            # A cluster keeps its state in Redis: no store file of its own.
+            store = open_store("memory" if config.cluster else config.store,
+                               config.retention, config.history)
         except Exception:
             for other in (sock, metrics_sock, tls_sock, ws_sock):
                 if other is not None:
                     other.close()
             raise
-        if store.durable:
+        if config.cluster:
+            log.info("cluster: through Redis at %s", config.cluster)
+        elif store.durable:
             log.info("store: %s (epoch %s)", store.path, store.epoch)
             if store.crashed:
                 log.warning("store: the last run did not shut down cleanly; every room's ids "
@@ -163,11 +168,16 @@ class Server:
             log.info("store: memory only; history ends with this process (epoch %s)",
                      store.epoch)
             log.info("accounts: memory only; they end with this process")
-        core = ChatCore(config.chat_settings(max_clients=self.max_clients), store.epoch,
-                        store.durable, store.lobby, accounts=store.accounts,
-                        pairs=store.pairs)
+        if config.cluster:
+            core = cluster.core(config.chat_settings(max_clients=self.max_clients))
+        else:
+            core = ChatCore(config.chat_settings(max_clients=self.max_clients), store.epoch,
+                            store.durable, store.lobby, accounts=store.accounts,
+                            pairs=store.pairs)
         self.chat = ChatService(self.loop, self.connections, core,
                                 config.handshake_timeout, config.idle_timeout)
+        if config.cluster:
+            self.chat.cluster = cluster.node(self.loop, config, core, self.chat.complete)
         if store.durable:
             self.chat.store = StoreLink(self.loop, store.writer, self.chat.complete)
         self.chat.accounts = AccountLink(self.loop, self.chat.complete)
@@ -354,6 +364,8 @@ class Server:
                 transport.protocol.shutdown()
         self.connections.begin_shutdown(when_empty=self.loop.stop)
         self.chat.shutting_down = True
+        if self.chat.cluster is not None:
+            self.chat.cluster.retire()
         for transport in list(self.connections.open):
             transport.protocol.shutdown()
 
@@ -379,6 +391,8 @@ class Server:
             self.metrics_socket.close()
         stored = True
         self.chat.accounts.close(self.config.shutdown_timeout)
+        if self.chat.cluster is not None:
+            self.chat.cluster.close()
         store = self.chat.store
         if store is not None:
             stored = store.close(self.config.shutdown_timeout)

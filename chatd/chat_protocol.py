@@ -50,6 +50,8 @@ class ChatService:
         self.store = None
         # The password hasher's link (accounts.py).
         self.accounts = None
+        # The cluster node (cluster/node.py) with --cluster, else None.
+        self.cluster = None
         self._parked: list = []  # protocols not read while their session waits
         # Set at shutdown: closes no longer tell the core (nobody is left to
         # hear who left) and nothing more is delivered.
@@ -69,6 +71,8 @@ class ChatService:
                 effect.session.begin_close(effect.reason, ref=effect.ref)
             elif kind is CheckPassword:  # its answer comes back through complete()
                 self.accounts.take(effect)
+            elif self.cluster is not None:  # its answer comes back through complete()
+                self.cluster.take(effect)
             else:  # for the store: its answer comes back through complete()
                 self.store.take(effect)
 

@@ -7,6 +7,7 @@ flags over environment over file over defaults.
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -128,6 +129,12 @@ class Config:
     no_plaintext: bool = _setting(False, "serve chat/1 over TLS only: no plaintext "
                                          "listener (needs tls_cert, tls_key and tls_port or a "
                                          "passed tls socket)")
+    cluster: str = _setting("", "serve one chat with other nodes through Redis: "
+                                "redis://HOST:PORT or unix:///path (docs/cluster.md); "
+                                "empty: a single node")
+    cluster_lease: float = _setting(10.0, "seconds a cluster node stays in the cluster "
+                                          "without renewing its lease (renewed every fifth "
+                                          "of it); then other nodes reap its users")
 
     def __post_init__(self):
         problems = []
@@ -180,6 +187,8 @@ class Config:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.cluster:
+            problems.extend(_cluster_problems(self))
         if problems:
             raise ConfigError(problems)
 
@@ -194,6 +203,21 @@ class Config:
         values = {setting.name: getattr(self, setting.name)
                   for setting in dataclasses.fields(ChatSettings)}
         return ChatSettings(**{**values, **overrides})
+
+
+def _cluster_problems(config: Config) -> list[str]:
+    """What is wrong with the cluster settings (their own place: a cluster is optional)."""
+    from .cluster.resp import parse_address
+    problems = []
+    try:
+        parse_address(config.cluster)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if importlib.util.find_spec("hiredis") is None:
+        problems.append("cluster needs hiredis: pip install 'chatd[cluster]'")
+    if not config.cluster_lease > 0:
+        problems.append("cluster_lease must be more than 0")
+    return problems
 
 
 SETTINGS = {setting.name: setting for setting in dataclasses.fields(Config)}

@@ -18,6 +18,7 @@ from prometheus_client.exposition import generate_latest
 
 import framing
 
+from .cluster.metrics import families as cluster_families
 from .loop import TURN_BUCKETS
 
 __all__ = ["CONTENT_TYPE", "Metrics", "ChatdCollector"]
@@ -144,6 +145,8 @@ class ChatdCollector:
                                     "batch for its commit so far", value=store.longest_lag)
             yield GaugeMetricFamily("chatd_store_in_flight_rows", "Messages accepted and not "
                                     "yet committed", value=store.in_flight)
+        if chat.cluster is not None:
+            yield from cluster_families(chat.cluster)
 
 
 class Metrics:

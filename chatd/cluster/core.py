@@ -1,0 +1,325 @@
+"""The chat core of a cluster node: chat/1's rules with Redis as the shared state.
+
+`ClusterCore` is a `ChatCore` whose requests that touch shared state (hello,
+join, leave, say, dm, who, rooms, history) become `Script` effects for the
+cluster link and park the session (its later requests wait: a per-client
+FIFO, so replies keep request order); the answers, the pub/sub pushes and
+the link's ups and downs come back through `complete`, as the store's do.
+It keeps only what this node serves: its sessions, and a `Feed` per room
+with local members, delivered in Redis' order (feeds.py).  ping and quit
+stay local, so they work while Redis is unreachable.
+
+The handlers are in requests.py and messages.py (mixins, as the single
+node's are).
+"""
+
+import dataclasses
+import itertools
+import json
+import logging
+
+import hiredis
+
+from framing import LOBBY
+from framing.paging import HISTORY_OVERHEAD
+
+from ..core import ChatCore, ChatSettings
+from ..core.effects import Deliver
+from .effects import Batch, Command, Fenced, LinkChanged, Pushed, Subscribe, Unsubscribe
+from .feeds import Feed
+from .link import LINK_DOWN, NOT_SENT
+from .messages import ClusterMessages
+from .requests import ClusterRequests
+
+log = logging.getLogger("chatd")
+
+# Renames remembered to tell each member once: a rename's events are
+# published together, so a few suffice; a bound keeps memory flat.
+RENAMES_KEPT = 1024
+
+_ROOM = b"chatd:room:"
+_NODE = b"chatd:node:"
+
+
+class ClusterCore(ClusterRequests, ClusterMessages, ChatCore):
+    """chat/1 over Redis for one node (see the module docstring).
+
+    `node` is this node's id (the link's owner sets it, and a new one after
+    fencing); `epoch` is the cluster's (set from Redis at each connect).
+    Accounts are off in cluster mode (not yet kept in Redis).
+    """
+
+    def __init__(self, settings: ChatSettings, node: str, **clocks):
+        super().__init__(dataclasses.replace(settings, accounts="off"), epoch="", **clocks)
+        self.node = node
+        self.lobby = Feed(LOBBY, LOBBY)
+        self.feeds: dict[str, Feed] = {LOBBY: self.lobby}
+        self.sessions: dict[bytes, object] = {}   # sid -> welcomed local session
+        self.sid_of: dict = {}                    # session -> sid, from its hello on
+        self._serials = itertools.count(1)
+        self._tags = itertools.count(1)
+        # tag -> (session, ref, is a say): says and dms waiting for their own echo.
+        self.awaiting: dict[int, tuple] = {}
+        # session -> its says sent and not answered yet (pipelined).
+        self.in_flight: dict = {}
+        # Says in flight when the link broke: settled once the stream was read.
+        self.unsettled: dict[int, None] = {}  # in the order they were sent
+        # Sessions whose `bye` script did not reach Redis: sent again at reconnect.
+        self.unsent_byes: dict[bytes, str] = {}
+        # (sid, tag) of recent renames -> the local sessions told already.
+        self._renames: dict[tuple, set] = {}
+        self.highest = 0       # the highest message id seen (the floor after a data loss)
+        self.gaps_filled = 0   # holes filled from a stream (metrics)
+        self.events_lost = 0   # events a stream no longer had when a hole was filled
+
+    def reconfigure(self, settings: ChatSettings) -> None:
+        """As ChatCore.reconfigure; accounts stay off."""
+        super().reconfigure(dataclasses.replace(settings, accounts="off"))
+
+    def new_sid(self) -> bytes:
+        """A session id unique in the cluster: this node's id and a serial."""
+        return f"{self.node}.{next(self._serials)}".encode()
+
+    # ------------------------------------------------------------ completions
+
+    def complete(self, completion) -> list:
+        """A cluster completion (a batch of answers and pushes, the link's state),
+        else the base's."""
+        kind = type(completion)
+        if kind is Batch:
+            out = self.out.begin()
+            for item in completion.completions:
+                if type(item) is Pushed:
+                    self._pushed(item.channel, item.data)
+                else:
+                    then = item.effect.then
+                    if then is not None:
+                        then(item.reply)
+            return out
+        if kind is LinkChanged:
+            out = self.out.begin()
+            if completion.up:
+                self._resync()
+            return out
+        if kind is Fenced:
+            out = self.out.begin()
+            self._fenced(completion.node)
+            return out
+        return super().complete(completion)
+
+    def _pushed(self, channel: bytes, data: bytes) -> None:
+        if channel.startswith(_ROOM):
+            feed = self.feeds.get(channel[len(_ROOM):].decode())
+            if feed is None:
+                return  # unsubscribed meanwhile
+            ev, sid, tag, msgid, payload = data.split(b" ", 4)
+            self._offer(feed, int(ev), (int(ev), sid, int(tag), int(msgid), payload))
+            return
+        kind, _, rest = data.partition(b" ")
+        if kind == b"dm":
+            self._dm_pushed(*rest.split(b" ", 3))
+        elif kind == b"replaced":
+            session = self.sessions.get(rest)
+            if session is not None:
+                self._close(session, "replaced")
+        elif kind == b"reaped":
+            log.error("cluster: this node was reaped (its lease ran out); closing its clients")
+
+    # ---------------------------------------------------------------- feeds
+
+    def _offer(self, feed: Feed, ev: int, event: tuple) -> None:
+        self._flow(feed, feed.offer(ev, event))
+        self._fill_hole(feed)
+
+    def _fill_hole(self, feed: Feed) -> None:
+        """Read the events missing before the held ones from the room's stream."""
+        hole = feed.hole()
+        if hole is not None:
+            first, last = hole
+            feed.filling = True
+            self.out.effects.append(Command(
+                ("XRANGE", feed.log, f"0-{first}", f"0-{last}"),
+                lambda reply: self._filled(feed, reply, last)))
+
+    def _filled(self, feed: Feed, reply, last: int | None) -> None:
+        """The stream's answer up to `last` (None: its end): offer what it had, skip
+        what it no longer has (trimmed), and read the next hole if there is one."""
+        feed.filling = False
+        if type(reply) is not list:
+            return  # the link broke: the resync after it reads the stream again
+        self.gaps_filled += 1
+        self._catch_up(feed, reply)
+        lost = feed.skip_lost(last) if last is not None else 0
+        if lost:
+            self.events_lost += lost
+            log.warning("cluster: %d events of room %s were no longer in its stream",
+                        lost, feed.name)
+        self._flow(feed, feed.take_ready())
+        self._fill_hole(feed)
+
+    def _catch_up(self, feed: Feed, entries: list) -> None:
+        for _, fields in entries:
+            data = fields[1]
+            ev, sid, tag, msgid, payload = data.split(b" ", 4)
+            self._flow(feed, feed.offer(int(ev), (int(ev), sid, int(tag), int(msgid), payload)))
+
+    def _flow(self, feed: Feed, ready: list) -> None:
+        """Deliver `ready` events in order, each followed by the actions due at it."""
+        for event in ready:
+            self._deliver(feed, event)
+            if feed.actions:
+                for action in feed.due(event[0]):
+                    action()
+        if feed.actions and feed.expected is not None:
+            for action in feed.due(feed.expected - 1):
+                action()
+
+    def _deliver(self, feed: Feed, event: tuple) -> None:
+        """One room event to the local members; the actor's copy (its echo with
+        `ref`) is sent where its request is answered."""
+        _, sid, tag, msgid, payload = event
+        if msgid > self.highest:
+            self.highest = msgid
+        members = feed.members
+        if tag and not msgid:  # a `renamed`: once per member, whatever the rooms shared
+            told = self._renames.get((sid, tag))
+            if told is None:
+                told = self._renames[(sid, tag)] = set()
+                if len(self._renames) > RENAMES_KEPT:
+                    del self._renames[next(iter(self._renames))]
+            members = {member: None for member in members if member not in told}
+            told.update(members)
+        actor = self.sessions.get(sid)
+        # The actor's copy is sent where its request is answered: its echo
+        # (awaited by tag) or its own joined/left/renamed.  A say it was told
+        # was unavailable that got in after all reaches it as anyone's would.
+        if actor is None or actor not in members or (msgid and tag not in self.awaiting):
+            if members:
+                self.out.effects.append(Deliver(tuple(members), payload))
+            return
+        others = tuple(member for member in members if member is not actor)
+        if others:
+            self.out.effects.append(Deliver(others, payload))
+        if msgid:
+            self._echo(tag, payload)
+
+    def _echo(self, tag: int, payload: bytes) -> None:
+        """A say's or dm's own copy to its sender, with its ref; its later requests go on."""
+        entry = self.awaiting.pop(tag, None)
+        if entry is None:
+            return
+        session, ref, say = entry
+        self.unsettled.pop(tag, None)
+        if session.ended:
+            return
+        if ref is not None:
+            payload = payload[:-1] + b',"ref":' + json.dumps(
+                ref, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
+        self.out.effects.append(Deliver((session,), payload))
+        self.answered(session, say)
+
+    def answered(self, session, say: bool) -> None:
+        """A say or dm of `session` has had its answer: what waited for it goes on."""
+        if not say:  # a dm parked the session
+            session.deferred.popleft()
+            self._resume(session)
+            return
+        count = self.in_flight[session] - 1
+        if count:
+            self.in_flight[session] = count
+        else:
+            del self.in_flight[session]
+        if session.deferred is not None:
+            self._resume(session)
+
+    def _handle(self, session, item) -> None:
+        """As ChatCore's, except that while says of the session are in flight
+        (pipelined, SAYS_IN_FLIGHT at most) anything but another say that goes
+        to Redis waits for their answers: one order per client."""
+        if session in self.in_flight and not self._pipelined(session, item):
+            self._park(session, item)
+            return
+        super()._handle(session, item)
+
+    def _pipelined(self, session, item) -> bool:
+        """Whether `item` is a say that goes to Redis, not one answered here at once
+        (not in that room; a text that may not fit: 6 bytes a character at most
+        in JSON, plus the envelope)."""
+        return (type(item) is dict and item["type"] == "say"
+                and item.get("room", LOBBY).lower() in session.rooms
+                and 6 * len(item["text"]) + 1024 <= self.out.max_frame - HISTORY_OVERHEAD)
+
+    def _dm_pushed(self, recipient_sid: bytes, sender_sid: bytes, tag: bytes,
+                   payload: bytes) -> None:
+        recipient = self.sessions.get(recipient_sid)
+        sender = self.sessions.get(sender_sid)
+        if recipient is not None and recipient is not sender:
+            self.out.effects.append(Deliver((recipient,), payload))
+        if sender is not None:
+            self._echo(int(tag), payload)
+
+    def close_feed_if_unused(self, feed: Feed) -> None:
+        """Stop following a room no local session is in or joining (never the lobby)."""
+        if feed.members or feed.joining or feed is self.lobby \
+                or self.feeds.get(feed.key) is not feed:
+            return
+        del self.feeds[feed.key]
+        self.out.effects.append(Unsubscribe(feed.channel))
+
+    # --------------------------------------------------------- link changes
+
+    def _resync(self) -> None:
+        """The link is up again: resubscribe every feed and read what it missed
+        from its stream; then settle the says whose answer was lost."""
+        for feed in self.feeds.values():
+            self.out.effects.append(Subscribe(feed.channel))
+            if feed.expected is None:
+                self.out.effects.append(Command(
+                    ("GET", "chatd:ev:" + feed.key),
+                    lambda reply, feed=feed: self._started(feed, reply)))
+            else:
+                feed.filling = True
+                self.out.effects.append(Command(
+                    ("XRANGE", feed.log, f"0-{feed.expected}", "+"),
+                    lambda reply, feed=feed: self._filled(feed, reply, None)))
+        for sid, reason in self.unsent_byes.items():
+            self._bye(sid, reason)
+        self.unsent_byes.clear()
+        if self.unsettled:
+            # Answered after every catch-up above (one connection, in order): a
+            # say whose echo was not in its room's stream was not accepted.
+            self.out.effects.append(Command(("PING",), self._settle))
+
+    def _started(self, feed: Feed, reply) -> None:
+        if type(reply) is bytes or reply is None:
+            self._flow(feed, feed.start_at(int(reply or 0)))
+
+    def _settle(self, reply) -> None:
+        if self.failed(reply) is not None:
+            return  # the link broke again: the next resync settles them
+        for tag in list(self.unsettled):
+            entry = self.awaiting.pop(tag, None)
+            if entry is not None and not entry[0].ended:
+                session, ref, say = entry
+                self.out.error(session, "unavailable", "the cluster lost this message on "
+                               "its way to Redis; nothing was accepted, try again", ref)
+                self.answered(session, say)
+        self.unsettled.clear()
+
+    def _fenced(self, node: str) -> None:
+        """This node was reaped (or Redis lost its data): its sessions are no longer
+        the cluster's. Close them (`bye` shutdown); serve on as `node`."""
+        for session in list(self.sid_of):
+            if not session.ended:
+                self._close(session, "shutdown")
+        self.unsent_byes.clear()
+        self.node = node
+
+    def failed(self, reply) -> str | None:
+        """Why a reply is no answer: None if it is one, else the `unavailable` text."""
+        if reply is LINK_DOWN or reply is NOT_SENT:
+            return "the cluster's Redis is unreachable; try again"
+        if type(reply) is hiredis.ReplyError:
+            log.error("cluster: Redis answered an error: %s", reply)
+            return "the cluster's Redis refused the request; try again"
+        return None

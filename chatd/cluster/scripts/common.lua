@@ -1,0 +1,96 @@
+-- Prepended to every chatd script when it is loaded (scripts.py): key names and
+-- the steps several scripts share.  ARGV[1] is the presence limit, ARGV[2] the
+-- stream cap, in every script.  All state changes happen in scripts that also
+-- publish them, so presence stays in order with messages (CLUSTER.md).
+local P = 'chatd:'
+local LIMIT = tonumber(ARGV[1])
+local CAP = tonumber(ARGV[2])
+
+-- A counter that never goes back: one created after Redis lost its data
+-- starts above the floor the nodes set then (epoch.lua).
+local function counter(key)
+  local value = redis.call('INCR', key)
+  if value == 1 then
+    local floor = tonumber(redis.call('GET', P .. 'floor') or 0)
+    if floor > 0 then
+      value = floor + 1
+      redis.call('SET', key, value)
+    end
+  end
+  return value
+end
+
+local function members(room) return P .. 'members:' .. room end
+
+local function current(room)
+  return tonumber(redis.call('GET', P .. 'ev:' .. room) or 0)
+end
+
+-- One room event: numbered (ev), kept in the room's capped stream (entry id
+-- 0-ev) and published.  Its text is "ev sid tag msgid payload": the actor's
+-- session, the node's label of the request (0: none), the msg id (0: presence).
+local function emit(room, sid, tag, msgid, payload)
+  local ev = counter(P .. 'ev:' .. room)
+  local data = ev .. ' ' .. sid .. ' ' .. tag .. ' ' .. msgid .. ' ' .. payload
+  redis.call('XADD', P .. 'log:' .. room, 'MAXLEN', '~', CAP, '0-' .. ev, 'd', data)
+  redis.call('PUBLISH', P .. 'room:' .. room, data)
+  return ev
+end
+
+-- Presence is published only while the room is within the presence limit;
+-- the ev returned is the event's, or the room's latest when none was sent.
+local function announce(room, sid, payload)
+  if redis.call('ZCARD', members(room)) <= LIMIT then
+    return emit(room, sid, 0, 0, payload)
+  end
+  return current(room)
+end
+
+local function display(room)
+  return redis.call('HGET', P .. 'rooms', room) or room
+end
+
+local function names_of(sids)
+  local names = {}
+  for i, sid in ipairs(sids) do
+    names[i] = redis.call('HGET', P .. 'sess:' .. sid, 'name') or '?'
+  end
+  return names
+end
+
+-- Session `sid` leaves `room` (`left`, with `reason` unless empty); an emptied
+-- room other than the lobby closes (its counters stay: ids never repeat).
+local function part(room, sid, name, reason)
+  local msg = '{"type":"left","room":' .. cjson.encode(display(room)) ..
+              ',"name":' .. cjson.encode(name)
+  if reason ~= '' then msg = msg .. ',"reason":' .. cjson.encode(reason) end
+  local ev = announce(room, sid, msg .. '}')
+  redis.call('ZREM', members(room), sid)
+  redis.call('SREM', P .. 'in:' .. sid, room)
+  if room ~= 'lobby' and redis.call('ZCARD', members(room)) == 0 then
+    redis.call('HDEL', P .. 'rooms', room)
+  end
+  return ev
+end
+
+-- Session `sid` ends: it leaves every room and its name comes free (once).
+local function drop(sid, reason)
+  local s = P .. 'sess:' .. sid
+  local name = redis.call('HGET', s, 'name')
+  if not name then return 0 end
+  for _, room in ipairs(redis.call('SMEMBERS', P .. 'in:' .. sid)) do
+    part(room, sid, name, reason)
+  end
+  local key = redis.call('HGET', s, 'key')
+  if redis.call('HGET', P .. 'users', key) == sid then
+    redis.call('HDEL', P .. 'users', key)
+  end
+  redis.call('SREM', P .. 'node:' .. redis.call('HGET', s, 'node'), sid)
+  redis.call('DEL', s, P .. 'in:' .. sid)
+  return 1
+end
+
+local function now_ts()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end

@@ -1,0 +1,19 @@
+-- Private messages between session ARGV[3] and the user named ARGV[4]
+-- (casefolded), from their pair's stream (entry id 0-<msg id>), oldest
+-- first: the first ARGV[6] with an id above ARGV[5], or the newest ARGV[6]
+-- when ARGV[5] is ''.  {'ok', payloads...} or {'no_such_user'}.
+local a = redis.call('HGET', P .. 'sess:' .. ARGV[3], 'identity')
+local rsid = redis.call('HGET', P .. 'users', ARGV[4])
+if not a or not rsid then return {'no_such_user'} end
+local b = redis.call('HGET', P .. 'sess:' .. rsid, 'identity')
+local log = P .. 'plog:' .. (a < b and (a .. '|' .. b) or (b .. '|' .. a))
+local reply = {'ok'}
+if ARGV[5] == '' then
+  local entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', ARGV[6])
+  for i = #entries, 1, -1 do reply[#reply + 1] = entries[i][2][2] end
+else
+  for _, entry in ipairs(redis.call('XRANGE', log, '(0-' .. ARGV[5], '+', 'COUNT', ARGV[6])) do
+    reply[#reply + 1] = entry[2][2]
+  end
+end
+return reply
