@@ -213,12 +213,16 @@ class WebProtocol(OneRequestHTTP):
         headers = dict(request.headers)  # h11 gives names lowercased
         origin = headers.get(b"origin")
         service = self.service
-        if origin is not None and not service.origin_allowed(origin, headers.get(b"host")):
+        local = self.transport.sock.getsockname()  # (address, port, ...); a Unix path
+        if origin is not None and not service.origin_allowed(
+                origin, headers.get(b"host"), local[0] if type(local) is tuple else ""):
             service.refused_origins += 1
             # At debug: a script can send any number of these (metrics count them).
-            log.debug("web: WebSocket from %s:%d refused, Origin %s not allowed", *self.peer,
-                      origin.decode("ascii", "replace"))
-            self.answer(403, b"Origin not allowed\n")
+            log.debug("web: WebSocket from %s:%d refused, Origin %s or Host %s not allowed",
+                      *self.peer, origin.decode("ascii", "replace"),
+                      headers.get(b"host", b"").decode("ascii", "replace"))
+            self.answer(403, b"Origin not allowed (or, with no ws_origins set, a Host "
+                        b"that is not localhost or this server's address)\n")
             return
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
