@@ -200,14 +200,15 @@ def test_static_files_with_their_types_caching_and_csp_and_404_otherwise():
             return http_get(server, path, method, headers)
 
         page, body = get("/")
-        assert page.status == 200 and b'<script src="client.js"' in body
+        assert page.status == 200 and b'<script type="module" src="client.js"' in body
         assert page.getheader("Content-Type") == "text/html; charset=utf-8"
         assert page.getheader("Cache-Control") == "no-cache"
         csp = page.getheader("Content-Security-Policy")
         assert "script-src 'self'" in csp and "default-src 'none'" in csp
         assert "unsafe-inline" not in csp
-        script, _ = get("/client.js")
-        assert script.getheader("Content-Type") == "text/javascript; charset=utf-8"
+        for module in ("client", "state", "conversations", "connection", "commands"):
+            script, _ = get(f"/{module}.js")
+            assert script.getheader("Content-Type") == "text/javascript; charset=utf-8"
         assert get("/style.css")[0].getheader("Content-Type") == "text/css; charset=utf-8"
         again, body = get("/", headers={"If-None-Match": page.getheader("ETag")})
         assert again.status == 304 and body == b""
