@@ -4,16 +4,18 @@ One `WebProtocol` per connection of the web listener (its factory is
 `WebService.protocol`).  It is a transport protocol like chat/1's (see the
 top of chatd/transport.py) and starts as HTTP/1.1 parsed by h11:
 
-- `GET /chat` with a WebSocket upgrade, from an allowed Origin, is handed
-  to wsproto's handshake (RFC 6455; sans-IO, like h11), answered 101, and
+- `GET /chat` with a WebSocket upgrade, from an allowed Origin (and Host:
+  `WebService.origin_allowed`), is handed to wsproto's handshake (RFC 6455; sans-IO, like h11), answered 101, and
   from then on each text message is one chat/1 payload (JSON, no length
   prefix) for a `WSChatSession`: the core's Session, the same as a TCP
   user's, so both share rooms, names and ids;
 - `GET`/`HEAD` of one of the client's files (chatd/web/) is answered with
-  it; anything else is 404 (405 for another method), a head over 8 KiB 431,
-  an Origin not allowed 403;
-- one request per connection (`Connection: close`), all within the
-  handshake timeout.
+  it (304 if the browser's copy is current); anything else is 404 (405 for
+  another method), a head over 8 KiB 431, an Origin not allowed 403, and
+  every request but the upgrade 503 over a connection limit;
+- one request per connection (`Connection: close`, through
+  `http_answer.OneRequestHTTP`), all within the handshake timeout (within
+  REFUSED_WAIT over a connection limit).
 
 Towards the chat layer this object is the session's transport: the core's
 fan-out (`ChatService.queue`) appends chat/1 frames to `output` and puts it
@@ -99,8 +101,8 @@ class WebProtocol(OneRequestHTTP):
     `close`, `flush`, `pause_reading`, `resume_reading`.
     """
 
-    __slots__ = ("service", "peer", "head", "full", "ws", "session", "parts", "part_size", "output", "scheduled", "state",
-                 "close_code", "close_reason", "peer_closed")
+    __slots__ = ("service", "peer", "head", "full", "ws", "session", "parts", "part_size",
+                 "output", "scheduled", "state", "close_code", "close_reason", "peer_closed")
 
     log_name = "web"
 
