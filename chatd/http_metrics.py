@@ -16,15 +16,9 @@ has not sent a whole head within TIMEOUT seconds is closed, and one beyond
 the listener's capacity gets 503.
 """
 
-import logging
-
 import h11
 
-from . import http_answer
-from .http_answer import MAX_HEAD
-from .transport import State
-
-log = logging.getLogger("chatd")
+from .http_answer import OneRequestHTTP
 
 # Seconds a scraper has to send its request's head.
 TIMEOUT = 5.0
@@ -43,102 +37,62 @@ class MetricsService:
         return MetricsHTTP(self)
 
 
-class MetricsHTTP:
+class MetricsHTTP(OneRequestHTTP):
     """One scraper connection: one request, one answer, then close."""
 
-    __slots__ = ("service", "transport", "http", "timer", "answered")
+    __slots__ = ("service",)
+    log_name = "metrics"
 
     def __init__(self, service: MetricsService):
+        super().__init__()
         self.service = service
-        self.transport = None
-        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        self.timer = None
-        self.answered = False
 
     # ------------------------------------------------------ transport events
 
     def connection_made(self, transport) -> None:
+        """Arm the timeout: the whole head within TIMEOUT seconds."""
         self.transport = transport
-        self.timer = self.service.loop.call_later(TIMEOUT, self._timeout)
+        self.arm_timer(self.service.loop, TIMEOUT)
 
     def data_received(self, data) -> None:
-        if self.answered:
-            return
-        self.http.receive_data(bytes(data))
-        self._next_request()
+        """Request bytes to h11 (ignored once answered)."""
+        if self.http is not None:
+            self.receive(data)
 
     def eof_received(self) -> None:
-        if not self.answered:
-            self.http.receive_data(b"")
-            self._next_request()
-        if not self.answered:
-            self._close()
+        """End of input: a head left incomplete is answered 400, else just close."""
+        if self.http is not None:
+            self.receive(b"")
+        self.transport.close()
 
     def slow_consumer(self, why: str) -> None:
-        self._close()
+        """The scraper does not read its answer: close."""
+        self.transport.close()
 
     def over_capacity(self, why: str) -> None:
-        self._answer(503, b"too many metrics connections; try later\n")
+        """Beyond the listener's capacity: 503 at once."""
+        self.answer(503, b"too many metrics connections; try later\n")
 
     def shutdown(self) -> None:
-        self._close()
+        """The server stops: close."""
+        self.transport.close()
 
     def connection_lost(self, reason) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        """The socket closed: the timer goes."""
+        self.cancel_timer()
 
     # ------------------------------------------------------------- serving
 
-    def _next_request(self) -> None:
-        try:
-            event = self.http.next_event()
-        except h11.RemoteProtocolError as exc:
-            self._answer(*http_answer.error_status(exc))
-            return
-        kind = type(event)
-        if kind is h11.Request:
-            self._serve(event)
-        elif kind is h11.ConnectionClosed:
-            self._close()
-        # NEED_DATA: wait for more of the head
-
-    def _serve(self, request: h11.Request) -> None:
-        if http_answer.head_size(request) > MAX_HEAD:
-            self._answer(431, b"request head over 8192 bytes\n")
-            return
+    def serve(self, request: h11.Request) -> None:
+        """GET/HEAD /metrics is 200 with a scrape; another path 404, method 405."""
         if request.target.split(b"?", 1)[0] != PATH:
-            self._answer(404, b"only /metrics here\n")
+            self.answer(404, b"only /metrics here\n")
             return
         if request.method not in (b"GET", b"HEAD"):
-            self._answer(405, b"GET or HEAD only\n", [("Allow", "GET, HEAD")])
+            self.answer(405, b"GET or HEAD only\n", [("Allow", "GET, HEAD")])
             return
         service = self.service
         service.scrapes += 1
         body = service.metrics.render()
-        self._answer(200, body, [("Content-Type", service.metrics.content_type)],
-                     head_only=request.method == b"HEAD")
-
-    def _answer(self, status: int, body: bytes, headers=(), head_only: bool = False) -> None:
-        """Queue one response and close after it; only the first answer counts."""
-        if self.answered or self.transport.state is not State.OPEN:
-            return
-        self.answered = True
-        data = http_answer.response(self.http, status, body, headers, head_only)
-        if data is None:  # h11 cannot answer in its state: just close
-            self._close()
-            return
-        self.transport.write(data)
-        if status != 200:
-            log.debug("metrics: %d to %s:%d", status, *self.transport.peer)
-        self._close()
-
-    def _timeout(self) -> None:
-        self.timer = None
-        if not self.answered:
-            log.debug("metrics: no request from %s:%d within %gs; closing",
-                     *self.transport.peer, TIMEOUT)
-        self._close()
-
-    def _close(self) -> None:
-        self.transport.close()  # a no-op once closing
+        self.answer(200, body, [("Content-Type", service.metrics.content_type)],
+                    head_only=request.method == b"HEAD")

@@ -41,12 +41,18 @@ class ChatdCollector:
         loop = server.loop
         # "chat" is chat/1 on either port: plaintext and TLS connections share
         # one set (and max_clients), so their listeners' counts are added up.
+        # The web listener's connections are in that set too (the gauges and
+        # bytes under "chat" include them); its accepts and refusals are its own.
         chat_listeners = [listener for listener in (server.listener, server.tls_listener)
                           if listener is not None]
-        listeners = [("chat", chat_listeners, server.connections)]
+        listeners = [("chat", chat_listeners)]
+        connection_sets = [("chat", server.connections, chat_listeners[0].max_connections)]
+        if server.web_listener is not None:
+            listeners.append(("web", [server.web_listener]))
         if server.metrics_listener is not None:
-            listeners.append(("metrics", [server.metrics_listener],
-                              server.metrics_connections))
+            listeners.append(("metrics", [server.metrics_listener]))
+            connection_sets.append(("metrics", server.metrics_connections,
+                                    server.metrics_listener.max_connections))
 
         open_now = GaugeMetricFamily("chatd_connections", "Connections open now, closing "
                                      "ones included", labels=["listener"])
@@ -66,21 +72,31 @@ class ChatdCollector:
                                     "send carries", labels=["listener"])
         queued = GaugeMetricFamily("chatd_output_queued_bytes", "Bytes queued for "
                                    "connections and not yet written", labels=["listener"])
-        for name, members, connections in listeners:
-            open_now.add_metric([name], len(connections.open))
-            limit.add_metric([name], members[0].max_connections)
+        for name, members in listeners:
             accepted.add_metric([name], sum(member.accepted for member in members))
             rejected.add_metric([name, "over_capacity"],
                                 sum(member.refused for member in members))
             rejected.add_metric([name, "accept_failed"],
                                 sum(member.accept_failures for member in members))
+        for name, connections, most in connection_sets:
+            open_now.add_metric([name], len(connections.open))
+            limit.add_metric([name], most)
             received.add_metric([name], connections.bytes_received)
             sent.add_metric([name], connections.bytes_sent)
             sends.add_metric([name], connections.sends)
             queued.add_metric([name], sum([transport.output.size
                                            for transport in connections.open]))
+        # The per-address limits are one AddressLimits over every chat listener, web included.
         rejected.add_metric(["chat", "address_limit"], server.address_limits.refused)
         yield from (open_now, limit, accepted, rejected, received, sent, sends, queued)
+        if server.web_listener is not None:
+            # app.Server keeps the WebService only as the web listener's factory's owner.
+            web = server.web_listener.protocol_factory.__self__
+            yield CounterMetricFamily("chatd_ws_upgrades", "WebSocket upgrades accepted "
+                                      "(101) on the web listener", value=web.upgrades)
+            yield CounterMetricFamily("chatd_ws_refused", "WebSocket upgrades refused 403 for "
+                                      "their Origin (or, without ws_origins, a Host not "
+                                      "naming this server)", value=web.refused_origins)
 
         disconnects = CounterMetricFamily("chatd_disconnects", "Chat connections closed, by "
                                           "reason", labels=["reason"])

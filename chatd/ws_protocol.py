@@ -4,16 +4,18 @@ One `WebProtocol` per connection of the web listener (its factory is
 `WebService.protocol`).  It is a transport protocol like chat/1's (see the
 top of chatd/transport.py) and starts as HTTP/1.1 parsed by h11:
 
-- `GET /chat` with a WebSocket upgrade, from an allowed Origin, is handed
-  to wsproto's handshake (RFC 6455; sans-IO, like h11), answered 101, and
+- `GET /chat` with a WebSocket upgrade, from an allowed Origin (and Host:
+  `WebService.origin_allowed`), is handed to wsproto's handshake (RFC 6455; sans-IO, like h11), answered 101, and
   from then on each text message is one chat/1 payload (JSON, no length
   prefix) for a `WSChatSession`: the core's Session, the same as a TCP
   user's, so both share rooms, names and ids;
 - `GET`/`HEAD` of one of the client's files (chatd/web/) is answered with
-  it; anything else is 404 (405 for another method), a head over 8 KiB 431,
-  an Origin not allowed 403;
-- one request per connection (`Connection: close`), all within the
-  handshake timeout.
+  it (304 if the browser's copy is current); anything else is 404 (405 for
+  another method), a head over 8 KiB 431, an Origin not allowed 403, and
+  every request but the upgrade 503 over a connection limit;
+- one request per connection (`Connection: close`, through
+  `http_answer.OneRequestHTTP`), all within the handshake timeout (within
+  REFUSED_WAIT over a connection limit).
 
 Towards the chat layer this object is the session's transport: the core's
 fan-out (`ChatService.queue`) appends chat/1 frames to `output` and puts it
@@ -27,6 +29,7 @@ Close frame whose code fits the reason (`CLOSE_CODES`).
 """
 
 import logging
+import re
 
 import h11
 from wsproto import ConnectionType
@@ -39,9 +42,8 @@ from wsproto.utilities import RemoteProtocolError as HandshakeError
 from framing import BadFrame, FrameTooLarge
 from framing.codec import HEADER
 
-from . import http_answer
 from .chat_protocol import ChatProtocol
-from .http_answer import MAX_HEAD
+from .http_answer import OneRequestHTTP
 from .output import OutputQueue
 from .transport import State
 from .web import SECURITY_HEADERS
@@ -53,6 +55,12 @@ _WS_OPEN, _WS_REMOTE_CLOSING = ConnectionState.OPEN, ConnectionState.REMOTE_CLOS
 
 # Where the WebSocket is; every other path is a file or 404.
 CHAT_PATH = b"/chat"
+# Seconds a connection refused over a limit has to send its request (so a page
+# still hears why), at most; then it is closed, as a refused TCP one is at once.
+REFUSED_WAIT = 1.0
+# The entity-tags (or "*") of an If-None-Match value (RFC 9110 sections 8.8.3
+# and 13.1.2); a quoted tag may hold a comma.
+_ETAGS = re.compile(rb'\*|(?:W/)?"[^"]*"')
 
 # The Close frame's code for each `bye` reason (RFC 6455 section 7.4.1):
 # a normal end, the server going away, data it cannot take (binary), a
@@ -83,7 +91,7 @@ class WSChatSession(ChatProtocol):
         super().begin_close(reason, error, counted_as, ref)
 
 
-class WebProtocol:
+class WebProtocol(OneRequestHTTP):
     """One connection of the web listener: an HTTP request, then maybe a WebSocket.
 
     `service` is the listener's `ws_service.WebService`.
@@ -93,17 +101,16 @@ class WebProtocol:
     `close`, `flush`, `pause_reading`, `resume_reading`.
     """
 
-    __slots__ = ("service", "transport", "peer", "http", "head", "timer", "full",
-                 "ws", "session", "parts", "part_size", "output", "scheduled", "state",
-                 "close_code", "close_reason", "peer_closed")
+    __slots__ = ("service", "peer", "head", "full", "ws", "session", "parts", "part_size",
+                 "output", "scheduled", "state", "close_code", "close_reason", "peer_closed")
+
+    log_name = "web"
 
     def __init__(self, service):
+        super().__init__()
         self.service = service
-        self.transport = None
         self.peer = None
-        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.head = bytearray()   # the request's raw bytes, for wsproto's handshake
-        self.timer = None
         self.full = None          # why, when over a connection limit: refuse the request
         self.ws = None            # wsproto's Connection, once upgraded
         self.session = None
@@ -122,8 +129,7 @@ class WebProtocol:
         """Arm the handshake timeout: the request (and the upgrade) within it."""
         self.transport = transport
         self.peer = transport.peer
-        self.timer = self.service.loop.call_later(self.service.chat.handshake_timeout,
-                                                  self._handshake_expired)
+        self.arm_timer(self.service.loop, self.service.chat.handshake_timeout)
 
     def data_received(self, data) -> None:
         """HTTP bytes until the upgrade, WebSocket bytes after it."""
@@ -131,8 +137,7 @@ class WebProtocol:
             self._ws_received(bytes(data))
         elif self.http is not None:
             self.head += data
-            self.http.receive_data(bytes(data))
-            self._next_request()
+            self.receive(data)
 
     def eof_received(self) -> None:
         """End of input: a disconnect for a session, else the end of the request."""
@@ -151,8 +156,13 @@ class WebProtocol:
     def over_capacity(self, why: str) -> None:
         """One connection beyond max_clients or its address's limits (`why`): its
         request is refused (a WebSocket with `server_full` saying why and Close
-        1013, so a page can say why; a file with 503)."""
+        1013, so a page can say why; anything else with 503).  The request must
+        come within REFUSED_WAIT seconds (or handshake_timeout if shorter), so a
+        refused client cannot hold its connection, a file descriptor and a
+        place in max_clients for the whole handshake timeout."""
         self.full = why
+        self.arm_timer(self.service.loop,
+                       min(REFUSED_WAIT, self.service.chat.handshake_timeout))
 
     def shutdown(self) -> None:
         """The server stops: `bye` {shutdown} and Close 1001 for a session."""
@@ -163,9 +173,7 @@ class WebProtocol:
 
     def connection_lost(self, reason: str | None) -> None:
         """The socket closed; the session hears it (and the cycle to it is broken)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.cancel_timer()
         self.state = _CLOSED
         self.output.clear()
         session, self.session = self.session, None
@@ -174,63 +182,49 @@ class WebProtocol:
 
     # ---------------------------------------------------------------- HTTP
 
-    def _next_request(self) -> None:
-        try:
-            event = self.http.next_event()
-        except h11.RemoteProtocolError as exc:
-            self._answer(*http_answer.error_status(exc))
-            return
-        if type(event) is h11.Request:
-            self._serve(event)
-        elif type(event) is h11.ConnectionClosed:
-            self.transport.close()
-        # NEED_DATA: wait for more of the head
-
-    def _serve(self, request: h11.Request) -> None:
-        if http_answer.head_size(request) > MAX_HEAD:
-            self._answer(431, b"request head over 8192 bytes\n")
-            return
+    def serve(self, request: h11.Request) -> None:
+        """The upgrade at CHAT_PATH; else one of the client's files (GET or HEAD),
+        304 when the browser's copy is current, 503 over a connection limit."""
         if request.target.split(b"?", 1)[0] == CHAT_PATH:
             self._upgrade(request)
             return
+        if self.full is not None:
+            self.answer(503, b"server full; try later\n")
+            return
         if request.method not in (b"GET", b"HEAD"):
-            self._answer(405, b"GET or HEAD only\n", [("Allow", "GET, HEAD")])
+            self.answer(405, b"GET or HEAD only\n", [("Allow", "GET, HEAD")])
             return
         found = self.service.files.lookup(request.target)
         if found is None:
-            self._answer(404, b"not found\n")
-        elif self.full is not None:
-            self._answer(503, b"server full; try later\n")
-        elif any(name == b"if-none-match" and found.etag.encode() in value
-                 for name, value in request.headers):
-            self._answer(304, b"", found.headers())
+            self.answer(404, b"not found\n")
+        elif _none_match(request.headers, found.etag.encode()):
+            self.answer(304, b"", found.headers(), head_only=True)
         else:
-            self._answer(200, found.body, found.headers(), head_only=request.method == b"HEAD")
+            self.answer(200, found.body, found.headers(), head_only=request.method == b"HEAD")
 
-    def _answer(self, status: int, body: bytes, headers=(), head_only: bool = False) -> None:
-        """Queue one response, close after it; the request is over."""
-        if self.http is None:
-            return
+    def answer(self, status: int, body: bytes, headers=(), head_only: bool = False) -> None:
+        """As OneRequestHTTP's; an error answer carries the security headers too
+        (a file's carry them already)."""
         if status >= 400:
             headers = [*headers, *SECURITY_HEADERS]
-            log.debug("web: %d to %s:%d", status, *self.peer)
-        data = http_answer.response(self.http, status, body, headers,
-                                    head_only or status == 304)
-        self.http = self.head = None
-        if data is not None:
-            self.transport.write(data)
-        self.transport.close()
+        self.head = None
+        super().answer(status, body, headers, head_only)
 
     def _upgrade(self, request: h11.Request) -> None:
         """wsproto checks the upgrade and answers 101; the chat session begins."""
         headers = dict(request.headers)  # h11 gives names lowercased
         origin = headers.get(b"origin")
         service = self.service
-        if origin is not None and not service.origin_allowed(origin, headers.get(b"host")):
+        local = self.transport.sock.getsockname()  # (address, port, ...); a Unix path
+        if origin is not None and not service.origin_allowed(
+                origin, headers.get(b"host"), local[0] if type(local) is tuple else ""):
             service.refused_origins += 1
-            log.info("web: WebSocket from %s:%d refused, Origin %s not allowed", *self.peer,
-                     origin.decode("ascii", "replace"))
-            self._answer(403, b"Origin not allowed\n")
+            # At debug: a script can send any number of these (metrics count them).
+            log.debug("web: WebSocket from %s:%d refused, Origin %s or Host %s not allowed",
+                      *self.peer, origin.decode("ascii", "replace"),
+                      headers.get(b"host", b"").decode("ascii", "replace"))
+            self.answer(403, b"Origin not allowed (or, with no ws_origins set, a Host "
+                        b"that is not localhost or this server's address)\n")
             return
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
@@ -238,17 +232,16 @@ class WebProtocol:
             events = list(handshake.events())
         except HandshakeError as exc:
             status = getattr(exc.event_hint, "status_code", 400)
-            self._answer(status, f"not a WebSocket upgrade: {exc}\n".encode())
+            self.answer(status, f"not a WebSocket upgrade: {exc}\n".encode())
             return
         if not events or type(events[0]) is not Request:  # the head came whole, so it is there
-            self._answer(400, b"not a WebSocket upgrade\n")
+            self.answer(400, b"not a WebSocket upgrade\n")
             return
         self.transport.write(handshake.send(AcceptConnection()))
         trailing = self.http.trailing_data[0]
         self.ws = handshake.connection
         self.http = self.head = None
-        self.timer.cancel()
-        self.timer = None
+        self.cancel_timer()
         service.upgrades += 1
         session = self.session = WSChatSession(service.chat)
         session.connection_made(self)
@@ -256,12 +249,6 @@ class WebProtocol:
             session.over_capacity(self.full)
         elif trailing:
             self._ws_received(trailing)
-
-    def _handshake_expired(self) -> None:
-        self.timer = None
-        log.debug("web: no whole request from %s:%d within %gs; closing", *self.peer,
-                  self.service.chat.handshake_timeout)
-        self.transport.close()
 
     # ----------------------------------------------------------- WebSocket
 
@@ -346,12 +333,16 @@ class WebProtocol:
 
     @property
     def reading_paused(self) -> bool:
+        """True while the socket's transport is not reading (the session paused it)."""
         return self.transport.reading_paused
 
     def pause_reading(self) -> None:
+        """Stop reading the socket (the session waits for the store: see
+        ChatService.park); what the peer sends waits in the kernel."""
         self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        """Read the socket again after `pause_reading`."""
         self.transport.resume_reading()
 
     def flush(self, limits) -> None:
@@ -381,3 +372,14 @@ class WebProtocol:
             transport.close()
             return
         transport.flush(limits)
+
+
+def _none_match(headers, etag: bytes) -> bool:
+    """True if an If-None-Match header lists `etag` or is "*" (RFC 9110 section
+    13.1.2: weak comparison, so a W/ prefix does not matter)."""
+    for name, value in headers:
+        if name == b"if-none-match":
+            for tag in _ETAGS.findall(value):
+                if tag == b"*" or tag.removeprefix(b"W/") == etag:
+                    return True
+    return False

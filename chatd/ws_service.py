@@ -5,6 +5,8 @@ holds the files they serve, the Origin allow-list checked at the upgrade,
 and the encoding of chat/1 frames as WebSocket frames, once per broadcast.
 """
 
+import ipaddress
+
 from wsproto.frame_protocol import FrameProtocol
 
 from framing import HEADER_SIZE
@@ -20,8 +22,11 @@ class WebService:
 
     `origins`: the Origins (e.g. "https://chat.example.org") that may open the
     WebSocket; empty means the page's own, the scheme (`https` when `secure`)
-    and the request's Host.  A request without Origin is not from a browser
-    (no cross-site hijacking is possible) and is let in.
+    and the request's Host, and that Host must name this server (see
+    `host_names_server`: against DNS rebinding).  A request without Origin is
+    not from a browser (no cross-site hijacking is possible) and is let in.
+    `upgrades` and `refused_origins` count, for metrics, the WebSockets
+    opened and the upgrades refused 403 for their Origin or Host.
     """
 
     def __init__(self, chat, origins, secure: bool):
@@ -43,13 +48,17 @@ class WebService:
         """A protocol for one new connection (the web listener's factory)."""
         return WebProtocol(self)
 
-    def origin_allowed(self, origin: bytes, host: bytes | None) -> bool:
-        """True if a page from `origin` may open the WebSocket (RFC 6455 section 10.2)."""
+    def origin_allowed(self, origin: bytes, host: bytes | None, local: str) -> bool:
+        """True if a page from `origin` may open the WebSocket (RFC 6455 section
+        10.2); `host` is the request's Host header, `local` the IP address the
+        connection reached (its socket's own)."""
         origin = origin.decode("ascii", "replace").lower()
         if self.origins:
             return origin in self.origins
-        return host is not None and \
-            origin == f"{self.scheme}://{host.decode('ascii', 'replace').lower()}"
+        if host is None:
+            return False
+        host = host.decode("ascii", "replace").lower()
+        return origin == f"{self.scheme}://{host}" and host_names_server(host, local)
 
     def ws_frames(self, chunk: bytes) -> bytes:
         """Encode the WebSocket text frames of `chunk`'s chat/1 frames (one or a run
@@ -68,3 +77,28 @@ class WebService:
             self.loop.call_soon(self.frames.clear)
         self.frames[id(chunk)] = (chunk, data)
         return data
+
+
+def host_names_server(host: str, local: str) -> bool:
+    """True if the Host header `host` ("name[:port]", "[v6][:port]") names this
+    server as reached at the IP address `local`: `localhost`, or that IP address
+    itself (any loopback address when `local` is one).
+
+    A page's own origin is not enough by itself: by DNS rebinding a hostile
+    site's name can resolve to this server, and its page then sends matching
+    Origin and Host headers (the reason Jupyter and webpack-dev-server check
+    Host too).  A name of this server's own must be listed in `ws_origins`.
+    """
+    if host.startswith("["):
+        name = host[1:host.find("]")]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name == "localhost":
+        return True
+    try:
+        named, reached = ipaddress.ip_address(name), ipaddress.ip_address(local.split("%")[0])
+    except ValueError:
+        return False
+    # A dual-stack socket reports an IPv4 client's server address as ::ffff:a.b.c.d.
+    reached = getattr(reached, "ipv4_mapped", None) or reached
+    return named == reached or (named.is_loopback and reached.is_loopback)

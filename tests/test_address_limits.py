@@ -120,3 +120,21 @@ def test_the_web_listener_counts_against_the_same_address():
             ("error", "server_full"), ("bye", "server_full")]
         assert "2 connections from your address are open already" in frames[0]["message"]
         assert (code, reason) == (1013, "server_full")
+
+
+def test_silent_web_connections_over_the_address_limit_are_closed_within_a_second():
+    # handshake_timeout is far beyond WAIT: only the refusal's own short wait can
+    # close these in time; the limit then still holds, since none was admitted.
+    with serve(web=True, limit_loopback=True, address_connections=1,
+               handshake_timeout=60) as server, \
+            ChatClient(server.address, "held", source="127.0.0.2"):
+        silent = [socket.create_connection(server.web_address, timeout=WAIT,
+                                           source_address=("127.0.0.2", 0))
+                  for _ in range(5)]
+        for sock in silent:
+            with sock:
+                assert sock.recv(100) == b""
+        wait_until(lambda: len(server.connections.open) == 1, what="the refused closed")
+        assert server.address_limits.refused == 5
+        with ChatClient(server.address, "other", source="127.0.0.3") as other:
+            assert other.welcome["name"] == "other"

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
 
 import chatd.http_metrics
 import chatd.metrics
@@ -17,6 +18,7 @@ from chatd.metrics import Metrics
 from chatd.output import OutputQueue
 from support import (REPO, WAIT, ChatClient, ServerProcess, running_server, serve,
                      wait_until)
+from test_ws_server import http_get, ws_connect
 
 SERIES = {
     "chatd_connections": "gauge", "chatd_connections_max": "gauge",
@@ -118,6 +120,34 @@ def test_every_series_present_with_its_type_and_histogram_cumulative():
     assert counts == sorted(counts) and counts[-1] > 0
     assert counts[-1] == value(families, "chatd_loop_turn_seconds",
                                "chatd_loop_turn_seconds_count")
+
+
+def test_the_web_listener_has_its_own_accepts_and_refusals_and_websocket_counts():
+    with running_server(metrics=True, web=True, store="memory", max_clients=1) as server:
+        with ws_connect(server, "webby"):
+            assert http_get(server, "/")[0].status == 503  # max_clients=1 is taken
+        wait_until(lambda: not server.connections.open, what="the WebSocket closed")
+        with pytest.raises(InvalidStatus), ws_connect(server, origin="http://evil.example"):
+            pass
+        families = scrape(server)
+    assert value(families, "chatd_connections_accepted", "chatd_connections_accepted_total",
+                 listener="web") == 3
+    assert value(families, "chatd_connections_rejected", "chatd_connections_rejected_total",
+                 listener="web", reason="over_capacity") == 1
+    assert value(families, "chatd_connections_rejected", "chatd_connections_rejected_total",
+                 listener="web", reason="accept_failed") == 0
+    assert value(families, "chatd_connections_accepted", "chatd_connections_accepted_total",
+                 listener="chat") == 0
+    assert value(families, "chatd_ws_upgrades", "chatd_ws_upgrades_total") == 1
+    assert value(families, "chatd_ws_refused", "chatd_ws_refused_total") == 1
+
+
+def test_without_the_web_listener_no_web_series():
+    with running_server(metrics=True, store="memory") as server:
+        families = scrape(server)
+    assert "chatd_ws_upgrades" not in families and "chatd_ws_refused" not in families
+    assert not [sample for sample in families["chatd_connections_accepted"].samples
+                if sample.labels["listener"] == "web"]
 
 
 def test_memory_only_server_has_no_store_series():

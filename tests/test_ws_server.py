@@ -13,7 +13,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from wsproto.frame_protocol import FrameProtocol
 
-from support import WAIT, ChatClient, TLSFiles, assert_cut_too_slow, serve
+from chatd.ws_service import host_names_server
+from support import WAIT, ChatClient, TLSFiles, assert_cut_too_slow, serve, wait_until
 
 
 @contextmanager
@@ -183,25 +184,31 @@ def test_a_websocket_reader_that_never_reads_is_cut_too_slow_and_the_others_go_o
         assert alice.next_of("msg")["text"] == "after"
 
 
+def http_get(server, path, method="GET", headers=None):
+    """One HTTP request to `server`'s web port: the response and its body."""
+    connection = http.client.HTTPConnection(*server.web_address, timeout=WAIT)
+    connection.request(method, path, headers=headers or {})
+    answer = connection.getresponse()
+    body = answer.read()
+    connection.close()
+    return answer, body
+
+
 def test_static_files_with_their_types_caching_and_csp_and_404_otherwise():
     with serve(web=True) as server:
         def get(path, method="GET", headers=None):
-            connection = http.client.HTTPConnection(*server.web_address, timeout=WAIT)
-            connection.request(method, path, headers=headers or {})
-            answer = connection.getresponse()
-            body = answer.read()
-            connection.close()
-            return answer, body
+            return http_get(server, path, method, headers)
 
         page, body = get("/")
-        assert page.status == 200 and b'<script src="client.js"' in body
+        assert page.status == 200 and b'<script type="module" src="client.js"' in body
         assert page.getheader("Content-Type") == "text/html; charset=utf-8"
         assert page.getheader("Cache-Control") == "no-cache"
         csp = page.getheader("Content-Security-Policy")
         assert "script-src 'self'" in csp and "default-src 'none'" in csp
         assert "unsafe-inline" not in csp
-        script, _ = get("/client.js")
-        assert script.getheader("Content-Type") == "text/javascript; charset=utf-8"
+        for module in ("client", "state", "conversations", "connection", "commands"):
+            script, _ = get(f"/{module}.js")
+            assert script.getheader("Content-Type") == "text/javascript; charset=utf-8"
         assert get("/style.css")[0].getheader("Content-Type") == "text/css; charset=utf-8"
         again, body = get("/", headers={"If-None-Match": page.getheader("ETag")})
         assert again.status == 304 and body == b""
@@ -261,3 +268,71 @@ def test_a_close_from_the_client_is_a_disconnect_answered_with_its_code():
             assert web.close_code == 1001  # the server echoed it
         left = tcp.next_of("left")
         assert (left["name"], left["reason"]) == ("leaving", "disconnect")
+
+
+def test_if_none_match_is_a_list_of_tags_or_star():
+    with serve(web=True) as server:
+        etag = http_get(server, "/")[0].getheader("ETag")
+        for header, status in [("*", 304), (f'"other", W/{etag}', 304),
+                               (f'"a,b", {etag}', 304), ('"other"', 200),
+                               (f'"{etag}"', 200), ("", 200)]:
+            answer, body = http_get(server, "/", headers={"If-None-Match": header})
+            assert answer.status == status, header
+            assert (body == b"") == (status == 304)
+
+
+def test_over_capacity_every_request_but_the_upgrade_is_503():
+    with serve(web=True, max_clients=1) as server, ChatClient(server.address, "first"):
+        for path, method in [("/", "GET"), ("/nowhere", "GET"), ("/", "POST")]:
+            answer, _ = http_get(server, path, method)
+            assert answer.status == 503, (path, method)
+            assert answer.getheader("Content-Security-Policy")
+
+
+def test_a_silent_connection_refused_over_capacity_is_closed_within_a_second():
+    # handshake_timeout is far beyond WAIT: only the refusal's own short wait
+    # can close these in time.
+    with serve(web=True, max_clients=1, handshake_timeout=60) as server, \
+            ChatClient(server.address, "first"):
+        silent = [socket.create_connection(server.web_address, timeout=WAIT)
+                  for _ in range(5)]
+        for sock in silent:
+            with sock:
+                assert sock.recv(100) == b""
+        wait_until(lambda: len(server.connections.open) == 1, what="the refused closed")
+
+
+def test_the_default_origin_policy_wants_a_host_naming_this_server():
+    with serve(web=True) as server:
+        host, port = server.web_address
+
+        def upgrade(name):
+            """A WebSocket from the page at http://NAME:PORT/ (Host and Origin alike),
+            over a socket to the server's address whatever NAME resolves to."""
+            sock = socket.create_connection((host, port), timeout=WAIT)
+            return connect(f"ws://{name}:{port}/chat", sock=sock,
+                           origin=f"http://{name}:{port}", open_timeout=WAIT)
+
+        # DNS rebinding: a hostile name resolved to this server.
+        with pytest.raises(InvalidStatus) as refused, upgrade("evil.example"):
+            pass
+        assert refused.value.response.status_code == 403
+        for name in ("localhost", "127.0.0.1", "127.0.0.2"):
+            with upgrade(name) as web:
+                web.send(json.dumps({"type": "ping", "data": name}))
+                assert receive(web, "pong")["data"] == name
+        wait_until(lambda: server.core.user_count == 0 and
+                   len(server.connections.open) == 0, what="the upgrades closed")
+
+
+def test_host_names_server_by_localhost_or_the_address_reached():
+    assert host_names_server("localhost:8080", "192.0.2.1")
+    assert host_names_server("192.0.2.1:8080", "192.0.2.1")
+    assert host_names_server("192.0.2.1", "::ffff:192.0.2.1")  # a dual-stack socket
+    assert host_names_server("[::1]:8080", "127.0.0.1")  # loopback for loopback
+    assert host_names_server("[2001:db8::1]:80", "2001:db8::1")
+    assert not host_names_server("192.0.2.2:8080", "192.0.2.1")
+    assert not host_names_server("127.0.0.1:8080", "192.0.2.1")
+    assert not host_names_server("chat.example.org", "192.0.2.1")
+    assert not host_names_server("localhost.evil.example:80", "127.0.0.1")
+    assert not host_names_server("[::1", "")

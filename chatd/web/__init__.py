@@ -1,4 +1,4 @@
-"""The one-page web client's files (HTML, CSS, JavaScript), shipped in the package.
+"""The one-page web client's files (HTML, CSS, JavaScript modules), shipped in the package.
 
 No build step: the files in this folder are served as they are, from memory
 (read once at start).  `StaticFiles.lookup(path)` gives the answer's body
@@ -12,6 +12,10 @@ from importlib import resources
 FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/client.js": ("client.js", "text/javascript; charset=utf-8"),
+    "/state.js": ("state.js", "text/javascript; charset=utf-8"),
+    "/conversations.js": ("conversations.js", "text/javascript; charset=utf-8"),
+    "/connection.js": ("connection.js", "text/javascript; charset=utf-8"),
+    "/commands.js": ("commands.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 
