@@ -89,6 +89,7 @@ class Server:
         self.tls_address = None
         self.ws_socket = ws_socket
         self.web_listener: Listener | None = None
+        self.web: WebService | None = None   # the web listener's shared state (metrics)
         self.web_address = None
         self._shutting_down = False
 
@@ -236,7 +237,7 @@ class Server:
         """Serve the web client and chat/1 over WebSocket on `sock`: connections
         count against max_clients like any chat connection; TLS when tls_cert is set."""
         secure = bool(self.config.tls_cert)
-        web = WebService(self.chat, self.config.web_origins(), secure)
+        web = self.web = WebService(self.chat, self.config.web_origins(), secure)
         self.web_listener = Listener(
             self.loop, self.connections, sock, web.protocol, self.config.accepts_per_turn,
             self.max_clients, transport_factory=self._tls_transport if secure else Transport,

@@ -125,7 +125,8 @@ class Config:
                                "tls_cert is set; 0 turns it off")
     ws_origins: str = _setting("", "comma-separated Origins (scheme://host[:port]) whose "
                                    "pages may open the WebSocket; empty: only the page's "
-                                   "own")
+                                   "own, and only when its Host is localhost or this "
+                                   "server's address (against DNS rebinding)")
     no_plaintext: bool = _setting(False, "serve chat/1 over TLS only: no plaintext "
                                          "listener (needs tls_cert, tls_key and tls_port or a "
                                          "passed tls socket)")

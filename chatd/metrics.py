@@ -89,9 +89,8 @@ class ChatdCollector:
         # The per-address limits are one AddressLimits over every chat listener, web included.
         rejected.add_metric(["chat", "address_limit"], server.address_limits.refused)
         yield from (open_now, limit, accepted, rejected, received, sent, sends, queued)
-        if server.web_listener is not None:
-            # app.Server keeps the WebService only as the web listener's factory's owner.
-            web = server.web_listener.protocol_factory.__self__
+        web = server.web
+        if web is not None:
             yield CounterMetricFamily("chatd_ws_upgrades", "WebSocket upgrades accepted "
                                       "(101) on the web listener", value=web.upgrades)
             yield CounterMetricFamily("chatd_ws_refused", "WebSocket upgrades refused 403 for "

@@ -216,8 +216,6 @@ def test_sockets_meant_for_another_pid_are_not_used():
         assert server.stop() == 0
 
 
-@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
-                    reason="systemd-socket-activate is not installed")
 def test_through_systemd_socket_activate():
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
