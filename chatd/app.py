@@ -18,9 +18,10 @@ from .chat_protocol import ChatService
 from .config import Config
 from .core import ChatCore
 from .http_metrics import MetricsService
-from .listeners import Listener, bind, raise_fd_limit
+from .listeners import Listener, raise_fd_limit
 from .loop import EventLoop
 from .metrics import Metrics
+from .sockets import ServedSockets, open_sockets
 from .store import StoreLink, open_store
 from .systemd import Notifier, adopt_listeners
 from .tls_transport import TLSTransport
@@ -104,60 +105,22 @@ class Server:
         """
         config = self.config
         adopted = adopt_listeners(self.passed_fds)
-        metrics_sock = self.metrics_socket or adopted.get("metrics")
-        metrics_on = metrics_sock is not None or config.metrics_port != 0
+        metrics_on = (self.metrics_socket or adopted.get("metrics")) is not None \
+            or config.metrics_port != 0
         extra = METRICS_MAX_CONNECTIONS if metrics_on else 0
         self.max_clients = max(1, raise_fd_limit(config.max_clients + extra) - extra)
-        sock = adopted.get("chat")
-        if config.no_plaintext:
-            if sock is not None:
-                log.warning("systemd: passed chat socket (fd %d) closed: no_plaintext serves "
-                            "TLS only", sock.fileno())
-                sock.close()
-                sock = None
-        elif sock is not None:
-            log.info("systemd: serving the socket passed as fd %d (host and port settings "
-                     "unused)", sock.fileno())
-        else:
-            if self.passed_fds:
-                log.warning("systemd: no chat socket among those passed; binding %s:%d",
-                            config.host, config.port)
-            sock = bind(config.host, config.port)
-        tls_sock = ws_sock = None
+        served = open_sockets(config, adopted, {"metrics": self.metrics_socket,
+                                                "tls": self.tls_socket, "web": self.ws_socket},
+                              bool(self.passed_fds), self._load_tls)
         try:
-            if metrics_sock is None and metrics_on:
-                try:
-                    metrics_sock = bind(config.metrics_host, config.metrics_port)
-                except OSError as exc:
-                    raise OSError(exc.errno, f"{exc.strerror} (metrics on "
-                                  f"{config.metrics_host}:{config.metrics_port})") from None
-            tls_sock = self.tls_socket or adopted.get("tls")
-            # Here, not in Config.problems: only now is a passed `tls` socket known.
-            if config.no_plaintext and tls_sock is None and not config.tls_port:
-                raise tls.TLSSetupError("no_plaintext needs a TLS listener: tls_port, or a "
-                                        "socket systemd passes named tls")
-            if tls_sock is not None and tls_sock is not self.tls_socket:
-                log.info("systemd: serving TLS on the socket passed as fd %d (host and "
-                         "tls_port settings unused)", tls_sock.fileno())
-            ws_sock = self._bind_web()
-            if tls_sock is not None or config.tls_port or (ws_sock is not None
-                                                           and config.tls_cert):
-                self.tls_context = tls.load_server_context(
-                    config.tls_cert, config.tls_key, config.tls_client_ca or None)
-                if tls_sock is None and config.tls_port:
-                    try:
-                        tls_sock = bind(config.host, config.tls_port)
-                    except OSError as exc:
-                        raise OSError(exc.errno, f"{exc.strerror} (TLS on "
-                                      f"{config.host}:{config.tls_port})") from None
             # A cluster keeps its state in Redis: no store file of its own.
             store = open_store("memory" if config.cluster else config.store,
                                config.retention, config.history)
         except Exception:
-            for other in (sock, metrics_sock, tls_sock, ws_sock):
-                if other is not None:
-                    other.close()
+            served.close()
             raise
+        sock, tls_sock, ws_sock, metrics_sock = served.chat, served.tls, served.web, \
+            served.metrics
         if config.cluster:
             log.info("cluster: through Redis at %s", config.cluster)
         elif store.durable:
@@ -221,17 +184,15 @@ class Server:
             return "listening on %s:%d (TLS only)" % self.tls_address[:2]
         return "listening on %s:%d" % self.address[:2]
 
-    def _bind_web(self):
-        """The web listener's socket (given, or bound on ws_port), or None when the
-        web client is off."""
-        sock = self.ws_socket
-        if sock is None and self.config.ws_port:
-            try:
-                sock = bind(self.config.host, self.config.ws_port)
-            except OSError as exc:
-                raise OSError(exc.errno, f"{exc.strerror} (web on {self.config.host}:"
-                              f"{self.config.ws_port})") from None
-        return sock
+    def _load_tls(self, served: ServedSockets) -> None:
+        """Load the TLS context when a listener will need it: the TLS port (given,
+        passed or to bind) or the web port with a certificate.  Raises
+        tls.TLSSetupError when the files cannot be loaded."""
+        config = self.config
+        if served.tls is not None or config.tls_port or (served.web is not None
+                                                         and config.tls_cert):
+            self.tls_context = tls.load_server_context(
+                config.tls_cert, config.tls_key, config.tls_client_ca or None)
 
     def _start_web(self, sock) -> None:
         """Serve the web client and chat/1 over WebSocket on `sock`: connections
