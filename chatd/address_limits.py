@@ -40,8 +40,9 @@ class AddressLimits:
     seconds per client address (see the module docstring for what an address is).
 
     `admit` answers None (admitted: counted until `release`) or the reason it
-    refuses, for the `server_full` error; a refused connection counts nowhere.
-    `refused` counts refusals, for metrics.  Settings may change while serving.
+    refuses, for the `server_full` error; a refused connection counts nowhere
+    (each Listener counts its refusals, for metrics).  Settings may change while
+    serving.
     """
 
     def __init__(self, concurrent: int, connects: int, window: float,
@@ -50,7 +51,6 @@ class AddressLimits:
         self.connects = connects
         self.window = window
         self.limit_loopback = limit_loopback
-        self.refused = 0
         self._open: dict[str, int] = {}           # key -> admitted and not released
         self._recent: dict[str, deque] = {}       # key -> admission times in the window
         self._admitted: dict = {}                 # transport -> its key
@@ -68,11 +68,9 @@ class AddressLimits:
             while times and times[0] <= now - self.window:
                 times.popleft()
         if self._open.get(key, 0) >= self.concurrent:
-            self.refused += 1
             return (f"{self.concurrent} connections from your address are open already "
                     "(per-address limit); close one and try again")
         if times is not None and len(times) >= self.connects:
-            self.refused += 1
             return (f"more than {self.connects} new connections from your address within "
                     f"{self.window:g}s (per-address limit); try again shortly")
         if times is None:

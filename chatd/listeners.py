@@ -107,9 +107,11 @@ class Listener:
         self._resume_timer = None
         self._hosts: dict[str, str] = {}   # a peer host string -> the one kept for all
         # Totals for metrics: connections accepted, and of those refused
-        # (over capacity); accept() failing for want of resources.
+        # (over capacity, or by the per-address limits); accept() failing for
+        # want of resources.
         self.accepted = 0
         self.refused = 0
+        self.refused_by_address = 0
         self.accept_failures = 0
 
     def start(self) -> None:
@@ -179,4 +181,5 @@ class Listener:
             elif self.address_limits is not None:
                 why = self.address_limits.admit(transport, self.loop.time())
                 if why is not None:
+                    self.refused_by_address += 1
                     protocol.over_capacity(why)

@@ -78,6 +78,8 @@ class ChatdCollector:
                                 sum(member.refused for member in members))
             rejected.add_metric([name, "accept_failed"],
                                 sum(member.accept_failures for member in members))
+            rejected.add_metric([name, "address_limit"],
+                                sum(member.refused_by_address for member in members))
         for name, connections, most in connection_sets:
             open_now.add_metric([name], len(connections.open))
             limit.add_metric([name], most)
@@ -86,8 +88,6 @@ class ChatdCollector:
             sends.add_metric([name], connections.sends)
             queued.add_metric([name], sum([transport.output.size
                                            for transport in connections.open]))
-        # The per-address limits are one AddressLimits over every chat listener, web included.
-        rejected.add_metric(["chat", "address_limit"], server.address_limits.refused)
         yield from (open_now, limit, accepted, rejected, received, sent, sends, queued)
         web = server.web
         if web is not None:

@@ -57,7 +57,7 @@ def test_thirty_two_new_per_window_per_address():
         assert "more than 32 new connections from your address within 60s" in refusal(late)
         with ChatClient(server.address, "fine", source="127.0.0.3") as other:
             assert other.welcome["type"] == "welcome"
-        assert server.address_limits.refused == 1
+        assert server.listener.refused_by_address == 1
 
 
 def test_loopback_is_exempt_unless_asked():
@@ -69,7 +69,7 @@ def test_loopback_is_exempt_unless_asked():
         finally:
             for client in clients:
                 client.close()
-        assert server.address_limits.refused == 0
+        assert server.listener.refused_by_address == 0
 
 
 class Peer:
@@ -93,7 +93,6 @@ def test_ipv6_counts_by_slash_64_and_ipv4_mapped_as_ipv4():
     limits.release(first)
     assert limits.admit(Peer("2001:db8::4"), 0.0) is None
     assert limits.admit(Peer("::1"), 0.0) is None  # loopback: exempt
-    assert limits.refused == 1
 
 
 def test_loopback_is_known_from_the_one_parse():
@@ -135,6 +134,7 @@ def test_silent_web_connections_over_the_address_limit_are_closed_within_a_secon
             with sock:
                 assert sock.recv(100) == b""
         wait_until(lambda: len(server.connections.open) == 1, what="the refused closed")
-        assert server.address_limits.refused == 5
+        assert server.web_listener.refused_by_address == 5
+        assert server.listener.refused_by_address == 0
         with ChatClient(server.address, "other", source="127.0.0.3") as other:
             assert other.welcome["name"] == "other"
