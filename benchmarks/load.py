@@ -5,7 +5,9 @@ and its durable store in a temporary directory, chatd-memory the same with
 `--store memory`, chatd-ws the same over WebSocket on its web port,
 chatd-tls the same as chatd-memory over TLS only (`--no-plaintext`), the
 asyncio-streams and thread-per-client baselines, and Redis pub/sub when
-`redis-server` is on PATH, redis-tls the same over TLS), drives it from
+`redis-server` is on PATH, redis-tls the same over TLS, and chatd-cluster:
+two chatd-memory nodes joined through one Redis, the members dealt over the
+two in turn, benchmarks/loadgen/cluster.py), drives it from
 generator processes with the same scenarios, checks that every receiver got
 every accepted message once and in order, and prints one table.  For the
 durable chatd it also reports the store's writer over the run (commits,
@@ -44,6 +46,7 @@ if not __package__:  # run as `python benchmarks/load.py`: make the packages imp
 from benchmarks.loadgen.histogram import LogHistogram  # noqa: E402
 from benchmarks.loadgen.report import (CAPACITY_P99_MS, GENERATOR_BOUND,  # noqa: E402
                                        SERVER_SATURATED, format_table)
+from benchmarks.loadgen.cluster import ClusterTarget  # noqa: E402
 from benchmarks.loadgen.targets import (DIALECTS, LOG_LEVELS, TARGETS,  # noqa: E402
                                         TLS_TARGETS, TargetProcess, available_targets,
                                         chatd_log_level, pinning)
@@ -65,7 +68,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="comma-separated: fanout, rate, capacity, conns (default: all)")
     parser.add_argument("--target", default=None,
                         help="comma-separated: chatd, chatd-memory, chatd-ws, chatd-tls, "
-                             "asyncio, threads, redis, redis-tls (default: all available)")
+                             "chatd-cluster, asyncio, threads, redis, redis-tls "
+                             "(default: all available)")
     parser.add_argument("--receivers", type=int, default=100, help="R (fanout, rate)")
     parser.add_argument("--senders", type=int, default=10, help="S (fanout, rate)")
     parser.add_argument("--window", type=int, default=8,
@@ -121,9 +125,10 @@ def _choices(value: str, allowed: tuple, what: str) -> list[str]:
     return chosen
 
 
-def worker_specs(arguments, scenario: str, target: str, address,
+def worker_specs(arguments, scenario: str, target: str, addresses: list,
                  tls_ca: str | None = None) -> list[dict]:
-    """Connections dealt round-robin over `--procs` generator processes; with
+    """Connections dealt round-robin over `--procs` generator processes (and each
+    over the server's `addresses`, by its index: see worker.connect_all); with
     `tls_ca` (a PEM file) they speak TLS, trusting that CA."""
     procs = arguments.procs
     if scenario == "conns":
@@ -133,9 +138,9 @@ def worker_specs(arguments, scenario: str, target: str, address,
     specs = []
     for proc in range(procs):
         specs.append({
-            "scenario": scenario, "dialect": DIALECTS[target], "address": address,
+            "scenario": scenario, "dialect": DIALECTS[target], "addresses": addresses,
             "tls_ca": tls_ca,
-            "receiver_names": [f"r{index}" for index in range(proc, receivers, procs)],
+            "receiver_indexes": list(range(proc, receivers, procs)),
             "sender_indexes": list(range(proc, senders, procs)),
             "senders_total": senders, "window": arguments.window,
             "text_size": arguments.text_size, "rate": arguments.rate,
@@ -155,9 +160,11 @@ class Run:
         arguments = self.arguments
         connections = arguments.conns if self.scenario == "conns" else \
             arguments.receivers + arguments.senders
-        server = TargetProcess(self.target, connections,
-                               self.cpus[0] if self.cpus else None,
-                               chatd_log_level(self.scenario))
+        cpu = self.cpus[0] if self.cpus else None  # the cluster's nodes and Redis share it
+        if self.target == "chatd-cluster":
+            server = ClusterTarget(connections, cpu, chatd_log_level(self.scenario))
+        else:
+            server = TargetProcess(self.target, connections, cpu, chatd_log_level(self.scenario))
         try:
             rss_idle = server.rss_bytes()
             row = self._load(server, rss_idle)
@@ -167,11 +174,11 @@ class Run:
             row.update(server.log_summary)
         return row
 
-    def _load(self, server: TargetProcess, rss_idle: int) -> dict:
+    def _load(self, server, rss_idle: int) -> dict:
         context = multiprocessing.get_context("fork")
         pipes, processes = [], []
         tls_ca = server.tls_files[2] if server.tls_files else None
-        for spec in worker_specs(self.arguments, self.scenario, self.target, server.address,
+        for spec in worker_specs(self.arguments, self.scenario, self.target, server.addresses,
                                  tls_ca):
             parent_end, child_end = context.Pipe()
             process = context.Process(target=worker_main, args=(spec, child_end), daemon=True)
@@ -201,18 +208,22 @@ class Run:
 
             def read_cpu():
                 readings.append((time.monotonic(), server.cpu_seconds(),
-                                 server.other_threads_cpu_seconds()))
+                                 server.other_threads_cpu_seconds(),
+                                 server.redis.cpu_seconds() if server.redis else 0.0))
 
             results = self._collect(pipes, "result", limit, progress=True,
                                     at_moments=(window, read_cpu))
             if len(readings) < 2:  # the run ended before the window did
                 read_cpu()
-            (then, cpu_then, others_then), (now, cpu_now, others_now) = \
+            (then, cpu_then, others_then, redis_then), (now, cpu_now, others_now, redis_now) = \
                 readings[0], readings[-1]
             server_cpu = (cpu_now - cpu_then) / max(now - then, 1e-9)
             # Threads besides the loop's: chatd's store worker (the threads baseline's
             # client threads); the same core when pinned, since taskset pins them all.
             other_threads_cpu = (others_now - others_then) / max(now - then, 1e-9)
+            # chatd-cluster: the Redis its nodes share, on the same core when pinned.
+            redis_cpu = (redis_now - redis_then) / max(now - then, 1e-9) \
+                if server.redis else None
             rss_after = server.rss_bytes()
         finally:
             for process in processes:
@@ -223,6 +234,11 @@ class Run:
         row = self._summarise(results, connected, rss_idle, rss_loaded, rss_after,
                               server_cpu)
         row["server_other_threads_cpu"] = other_threads_cpu
+        row["redis_cpu"] = redis_cpu
+        # Per accepted message (the senders' acknowledged says), in µs of CPU.
+        messages = row["msgs_per_s"]
+        row["redis_us_per_message"] = 1e6 * redis_cpu / messages \
+            if redis_cpu is not None and messages else None
         return row
 
     def _collect(self, pipes, kind: str, timeout: float, progress: bool = False,
@@ -313,6 +329,11 @@ class Run:
                                           / max(1, sum(r["delivered"] for r in results))
                                           if self.scenario != "conns" else None),
             "server_cpu": server_cpu,
+            # Server CPU per accepted message: for chatd-cluster both nodes summed,
+            # so against chatd-memory's it is what the cluster adds per message.
+            "server_us_per_message": (1e6 * server_cpu * seconds
+                                      / max(1, sum(r["acked"] for r in results))
+                                      if self.scenario != "conns" else None),
             # Server CPU per delivery: what the server costs even when the
             # generator, not the server, set the pace.
             "server_us_per_delivery": (1e6 * server_cpu * seconds

@@ -197,6 +197,45 @@ def tls_lines(report: dict) -> list[str]:
     return lines
 
 
+def cluster_lines(report: dict) -> list[str]:
+    """chatd-cluster (two nodes, one Redis) against chatd-memory (one node) in this
+    run: deliveries/s, echo latency, the nodes' CPU per accepted message (both
+    summed) and what it adds to one node's, Redis' CPU per message; where it ran."""
+    rows = {(result["scenario"], result["target"]): result for result in report["results"]
+            if "error" not in result and result["scenario"] != "capacity"}
+    lines = []
+    for (scenario, target), cluster in rows.items():
+        if target != "chatd-cluster" or scenario == "conns":
+            continue
+        single = rows.get((scenario, "chatd-memory"))
+        latency = cluster["latency"]
+        line = (f"chatd-cluster {scenario}: {cluster['deliveries_per_s']:,.0f} deliveries/s, "
+                f"echo p50 {latency['p50_ms']:,.3f} ms p99 {latency['p99_ms']:,.3f} ms; "
+                f"nodes' CPU {_number(cluster['server_us_per_message'], 1)} µs per message "
+                f"(both summed)")
+        if single is not None and single["server_us_per_message"] \
+                and cluster["server_us_per_message"]:
+            added = cluster["server_us_per_message"] - single["server_us_per_message"]
+            line += (f", chatd-memory {single['server_us_per_message']:,.1f} µs: the cluster "
+                     f"adds {added:,.1f} µs; {cluster['deliveries_per_s'] / max(single['deliveries_per_s'], 1e-9):.2f}x "
+                     f"its deliveries/s, p50 {single['latency']['p50_ms']:,.3f} ms p99 "
+                     f"{single['latency']['p99_ms']:,.3f} ms")
+        line += (f"; Redis {_number(cluster['redis_us_per_message'], 1)} µs per message "
+                 f"({100 * cluster['redis_cpu']:.0f}% of a core)")
+        lines.append(line)
+    if lines:
+        pinned = report["pinning"]
+        where = (f"both chatd nodes and redis-server on CPU {pinned['server_cpu']}, the "
+                 f"generator on CPU {pinned['generator_cpu']}" if pinned
+                 else "nodes, Redis and generator unpinned, sharing every CPU")
+        lines.append(f"chatd-cluster: 2 chatd nodes (--cluster, --store memory) and one "
+                     f"redis-server (unix socket, --save \"\" --appendonly no), receivers and "
+                     f"senders dealt alternately to the two nodes; {where}. With "
+                     f"{report['machine']['cpus']} CPUs this shows the cluster's overhead, "
+                     "not a speed-up: the nodes and Redis share one core.")
+    return lines
+
+
 def chatd_log_lines(results: list) -> list[str]:
     """What chatd logged as it exited: the durable store's writer, the longest loop turn."""
     lines = []
@@ -249,6 +288,7 @@ def format_table(report: dict) -> str:
         *capacity_lines(report["results"]),
         *websocket_lines(report["results"]),
         *tls_lines(report),
+        *cluster_lines(report),
         *([""] + logged if logged else []),
         "",
         f"fanout/rate: R={settings['receivers']} receivers + S={settings['senders']} senders "

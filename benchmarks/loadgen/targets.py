@@ -26,11 +26,15 @@ START_SECONDS = 15.0
 SPARE_CONNECTIONS = 64
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-TARGETS = ("chatd", "chatd-memory", "chatd-ws", "chatd-tls", "asyncio", "threads", "redis",
-           "redis-tls")
+TARGETS = ("chatd", "chatd-memory", "chatd-ws", "chatd-tls", "chatd-cluster", "asyncio",
+           "threads", "redis", "redis-tls")
 # chatd-ws: chatd-memory's chat/1 over WebSocket on its web port (--ws-port).
+# chatd-cluster: two chatd nodes and one Redis (benchmarks/loadgen/cluster.py).
 DIALECTS = {"chatd": "chat1", "chatd-memory": "chat1", "chatd-ws": "ws", "chatd-tls": "chat1",
-            "asyncio": "chat1", "threads": "chat1", "redis": "resp", "redis-tls": "resp"}
+            "chatd-cluster": "chat1", "asyncio": "chat1", "threads": "chat1", "redis": "resp",
+            "redis-tls": "resp"}
+# Targets that need redis-server on PATH.
+NEEDS_REDIS = ("redis", "redis-tls", "chatd-cluster")
 # Each TLS target and the same server over plaintext, which it is compared with.
 TLS_TARGETS = {"chatd-tls": "chatd-memory", "redis-tls": "redis"}
 
@@ -88,7 +92,7 @@ def read_chatd_log(text: str, durable: bool) -> dict:
 
 def available_targets() -> list[str]:
     return [name for name in TARGETS
-            if not name.startswith("redis") or shutil.which("redis-server")]
+            if name not in NEEDS_REDIS or shutil.which("redis-server")]
 
 
 def pinning() -> tuple[int, int] | None:
@@ -99,6 +103,14 @@ def pinning() -> tuple[int, int] | None:
     return cpus[0], cpus[1]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process `pid`, all its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -106,11 +118,14 @@ def free_port() -> int:
 
 
 def command_for(target: str, port: int, max_connections: int, directory: str,
-                log_level: str = "warning", tls_files: tuple | None = None) -> list[str]:
+                log_level: str = "warning", tls_files: tuple | None = None,
+                cluster: str | None = None) -> list[str]:
     """How to start `target`; chatd's durable store goes to a file in `directory`.
 
     A TLS target serves TLS only, on `port`, with `tls_files` (certificate
     chain, key, CA) as PEM paths; chatd-tls is chatd-memory over TLS.
+    chatd-cluster is one node, joined to the Redis at `cluster` (a
+    `--cluster` URL; history lives in Redis, so no store file).
     """
     if target.startswith("chatd"):
         store = "memory" if target != "chatd" else os.path.join(directory, "chatd.db")
@@ -125,7 +140,8 @@ def command_for(target: str, port: int, max_connections: int, directory: str,
                      "--tls-key", key]
         return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", *ports,
                 "--rate-limit", "0", "--max-clients", str(max_connections),
-                "--store", store, "--log-level", log_level]
+                "--store", store, "--log-level", log_level,
+                *(["--cluster", cluster] if target == "chatd-cluster" else [])]
     if target in ("asyncio", "threads"):
         return [sys.executable, "-m", f"benchmarks.baselines.{target}_server",
                 "--host", "127.0.0.1", "--port", str(port)]
@@ -150,15 +166,18 @@ class TargetProcess:
     holds what `read_chatd_log` found there, if it logged at info.
     """
 
+    # The Redis a cluster target shares (benchmarks/loadgen/cluster.py); none here.
+    redis = None
+
     def __init__(self, target: str, max_connections: int, cpu: int | None,
-                 log_level: str = "warning"):
+                 log_level: str = "warning", cluster: str | None = None):
         self.target = target
         self.port = free_port()
         self._directory = tempfile.TemporaryDirectory(prefix="chatd-bench-")
         # A TLS target's certificate chain, key and CA (the generator trusts the CA).
         self.tls_files = certificate(self._directory.name) if target in TLS_TARGETS else None
         self.command = command_for(target, self.port, max_connections + SPARE_CONNECTIONS,
-                                   self._directory.name, log_level, self.tls_files)
+                                   self._directory.name, log_level, self.tls_files, cluster)
         # Read only at info: below it chatd logs neither figure.
         self._read_log = log_level in ("debug", "info")
         self.log_summary: dict | None = None
@@ -181,6 +200,11 @@ class TargetProcess:
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where the generator connects: members are dealt over these in turn."""
+        return [self.address]
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + START_SECONDS
@@ -209,10 +233,7 @@ class TargetProcess:
         raise RuntimeError("no VmRSS")
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return process_cpu_seconds(self.pid)
 
     def other_threads_cpu_seconds(self) -> float:
         """CPU seconds of every thread but the main one (chatd's: the store's worker)."""

@@ -111,11 +111,16 @@ class Worker:
     def connect_all(self) -> None:
         spec = self.spec
         deadline = time.monotonic() + spec["setup_timeout"]
-        wanted = [(name, None) for name in spec["receiver_names"]] + \
-                 [(f"s{index}", index) for index in spec["sender_indexes"]]
+        # Receiver i and sender i go to address i mod the count: on a cluster
+        # (several nodes) receivers and senders alike are split over the nodes.
+        addresses = spec["addresses"]
+        wanted = [(f"r{index}", None, addresses[index % len(addresses)])
+                  for index in spec["receiver_indexes"]] + \
+                 [(f"s{index}", index, addresses[index % len(addresses)])
+                  for index in spec["sender_indexes"]]
         waiting = 0
-        for name, sender in wanted:
-            sock = socket.create_connection(spec["address"], timeout=spec["setup_timeout"])
+        for name, sender, address in wanted:
+            sock = socket.create_connection(address, timeout=spec["setup_timeout"])
             if self.tls is not None:  # the handshake, blocking (within the timeout)
                 sock = self.tls.wrap_socket(sock, server_hostname=SERVER_NAME)
             sock.setblocking(False)
