@@ -174,7 +174,7 @@ class Run:
             row.update(server.log_summary)
         return row
 
-    def _load(self, server, rss_idle: int) -> dict:
+    def _load(self, server: TargetProcess | ClusterTarget, rss_idle: int) -> dict:
         context = multiprocessing.get_context("fork")
         pipes, processes = [], []
         tls_ca = server.tls_files[2] if server.tls_files else None
