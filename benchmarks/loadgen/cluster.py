@@ -13,9 +13,8 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
 
-from .targets import START_SECONDS, TargetProcess, process_cpu_seconds
+from .targets import TargetProcess, process_cpu_seconds, wait_listening
 
 NODES = 2
 
@@ -40,22 +39,21 @@ class RedisProcess:
         self._wait_listening()
 
     def _wait_listening(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                self._directory.cleanup()
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+        def connect() -> socket.socket:
+            probe = socket.socket(socket.AF_UNIX)
             try:
-                with socket.socket(socket.AF_UNIX) as probe:
-                    probe.settimeout(1)
-                    probe.connect(self.path)
-                return
+                probe.settimeout(1)
+                probe.connect(self.path)
             except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not listen within "
-                                       f"{START_SECONDS:g}s") from None
-                time.sleep(0.05)  # polling a process we do not control; no event to wait on
+                probe.close()
+                raise
+            return probe
+
+        def exited() -> str:
+            self._directory.cleanup()
+            return f"redis-server exited with {self.process.returncode}"
+
+        wait_listening(self.process, connect, exited, self.stop, "redis-server")
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pid)

@@ -111,6 +111,25 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def wait_listening(process: subprocess.Popen, connect, exited, stop, what: str) -> None:
+    """Return once `connect()` gives a connection (closed at once): the server
+    `process` listens.  If the process exits first, raise RuntimeError with
+    `exited()`'s message; after START_SECONDS, call `stop()` and raise."""
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(exited())
+        try:
+            connect().close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                stop()
+                raise RuntimeError(f"{what} did not listen within "
+                                   f"{START_SECONDS:g}s") from None
+            time.sleep(0.05)  # polling a process we do not control; no event to wait on
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -207,23 +226,14 @@ class TargetProcess:
         return [self.address]
 
     def _wait_listening(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                said = self._log_text().strip().splitlines()[-1:]
-                self._directory.cleanup()
-                raise RuntimeError(f"{self.target} exited with {self.process.returncode}: "
-                                   f"{' '.join(self.command)}"
-                                   + (f" ({said[0]})" if said else ""))
-            try:
-                socket.create_connection(self.address, timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{self.target} did not listen within "
-                                       f"{START_SECONDS:g}s") from None
-                time.sleep(0.05)  # polling a process we do not control; no event to wait on
+        def exited() -> str:
+            said = self._log_text().strip().splitlines()[-1:]
+            self._directory.cleanup()
+            return (f"{self.target} exited with {self.process.returncode}: "
+                    f"{' '.join(self.command)}" + (f" ({said[0]})" if said else ""))
+
+        wait_listening(self.process, lambda: socket.create_connection(self.address, timeout=1),
+                       exited, self.stop, self.target)
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.pid}/status") as status:
