@@ -15,7 +15,7 @@ from .transport import Connections, OutputLimits, State, Transport
 
 log = logging.getLogger("chatd")
 
-_OPEN, _CLOSING, _DRAINING, _CLOSED = State.OPEN, State.CLOSING, State.DRAINING, State.CLOSED
+_OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
 
 class TLSTransport(Transport):
@@ -51,30 +51,18 @@ class TLSTransport(Transport):
     def _failure_reason(self) -> str:
         return "reset" if self.tls.established else "tls_dropped"
 
-    def _on_readable(self) -> None:
-        size = self._receive()
-        if size is None:
-            return
-        connections = self.connections
-        received = connections.received
-        tls = self.tls
-        if not size:
-            self.peer_closed = True
-            self.loop.remove_reader(self.sock)
-            if self.state is _OPEN:
-                if tls.established:
-                    self.protocol.eof_received()
-                else:
-                    self.abort("tls_dropped")
-            elif self.state is _DRAINING:
-                self.abort(None)
-            return
-        connections.bytes_received += size
-        if self.state is not _OPEN:
-            return  # closing: what the peer still sends is read and dropped
-        tls.receive(received[:size])
+    def _bytes_in(self, data: memoryview) -> None:
+        """Ciphertext in: the handshake, or plaintext for the protocol (`_advance`)."""
+        self.tls.receive(data)
         if not self.handshake_waiting:
             self._advance()
+
+    def _eof_while_open(self) -> None:
+        """End of input before the handshake completed is a dropped handshake."""
+        if self.tls.established:
+            self.protocol.eof_received()
+        else:
+            self.abort("tls_dropped")
 
     def _advance(self) -> None:
         """Handshake (within the turn's budget), then plaintext to the protocol."""

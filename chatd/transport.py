@@ -234,19 +234,26 @@ class Transport:
         if size is None:
             return
         connections = self.connections
-        received = connections.received
         if not size:
             self.peer_closed = True
             self.loop.remove_reader(self.sock)
             if self.state is _OPEN:
-                self.protocol.eof_received()
+                self._eof_while_open()
             elif self.state is _DRAINING:
                 self.abort(None)  # the peer hung up after our last words
             return
         connections.bytes_received += size
         if self.state is _OPEN:
-            self.protocol.data_received(received[:size])
+            self._bytes_in(connections.received[:size])
         # closing: what the peer still sends is read and dropped
+
+    def _bytes_in(self, data: memoryview) -> None:
+        """What the socket gave while open (a view of the shared buffer)."""
+        self.protocol.data_received(data)
+
+    def _eof_while_open(self) -> None:
+        """The peer ended its side while the connection was open."""
+        self.protocol.eof_received()
 
     def pause_reading(self) -> None:
         """Read nothing until `resume_reading` (the peer feels it as TCP backpressure)."""
