@@ -2,8 +2,8 @@
 
 One `ChatProtocol` per connection, made by `ChatService.protocol`.  It owns
 the decoder and a deadline on the service's watchdogs (the hello deadline,
-then the idle timeout), feeds each decoded item to the chat core and carries out the
-effects that come back: `Deliver` is framed once and the same bytes
+then the idle timeout), feeds each decoded item to the chat core and
+carries out the effects that come back: `Deliver` is framed once and the same bytes
 appended to every recipient's output; `Close` says `bye` and closes.
 """
 
@@ -148,7 +148,7 @@ class ChatProtocol(Session):
     # ------------------------------------------------------ transport events
 
     def connection_made(self, transport) -> None:
-        """Arm the watchdog: hello within handshake_timeout, then a frame per idle_timeout."""
+        """Watch the hello deadline (`_hello_timeout`); after hello, a frame per idle_timeout."""
         self.transport = transport
         self.address = transport.peer[0]  # for the core's failed-login limiter
         now = self.service.loop.time()

@@ -22,12 +22,13 @@ and, from the listener and the daemon:
 Writing: `write` queues and the connection goes on `Connections`' flush
 list; the flush runs once at the end of the loop turn, so what a connection
 is owed in one turn leaves in one `sendmsg` (a broadcast's flush may linger
-a little longer while the server is busy: `Connections.arrange_flush`).  EVENT_WRITE is asked for only
-while output is left over (asyncio's selector transports do the same).
-The chat protocol's fan-out appends to `output` and the flush list itself
-(`ChatService.queue`: a call per recipient would cost 15% of the server's
-CPU); the queue holds what the protocol wrote, so a TLS transport encrypts
-a turn's output in its flush, in one piece.
+a little longer while the server is busy: `Connections.arrange_flush`).
+EVENT_WRITE is asked for only while output is left over (asyncio's
+selector transports do the same).  The chat protocol's fan-out appends to
+`output` and the flush list itself (`ChatService.queue`: a call per
+recipient would cost 15% of the server's CPU); the queue holds what the
+protocol wrote, so a TLS transport encrypts a turn's output in its flush,
+in one piece.
 """
 
 import enum

@@ -11,8 +11,9 @@ Kafka's purgatory).  An entry costs a dict slot, and `forget` removes it at
 once, so a closed connection is not kept alive until its deadline passes.
 
 A watched object has a `watch_slot` attribute (the wheel writes it: the dict
-of its slot, or None) and a method `deadline_passed()`, called once its slot is due; the object checks
-its own clock and may `watch` itself again for a later deadline.
+of its slot, or None) and a method `deadline_passed()`, called once its slot
+is due; the object checks its own clock and may `watch` itself again for a
+later deadline.
 """
 
 import heapq
@@ -29,8 +30,7 @@ class Watchdogs:
         self.resolution = resolution
         self._slots: dict[int, dict] = {}   # slot number -> {object: None}
         self._due: list[int] = []           # heap of the slot numbers in _slots
-        self._timer = None
-        self._timer_slot = None
+        self._timer = None                  # armed for the slot _due[0] when not None
 
     def watch(self, watched, deadline: float) -> None:
         """Call `watched.deadline_passed()` once the loop's clock reaches `deadline`
@@ -40,8 +40,9 @@ class Watchdogs:
         members = self._slots.get(slot)
         if members is None:
             members = self._slots[slot] = {}
+            earliest = self._timer is None or slot < self._due[0]
             heapq.heappush(self._due, slot)
-            if self._timer_slot is None or slot < self._timer_slot:
+            if earliest:
                 self._arm(slot)
         members[watched] = None
         # The slot's dict, not its number: no int object per connection, and
@@ -60,11 +61,10 @@ class Watchdogs:
     def _arm(self, slot: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_slot = slot
         self._timer = self.loop.call_at(slot * self.resolution, self._fire)
 
     def _fire(self) -> None:
-        self._timer = self._timer_slot = None
+        self._timer = None
         now_slot = math.floor(self.loop.time() / self.resolution)
         due, slots = self._due, self._slots
         # Take every due slot out first: what the callbacks watch again goes
