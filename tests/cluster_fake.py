@@ -2,7 +2,8 @@
 
 It keeps the same state the Lua scripts keep (names, sessions, members in
 join order, each room's event counter, message ids and stream) and runs the
-scripts the tests use (hello, join, leave, say, bye) as Python with the same
+scripts the tests use (hello, join, leave, say, bye; accounts as far as
+hello reads them) as Python with the same
 replies and published texts.  Each node has a connection: commands queue
 until the test lets Redis execute one (`execute`), replies and pushes queue
 until the test lets the node read one (`read`), so a test chooses every
@@ -32,6 +33,7 @@ class FakeRedis:
         self.sess: dict[bytes, dict] = {}
         self.members: dict[str, dict] = {}   # room -> {sid: None} in join order
         self.rooms = {"lobby": "lobby"}
+        self.accounts: dict[str, dict] = {}  # key -> name, cred, identity
         self.ev: dict[str, int] = {}
         self.seq: dict[str, int] = {}
         self.log: dict[str, list] = {}       # room -> [(ev, data)]
@@ -93,25 +95,39 @@ class FakeRedis:
             text[-1] = args[-1]  # the msg's JSON head stays bytes
         return getattr(self, "_" + name)(connection, *text)
 
-    def _hello(self, connection, node, sid, name, key, token, given, most):
+    def _hello(self, connection, node, sid, name, key, token, given, most, guests, login,
+               conversations):
         sid = sid.encode()
         identity = sid
         holder = self.users.get(key)
-        if holder is not None:
+        account = self.accounts.get(key)
+        is_account = False
+        if login:
+            if account is None or account["cred"] != login:
+                return [b"auth_failed"]
+            name, identity, is_account = account["name"], account["identity"], True
+        elif account is None and guests != "1":
+            return [b"accounts_only"]
+        elif holder is not None:
             if not given or self.sess[holder]["token"] != given:
-                return [b"taken"]
+                return [b"auth_required" if account is not None else b"taken"]
             identity = self.sess[holder]["identity"]
+            is_account = self.sess[holder]["account"]
+        elif account is not None:
+            return [b"auth_required"]
+        if holder is not None:
             hnode = self.sess[holder]["node"]
             self._drop(holder, "replaced")
             self._publish("chatd:node:" + hnode, b"replaced " + holder)
         self.users[key] = sid
         self.sess[sid] = {"name": name, "key": key, "node": node, "token": token,
-                          "identity": identity, "rooms": {"lobby"}}
+                          "identity": identity, "account": is_account, "rooms": {"lobby"}}
         self.members.setdefault("lobby", {})[sid] = None
         ev = self._announce("lobby", sid,
                             f'{{"type":"joined","room":"lobby","name":{_enc(name)}}}'.encode())
-        return [b"ok", identity, ev, len(self.members["lobby"]),
-                *self._names("lobby")[:int(most)]]
+        # No account dms in this model: an account's conversations are empty.
+        return [b"ok", identity, name.encode(), ev, len(self.members["lobby"]),
+                int(is_account), [], *self._names("lobby")[:int(most)]]
 
     def _join(self, connection, sid, room, spelled, max_rooms, per_user):
         sid = sid.encode()

@@ -40,8 +40,8 @@ def connects(node: ServerProcess) -> int:
     return sum("cluster: connected" in line for line in list(node.lines))
 
 
-def client(node, name=None) -> ChatClient:
-    return ChatClient((node.host, node.port), name)
+def client(node, name=None, **hello) -> ChatClient:
+    return ChatClient((node.host, node.port), name, **hello)
 
 
 def joined(c: ChatClient, room: str) -> dict:

@@ -1,7 +1,7 @@
 """The chat core of a cluster node: chat/1's rules with Redis as the shared state.
 
 `ClusterCore` is a `ChatCore` whose requests that touch shared state (hello,
-join, leave, say, dm, who, rooms, history) become `Script` effects for the
+join, leave, say, dm, who, rooms, history, register, passwd) become `Script` effects for the
 cluster link and park the session (its later requests wait: a per-client
 FIFO, so replies keep request order); the answers, the pub/sub pushes and
 the link's ups and downs come back through `complete`, as the store's do.
@@ -9,11 +9,10 @@ It keeps only what this node serves: its sessions, and a `Feed` per room
 with local members, delivered in Redis' order (feeds.py).  ping and quit
 stay local, so they work while Redis is unreachable.
 
-The handlers are in requests.py and messages.py (mixins, as the single
-node's are).
+The handlers are in requests.py, messages.py and accounts.py (mixins, as
+the single node's are).
 """
 
-import dataclasses
 import itertools
 import json
 import logging
@@ -23,8 +22,9 @@ import hiredis
 from framing import LOBBY
 from framing.paging import HISTORY_OVERHEAD
 
-from ..core import ChatCore, ChatSettings
+from ..core import ChatCore, ChatSettings, PasswordChecked
 from ..core.effects import Deliver
+from .accounts import ClusterAccounts
 from .effects import Batch, Command, Fenced, LinkChanged, Pushed, Subscribe, Unsubscribe
 from .feeds import Feed
 from .link import LINK_DOWN, NOT_SENT
@@ -41,16 +41,16 @@ _ROOM = b"chatd:room:"
 _NODE = b"chatd:node:"
 
 
-class ClusterCore(ClusterRequests, ClusterMessages, ChatCore):
+class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
     """chat/1 over Redis for one node (see the module docstring).
 
     `node` is this node's id (the link's owner sets it, and a new one after
     fencing); `epoch` is the cluster's (set from Redis at each connect).
-    Accounts are off in cluster mode (not yet kept in Redis).
+    Accounts live in Redis (accounts.py).
     """
 
     def __init__(self, settings: ChatSettings, node: str, **clocks):
-        super().__init__(dataclasses.replace(settings, accounts="off"), epoch="", **clocks)
+        super().__init__(settings, epoch="", **clocks)
         self.node = node
         self.lobby = Feed(LOBBY, LOBBY)
         self.feeds: dict[str, Feed] = {LOBBY: self.lobby}
@@ -71,10 +71,6 @@ class ClusterCore(ClusterRequests, ClusterMessages, ChatCore):
         self.highest = 0       # the highest message id seen (the floor after a data loss)
         self.gaps_filled = 0   # holes filled from a stream (metrics)
         self.events_lost = 0   # events a stream no longer had when a hole was filled
-
-    def reconfigure(self, settings: ChatSettings) -> None:
-        """As ChatCore.reconfigure; accounts stay off."""
-        super().reconfigure(dataclasses.replace(settings, accounts="off"))
 
     def new_sid(self) -> bytes:
         """A session id unique in the cluster: this node's id and a serial."""
@@ -105,6 +101,10 @@ class ClusterCore(ClusterRequests, ClusterMessages, ChatCore):
             out = self.out.begin()
             self._fenced(completion.node)
             return out
+        if kind is PasswordChecked:
+            out = self.out.begin()
+            self._password_checked(completion)
+            return out
         return super().complete(completion)
 
     def _pushed(self, channel: bytes, data: bytes) -> None:
@@ -122,6 +122,8 @@ class ClusterCore(ClusterRequests, ClusterMessages, ChatCore):
             session = self.sessions.get(rest)
             if session is not None:
                 self._close(session, "replaced")
+        elif kind == b"evicted":
+            self._evicted(*rest.split(b" "))
         elif kind == b"reaped":
             log.error("cluster: this node was reaped (its lease ran out); closing its clients")
 

@@ -14,7 +14,7 @@ from functools import partial
 from framing import DEFAULT_HISTORY_LIMIT, LOBBY, TOKEN_BYTES, WELCOME_USERS
 from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 
-from ..core.identity import SERVER_VERSION
+from ..core.identity import SERVER_VERSION, WELCOME_CONVERSATIONS
 from .effects import Script, Subscribe
 from .feeds import Feed
 from .link import LINK_DOWN
@@ -43,8 +43,18 @@ class ClusterRequests:
         item, reply)` is called with a real answer.  On none, `undo(reply)` (the
         script may have run when the reply is LINK_DOWN) and `unavailable`."""
         self._park(session, item)
+        self._script(session, name, args, then, undo)
+
+    def _script(self, session, name: str, args: tuple, then, undo=None) -> None:
+        """As `_ask`, for a session parked already (its request first in its queue)."""
         self.out.effects.append(Script(name, args, partial(self._answered, session, then,
                                                            undo)))
+
+    def _answer_parked(self, session, code: str, text: str) -> None:
+        """An error for the request `session` is parked on; its later requests go on."""
+        item = session.deferred.popleft()
+        self.out.error(session, code, text, item.get("ref"))
+        self._resume(session)
 
     def _answered(self, session, then, undo, reply) -> None:
         item = session.deferred.popleft()
@@ -76,19 +86,26 @@ class ClusterRequests:
         if session.name is not None or session in self.sid_of:
             self.out.error(session, "bad_message", "already welcomed", ref)
             return
-        if message.get("password") is not None:
-            self.out.error(session, "auth_failed", "this cluster keeps no accounts (not yet "
-                           "in cluster mode)", ref)
-            return
+        self._park(session, message)
+        password = message.get("password")
+        if password is None:
+            self._claim(session, message, "")
+        else:
+            self._login(session, message, password)
+
+    def _claim(self, session, message: dict, login: str) -> None:
+        """The hello script for parked `session`: `login` is the text of the
+        credential its password matched (accounts.py), '' for a hello without one."""
         name = message["name"]
         sid = self.sid_of[session] = self.new_sid()
         token = secrets.token_urlsafe(TOKEN_BYTES)
         given = message.get("token")
-        self._ask(session, message, "hello",
-                  (self.node, sid, name, name.lower(), _token_hash(token),
-                   _token_hash(given) if given is not None else "", WELCOME_USERS),
-                  partial(self._hello_answered, sid, token),
-                  partial(self._hello_undone, session, sid))
+        self._script(session, "hello",
+                     (self.node, sid, name, name.lower(), _token_hash(token),
+                      _token_hash(given) if given is not None else "", WELCOME_USERS,
+                      "1" if self.settings.guests else "0", login, WELCOME_CONVERSATIONS),
+                     partial(self._hello_answered, sid, token),
+                     partial(self._hello_undone, session, sid))
 
     def _hello_undone(self, session, sid: bytes, reply) -> None:
         """A hello without an answer: forget its session id, and free the name in
@@ -102,15 +119,26 @@ class ClusterRequests:
         name = message["name"]
         if reply[0] != b"ok":
             del self.sid_of[session]
-        if self._refused(session, reply, {b"taken": ("name_taken", f"{name!r} is taken")},
-                         ref):
+        if reply[0] == b"auth_failed":
+            self._auth_failed(session, ref)
+            self._resume(session)
             return
-        _, identity, ev, count, *names = reply
+        if self._refused(session, reply, {
+                b"taken": ("name_taken", f"{name!r} is taken"),
+                b"auth_required": ("auth_required", f"{name!r} is an account: send its "
+                                   "password"),
+                b"accounts_only": ("auth_required", "this server serves accounts only: "
+                                   "log in with a password")}, ref):
+            return
+        _, identity, spelled, ev, count, account, conversations, *names = reply
+        name = _text(spelled)
         key = name.lower()
         users = [name] + [n for n in map(_text, names) if n.lower() != key]
+        listed = [{"with": _text(conversations[i]), "last_id": conversations[i + 1]}
+                  for i in range(0, len(conversations), 2)]
         self._park_until(session, self.lobby, ev, partial(
             self._welcome_at, session, sid, token, identity, count,
-            users[:WELCOME_USERS], ref))
+            users[:WELCOME_USERS], listed if account else None, ref))
 
     def _park_until(self, session, feed: Feed, ev: int, action) -> None:
         """`session` stays parked (its deferred queue, maybe empty, is kept) until
@@ -120,19 +148,26 @@ class ClusterRequests:
             self._flow(feed, [])
 
     def _welcome_at(self, session, sid: bytes, token: str, identity: bytes, count: int,
-                    users: list, ref) -> None:
+                    users: list, conversations: list | None, ref) -> None:
+        """The welcome, at the lobby's place of its `joined`; `conversations` is
+        None for a guest, else the account's (`welcome.conversations`)."""
         if session.ended:
             return
         session.name, session.key, session.token = users[0], users[0].lower(), token
         session.identity = identity
+        session.account = conversations is not None
         self.users[session.key] = session
         self.sessions[sid] = session
         self.lobby.members[session] = None
         session.rooms[LOBBY] = self.lobby
-        self.out.reply(session, {
+        welcome = {
             "type": "welcome", "name": session.name, "token": token, "rooms": [LOBBY],
             "users": users, "user_count": count, "server": SERVER_VERSION,
-            "epoch": self.epoch, "limits": self.limits}, ref)
+            "epoch": self.epoch, "limits": self.limits}
+        if session.account:
+            welcome["account"] = True
+            welcome["conversations"] = conversations
+        self.out.reply(session, welcome, ref)
         self._resume(session)
 
     # --------------------------------------------------------------- rooms
@@ -273,6 +308,10 @@ class ClusterRequests:
         self._resume(session)
 
     def _nick(self, session, message: dict, ref) -> None:
+        if session.account:
+            self.out.error(session, "not_allowed", "a logged-in user keeps the account's "
+                           "name", ref)
+            return
         name = message["name"]
         self._ask(session, message, "nick",
                   (self.sid_of[session], next(self._tags), name, name.lower()),
@@ -281,8 +320,9 @@ class ClusterRequests:
     def _nick_answered(self, session, message: dict, reply) -> None:
         new = message["name"]
         ref = message.get("ref")
-        if self._refused(session, reply, {b"taken": ("name_taken", f"{new!r} is taken")},
-                         ref):
+        if self._refused(session, reply, {
+                b"taken": ("name_taken", f"{new!r} is taken"),
+                b"registered": ("name_registered", f"{new!r} is an account")}, ref):
             return
         renamed = {"type": "renamed", "old": session.name, "new": new}
         del self.users[session.key]

@@ -90,6 +90,66 @@ local function drop(sid, reason)
   return 1
 end
 
+-- Accounts (in cluster mode they live here, not in a store file): `acct:<key>`
+-- holds name, cred (chatd/cluster/accounts.py's text of a credential),
+-- created and identity (its private pairs' half: a registering guest's
+-- session identity, or `a<n>` for one the operator made); `accounts` is the
+-- set of keys.  An account's identity is never given again, so a later
+-- account of a deleted one's name does not reach its conversations.
+-- {name, cred, identity} of the account named `key`, or nil.
+local function account(key)
+  local a = redis.call('HMGET', P .. 'acct:' .. key, 'name', 'cred', 'identity')
+  if not a[1] then return nil end
+  return a
+end
+
+-- The key of the private pair of two identities (in byte order).
+local function pair(a, b)
+  return a < b and (a .. '|' .. b) or (b .. '|' .. a)
+end
+
+-- An account's partners (`partners:<identity>`, a sorted set, most recent
+-- highest; their names in `pnames:<identity>`), the source of
+-- `welcome.conversations`; 1,000 kept at most, as a single node does.
+local MAX_PARTNERS = 1000
+
+local function note_partner(identity, partner, name)
+  local z, names = P .. 'partners:' .. identity, P .. 'pnames:' .. identity
+  redis.call('ZADD', z, redis.call('INCR', P .. 'pclock'), partner)
+  redis.call('HSET', names, partner, name)
+  if redis.call('ZCARD', z) > MAX_PARTNERS then
+    for _, old in ipairs(redis.call('ZRANGE', z, 0, -MAX_PARTNERS - 1)) do
+      redis.call('HDEL', names, old)
+    end
+    redis.call('ZREMRANGEBYRANK', z, 0, -MAX_PARTNERS - 1)
+  end
+end
+
+-- `welcome.conversations` of an account: {with, last_id, ...}, most recent
+-- first, `most` pairs at most (a pair whose numbering is gone is skipped).
+local function conversations(identity, most)
+  local listed = {}
+  local names = P .. 'pnames:' .. identity
+  for _, partner in ipairs(redis.call('ZREVRANGE', P .. 'partners:' .. identity, 0, most - 1)) do
+    local last = redis.call('GET', P .. 'pseq:' .. pair(identity, partner))
+    local name = redis.call('HGET', names, partner)
+    if last and name then
+      listed[#listed + 1] = name
+      listed[#listed + 1] = tonumber(last)
+    end
+  end
+  return listed
+end
+
+-- Session `sid` must go because its name changed hands (`code`: an account
+-- made over a guest's name, or deleted under its session): it ends, and its
+-- node sends it that error and `bye` replaced.
+local function evict(sid, code)
+  local node = redis.call('HGET', P .. 'sess:' .. sid, 'node')
+  drop(sid, 'replaced')
+  redis.call('PUBLISH', P .. 'node:' .. node, 'evicted ' .. sid .. ' ' .. code)
+end
+
 local function now_ts()
   local t = redis.call('TIME')
   return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))

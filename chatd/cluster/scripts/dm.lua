@@ -1,24 +1,32 @@
 -- A private msg from session ARGV[3] (label ARGV[4]) to the user named
--- ARGV[5] (casefolded), text ARGV[6] as JSON.  Numbered per pair of
--- identities, kept in the pair's capped stream, published to the
--- recipient's node and the sender's ("dm rsid sid tag payload").
--- {'ok'}, {'no_such_user'} or {'gone'}.
+-- ARGV[5] (casefolded), text ARGV[6] as JSON: a connected user, or an
+-- account that is not connected (kept for it: its welcome lists the pair).
+-- Numbered per pair of identities, kept in the pair's capped stream, noted
+-- in the accounts' partners, published to the recipient's node (if
+-- connected) and the sender's as "dm rsid sid tag payload" (rsid '-' for an
+-- account not connected).  {'ok'}, {'no_such_user'} or {'gone'}.
 local sid, tag = ARGV[3], ARGV[4]
-local ss = P .. 'sess:' .. sid
-local from = redis.call('HGET', ss, 'name')
-if not from then return {'gone'} end
+local s = redis.call('HMGET', P .. 'sess:' .. sid, 'name', 'identity', 'account', 'node')
+if not s[1] then return {'gone'} end
 local rsid = redis.call('HGET', P .. 'users', ARGV[5])
-if not rsid then return {'no_such_user'} end
-local rs = P .. 'sess:' .. rsid
-local a, b = redis.call('HGET', ss, 'identity'), redis.call('HGET', rs, 'identity')
-local pair = a < b and (a .. '|' .. b) or (b .. '|' .. a)
-local id = counter(P .. 'pseq:' .. pair)
-local payload = '{"type":"msg","to":' .. cjson.encode(redis.call('HGET', rs, 'name')) ..
-                ',"from":' .. cjson.encode(from) .. ',"text":' .. ARGV[6] ..
-                ',"id":' .. id .. ',"ts":' .. now_ts() .. '}'
-redis.call('XADD', P .. 'plog:' .. pair, 'MAXLEN', '~', CAP, '0-' .. id, 'p', payload)
+local rname, ridentity, raccount, rnode
+if rsid then
+  local r = redis.call('HMGET', P .. 'sess:' .. rsid, 'name', 'identity', 'account', 'node')
+  rname, ridentity, raccount, rnode = r[1], r[2], r[3] == '1', r[4]
+else
+  local acct = account(ARGV[5])
+  if not acct then return {'no_such_user'} end
+  rname, ridentity, raccount, rsid = acct[1], acct[3], true, '-'
+end
+local p = pair(s[2], ridentity)
+local id = counter(P .. 'pseq:' .. p)
+local payload = '{"type":"msg","to":' .. cjson.encode(rname) .. ',"from":' ..
+                cjson.encode(s[1]) .. ',"text":' .. ARGV[6] .. ',"id":' .. id ..
+                ',"ts":' .. now_ts() .. '}'
+redis.call('XADD', P .. 'plog:' .. p, 'MAXLEN', '~', CAP, '0-' .. id, 'p', payload)
+if s[3] == '1' then note_partner(s[2], ridentity, rname) end
+if raccount then note_partner(ridentity, s[2], s[1]) end
 local data = 'dm ' .. rsid .. ' ' .. sid .. ' ' .. tag .. ' ' .. payload
-local rnode, snode = redis.call('HGET', rs, 'node'), redis.call('HGET', ss, 'node')
-redis.call('PUBLISH', P .. 'node:' .. rnode, data)
-if snode ~= rnode then redis.call('PUBLISH', P .. 'node:' .. snode, data) end
+if rnode then redis.call('PUBLISH', P .. 'node:' .. rnode, data) end
+if s[4] ~= rnode then redis.call('PUBLISH', P .. 'node:' .. s[4], data) end
 return {'ok'}

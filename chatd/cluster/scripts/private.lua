@@ -1,12 +1,19 @@
 -- Private messages between session ARGV[3] and the user named ARGV[4]
--- (casefolded), from their pair's stream (entry id 0-<msg id>), oldest
--- first: the first ARGV[6] with an id above ARGV[5], or the newest ARGV[6]
--- when ARGV[5] is ''.  {'ok', payloads...} or {'no_such_user'}.
+-- (casefolded: a connected user or an account), from their pair's stream
+-- (entry id 0-<msg id>), oldest first: the first ARGV[6] with an id above
+-- ARGV[5], or the newest ARGV[6] when ARGV[5] is ''.
+-- {'ok', payloads...} or {'no_such_user'}.
 local a = redis.call('HGET', P .. 'sess:' .. ARGV[3], 'identity')
 local rsid = redis.call('HGET', P .. 'users', ARGV[4])
-if not a or not rsid then return {'no_such_user'} end
-local b = redis.call('HGET', P .. 'sess:' .. rsid, 'identity')
-local log = P .. 'plog:' .. (a < b and (a .. '|' .. b) or (b .. '|' .. a))
+local b
+if rsid then
+  b = redis.call('HGET', P .. 'sess:' .. rsid, 'identity')
+else
+  local acct = account(ARGV[4])
+  b = acct and acct[3]
+end
+if not a or not b then return {'no_such_user'} end
+local log = P .. 'plog:' .. pair(a, b)
 local reply = {'ok'}
 if ARGV[5] == '' then
   local entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', ARGV[6])

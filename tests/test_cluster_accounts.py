@@ -1,0 +1,91 @@
+"""Accounts in cluster mode (issue 16): kept in Redis, so an account made on one
+node logs in on another, and its private messages follow it.
+
+Two chatd processes and a real redis-server, as in test_cluster.py.
+"""
+
+from redis_support import redis  # noqa: F401  (the fixture)
+from support import ChatClient
+from test_cluster import client, nodes, start_node  # noqa: F401  (nodes: the fixture)
+
+PASSWORD = "correct horse battery"
+
+
+def answer(c: ChatClient, message: dict) -> dict:
+    """Send `message` (with a ref) and return the frame that answers it."""
+    c.send({**message, "ref": "r"})
+    return c.next(lambda m: m.get("ref") == "r")
+
+
+def test_an_account_made_on_one_node_logs_in_on_the_other(nodes):
+    a, b = nodes
+    with client(a, "Carol") as carol:
+        assert answer(carol, {"type": "register", "password": PASSWORD}) == \
+            {"type": "registered", "name": "Carol", "ref": "r"}
+        assert answer(carol, {"type": "register", "password": PASSWORD})["code"] == \
+            "name_registered"
+        assert answer(carol, {"type": "nick", "name": "caz"})["code"] == "not_allowed"
+        with client(b) as other:
+            assert answer(other, {"type": "hello", "name": "carol"})["code"] == \
+                "auth_required"
+            assert answer(other, {"type": "hello", "name": "carol",
+                                  "password": "wrong password"})["code"] == "auth_failed"
+            assert answer(other, {"type": "hello", "name": "nobody",
+                                  "password": PASSWORD})["code"] == "auth_failed"
+            welcome = answer(other, {"type": "hello", "name": "CAROL", "password": PASSWORD})
+            assert welcome["type"] == "welcome" and welcome["name"] == "Carol"
+            assert welcome["account"] is True and welcome["conversations"] == []
+            assert welcome["limits"]["accounts"] == "open"
+            # The account's earlier session, on the other node, is replaced.
+            assert carol.frames_until_close()[-1] == {"type": "bye", "reason": "replaced"}
+            assert answer(other, {"type": "passwd", "old": "wrong password",
+                                  "new": "a new password"})["code"] == "auth_failed"
+            assert answer(other, {"type": "passwd", "old": PASSWORD,
+                                  "new": "a new password"}) == \
+                {"type": "password_changed", "ref": "r"}
+        with client(a, "dave") as dave:
+            assert answer(dave, {"type": "nick", "name": "carol"})["code"] == \
+                "name_registered"
+            assert answer(dave, {"type": "hello", "name": "x"})["code"] == "bad_message"
+        with client(a) as again:
+            assert answer(again, {"type": "hello", "name": "carol",
+                                  "password": PASSWORD})["code"] == "auth_failed"
+            assert answer(again, {"type": "hello", "name": "carol",
+                                  "password": "a new password"})["account"] is True
+
+
+def test_a_dm_to_an_offline_account_waits_for_it_on_any_node(nodes):
+    a, b = nodes
+    with client(a, "erin") as erin:
+        assert answer(erin, {"type": "register", "password": PASSWORD})["type"] == \
+            "registered"
+    with client(b, "frank") as frank:
+        echo = answer(frank, {"type": "dm", "to": "Erin", "text": "are you there?"})
+        assert echo["type"] == "msg" and echo["to"] == "erin" and echo["id"] == 1
+        assert answer(frank, {"type": "dm", "to": "ghost", "text": "?"})["code"] == \
+            "no_such_user"
+        assert answer(frank, {"type": "register", "password": PASSWORD})["type"] == \
+            "registered"
+        # The pair of a guest who registered stays the account's.
+        assert answer(frank, {"type": "dm", "to": "erin", "text": "now as an account"}
+                      )["id"] == 2
+    with client(a, "Erin", password=PASSWORD) as erin:
+        assert erin.welcome["conversations"] == [{"with": "frank", "last_id": 2}]
+        history = answer(erin, {"type": "history", "with": "frank"})
+        assert [m["text"] for m in history["messages"]] == ["are you there?",
+                                                            "now as an account"]
+    with client(b, "frank", password=PASSWORD) as frank:
+        assert frank.welcome["conversations"] == [{"with": "erin", "last_id": 2}]
+
+
+def test_a_node_without_guests_serves_only_accounts(redis, nodes):  # noqa: F811
+    a, _ = nodes
+    with client(a, "gina") as gina:
+        assert answer(gina, {"type": "register", "password": PASSWORD})["type"] == \
+            "registered"
+    with start_node(redis, "--guests", "no") as private:
+        with client(private) as guest:
+            assert answer(guest, {"type": "hello", "name": "someone"})["code"] == \
+                "auth_required"
+            assert answer(guest, {"type": "hello", "name": "gina",
+                                  "password": PASSWORD})["account"] is True
