@@ -1,6 +1,8 @@
 """`chatd account add|passwd|delete NAME`, `chatd account list`: the operator's accounts.
 
-Works on the store file directly, also while a chatd serves it: SQLite's
+With a cluster (`--cluster`, or the `cluster` setting) the accounts are
+the cluster's, in its Redis (cluster/operator.py).  Otherwise this works
+on the store file directly, also while a chatd serves it: SQLite's
 WAL lets this process commit beside the server's writer, and the server
 notices any commit it did not make itself (`PRAGMA data_version`, looked at
 every second by its store worker, store/link.py) and reads the accounts
@@ -45,7 +47,8 @@ def _arguments(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chatd account", description="Add, change, delete or list accounts in "
         "chatd's store file, also while chatd serves it (a deleted account that is "
-        "logged in gets bye within about a second).",
+        "logged in gets bye within about a second), or in a cluster's Redis "
+        "(--cluster; at once).",
         epilog="The password is asked without echo, twice, or read from the first line "
                "of stdin when stdin is not a terminal; never given as an argument.")
     # Before or after the command (`chatd account list --store FILE`); after it
@@ -58,6 +61,11 @@ def _arguments(argv) -> argparse.Namespace:
         options.add_argument("--store", metavar="FILE", default=default,
                              help="the store file (default: the store setting from "
                                   "--config, CHATD_STORE or chatd.db)")
+        options.add_argument("--cluster", metavar="URL", default=default,
+                             help="the cluster's Redis (redis://HOST:PORT or "
+                                  "unix:///path; default: the cluster setting from "
+                                  "--config or CHATD_CLUSTER): its accounts, not a "
+                                  "store file's")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, purpose in (("add", "make NAME an account"),
                              ("passwd", "give account NAME a new password"),
@@ -69,18 +77,21 @@ def _arguments(argv) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _store_path(arguments) -> str:
-    """The store file chatd would use with these settings (flags, environment, file)."""
+def _settings(arguments):
+    """chatd's settings as these flags, the environment and the file give them."""
     flags = []
-    if arguments.config:
-        flags += ["--config", arguments.config]
-    if arguments.store:
-        flags += ["--store", arguments.store]
-    path = load_settings(flags)[0].store
-    if path == MEMORY:
+    for option in ("config", "store", "cluster"):
+        if getattr(arguments, option):
+            flags += [f"--{option}", getattr(arguments, option)]
+    return load_settings(flags)[0]
+
+
+def _store_path(config) -> str:
+    """The store file chatd would use with these settings."""
+    if config.store == MEMORY:
         raise Refused("the store is 'memory': its accounts live inside the chatd process "
                       "and end with it; there is no file to change")
-    return path
+    return config.store
 
 
 def read_password(stdin=sys.stdin) -> str:
@@ -122,8 +133,7 @@ def _list(path: str) -> str:
         if os.path.exists(path + "-wal"):
             raise
         rows = _accounts(where + "&immutable=1", path)
-    return "".join(f"{name}\t{_utc(created)}\tscrypt n={n} r={r} p={p}\n"
-                   for name, created, n, r, p in rows)
+    return _listing(rows)
 
 
 def _accounts(uri: str, path: str) -> list:
@@ -142,14 +152,23 @@ def _exists(conn, key: str) -> bool:
     return conn.execute("SELECT 1 FROM accounts WHERE key = ?", (key,)).fetchone() is not None
 
 
+def _listing(rows) -> str:
+    """One line per account: name, created (UTC), hash parameters."""
+    return "".join(f"{name}\t{_utc(created)}\tscrypt n={n} r={r} p={p}\n"
+                   for name, created, n, r, p in rows)
+
+
 def _run(arguments, stdin) -> str:
     """Do the command; return what to print."""
-    path = _store_path(arguments)
-    if arguments.command != "add" and not os.path.exists(path):
-        raise Refused(f"no store file at {os.path.abspath(path)}")
+    config = _settings(arguments)
     name = getattr(arguments, "name", None)
     if name is not None and not framing.is_name(name):
         raise Refused(f"{name!r} is not a chat/1 name (1 to 32 of A-Z a-z 0-9 _ - .)")
+    if config.cluster:
+        return _run_in_cluster(config, arguments.command, name, stdin)
+    path = _store_path(config)
+    if arguments.command != "add" and not os.path.exists(path):
+        raise Refused(f"no store file at {os.path.abspath(path)}")
     if arguments.command == "list":
         return _list(path)
     conn = prepare(path)  # inside BEGIN IMMEDIATE
@@ -186,6 +205,32 @@ def _run(arguments, stdin) -> str:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         conn.close()
+
+
+def _run_in_cluster(config, command: str, name: str | None, stdin) -> str:
+    """The command on the accounts in the cluster's Redis (cluster/operator.py):
+    the same answers as on a store file; a logged-in account deleted, or a
+    guest on a name made an account, is closed by its node at once."""
+    from .cluster import operator  # hiredis: only with the cluster extra
+    try:
+        with operator.BlockingRedis(config.cluster) as redis:
+            if command == "list":
+                return _listing((listed_name, created, c.n, c.r, c.p)
+                                for listed_name, created, c in operator.accounts(redis))
+            exists = operator.exists(redis, name.lower())
+            if command == "add" and exists:
+                raise Refused(f"{name!r} is an account already (chatd account passwd "
+                              "changes its password)")
+            if command != "add" and not exists:
+                raise Refused(f"no account {name!r}")
+            if command == "delete":
+                operator.change(redis, config, command, name)
+                return f"account {name!r} deleted, with its private messages\n"
+            credential = hash_password(read_password(stdin))
+            operator.change(redis, config, command, name, credential, time.time())
+            return f"account {name!r} {'added' if command == 'add' else 'changed'}\n"
+    except operator.OperatorError as exc:
+        raise Refused(str(exc)) from None
 
 
 def main(argv, stdin=sys.stdin) -> int:

@@ -4,8 +4,11 @@ node logs in on another, and its private messages follow it.
 Two chatd processes and a real redis-server, as in test_cluster.py.
 """
 
+import subprocess
+import sys
+
 from redis_support import redis  # noqa: F401  (the fixture)
-from support import ChatClient
+from support import WAIT, ChatClient
 from test_cluster import client, nodes, start_node  # noqa: F401  (nodes: the fixture)
 
 PASSWORD = "correct horse battery"
@@ -89,3 +92,53 @@ def test_a_node_without_guests_serves_only_accounts(redis, nodes):  # noqa: F811
                 "auth_required"
             assert answer(guest, {"type": "hello", "name": "gina",
                                   "password": PASSWORD})["account"] is True
+
+
+def operator(redis_server, *arguments: str, password: str | None = None):
+    """`chatd account ... --cluster URL` as the operator runs it."""
+    return subprocess.run([sys.executable, "-m", "chatd", "account", *arguments,
+                           "--cluster", redis_server.url],
+                          input=None if password is None else password + "\n",
+                          capture_output=True, text=True, timeout=WAIT)
+
+
+def test_the_operator_changes_a_clusters_accounts_while_it_serves(redis, nodes):  # noqa: F811
+    a, b = nodes
+    with client(a, "Hana") as guest:
+        made = operator(redis, "add", "hana", password=PASSWORD)
+        assert (made.returncode, made.stdout) == (0, "account 'hana' added\n")
+        frames = guest.frames_until_close()
+        assert frames[-2]["code"] == "name_registered"
+        assert frames[-1] == {"type": "bye", "reason": "replaced"}
+    again = operator(redis, "add", "HANA", password=PASSWORD)
+    assert again.returncode == 1 and "is an account already" in again.stderr
+    listing = operator(redis, "list")
+    assert listing.returncode == 0 and listing.stdout.startswith("hana\t")
+    assert "scrypt n=32768 r=8 p=1" in listing.stdout
+    assert operator(redis, "passwd", "hana", password="a new password").returncode == 0
+    with client(b) as other:
+        assert answer(other, {"type": "hello", "name": "hana",
+                              "password": PASSWORD})["code"] == "auth_failed"
+    with client(b, "hana", password="a new password") as hana:
+        assert hana.welcome["account"] is True
+        gone = operator(redis, "delete", "hana")
+        assert (gone.returncode, gone.stdout) == \
+            (0, "account 'hana' deleted, with its private messages\n")
+        frames = hana.frames_until_close()
+        assert frames[-2]["code"] == "not_registered"
+        assert frames[-1] == {"type": "bye", "reason": "replaced"}
+    assert operator(redis, "list").stdout == ""
+    missing = operator(redis, "delete", "hana")
+    assert missing.returncode == 1 and "no account 'hana'" in missing.stderr
+    # The name is a guest's again.
+    with client(a, "hana") as guest:
+        assert "account" not in guest.welcome
+
+
+def test_the_operator_is_told_when_redis_is_unreachable(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "chatd", "account", "list", "--cluster",
+                             f"unix://{tmp_path}/nothing.sock"],
+                            capture_output=True, text=True, timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr.startswith("chatd account: cannot reach Redis at unix://")
+    assert len(result.stderr.splitlines()) == 1

@@ -1,0 +1,110 @@
+"""`chatd account add|passwd|delete|list` for a cluster: the accounts in its Redis.
+
+account_cli.py reads the settings and comes here when `cluster` is set;
+this module only speaks to Redis.  A blocking connection is right for a
+command that does one thing and exits (never inside the server's loop);
+replies are parsed by `hiredis.Reader`, as the nodes' link does, and the
+changes are the nodes' own scripts (scripts/*.lua, sent with EVAL), so the
+rules are written once: an account made over a guest's name evicts that
+guest (`name_registered`), a deleted account's session is evicted
+(`not_registered`), each within the same script as the change, and the
+nodes tell their clients as soon as the script's PUBLISH reaches them.
+"""
+
+import socket
+
+import hiredis
+
+from .accounts import credential_text, parse_credential
+from .resp import encode_command, parse_address
+from .scripts import load_scripts
+
+# Seconds to wait for Redis to connect or answer.
+TIMEOUT = 5.0
+
+
+class OperatorError(Exception):
+    """What was asked cannot be done (no such account, Redis refused or is
+    unreachable); the message is the one line the operator sees."""
+
+
+class BlockingRedis:
+    """One blocking connection to the Redis at `url` (`redis://HOST:PORT` or
+    `unix:///path`): `call(*args)` -> the reply (RESP2, hiredis' values);
+    a context manager that closes it.  OperatorError when it cannot
+    connect, times out or answers an error."""
+
+    def __init__(self, url: str, timeout: float = TIMEOUT):
+        self.url = url
+        family, address = parse_address(url)
+        try:
+            if family == "unix":
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(address)
+            else:
+                self.sock = socket.create_connection(address, timeout)
+        except OSError as exc:
+            raise OperatorError(f"cannot reach Redis at {url}: "
+                                f"{exc.strerror or exc}") from None
+        self.reader = hiredis.Reader()
+
+    def call(self, *args):
+        try:
+            self.sock.sendall(encode_command(args))
+            reply = self.reader.gets()
+            while reply is False:
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    raise OperatorError(f"Redis at {self.url} closed the connection")
+                self.reader.feed(data)
+                reply = self.reader.gets()
+        except OSError as exc:
+            raise OperatorError(f"Redis at {self.url}: {exc.strerror or exc}") from None
+        if isinstance(reply, hiredis.ReplyError):
+            raise OperatorError(f"Redis at {self.url} refused: {reply}")
+        return reply
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def accounts(redis: BlockingRedis) -> list[tuple]:
+    """(name, created in Unix s, credential) of every account, by casefolded name."""
+    listed = []
+    for key in sorted(redis.call("SMEMBERS", "chatd:accounts")):
+        name, created, cred = redis.call("HMGET", b"chatd:acct:" + key, "name", "created",
+                                         "cred")
+        if name is not None:  # deleted between the two calls
+            listed.append((name.decode(), float(created), parse_credential(cred)))
+    return listed
+
+
+def exists(redis: BlockingRedis, key: str) -> bool:
+    """Whether the casefolded name `key` is an account."""
+    return redis.call("EXISTS", "chatd:acct:" + key) == 1
+
+
+def change(redis: BlockingRedis, settings, command: str, name: str,
+           credential=None, created: float = 0.0) -> None:
+    """Run `command` ("add", "passwd", "delete") on account `name` through the
+    nodes' script.  `settings` (a Config) gives the presence limit and stream
+    cap every script takes (a `left` it publishes is a room event).
+    OperatorError if the account is not (or, for add, already) there."""
+    key = name.lower()
+    if command == "add":
+        script, args = "register", (key, name, credential_text(credential), created, "")
+    elif command == "passwd":
+        script, args = "passwd", (key, "", credential_text(credential))
+    else:
+        script, args = "unregister", (key,)
+    source = load_scripts()[script].source
+    reply = redis.call("EVAL", source, 0, settings.presence_limit, 2 * settings.history,
+                       *args)
+    if reply[0] == b"name_registered":
+        raise OperatorError(f"{name!r} became an account meanwhile; nothing changed")
+    if reply[0] == b"no_account":
+        raise OperatorError(f"no account {name!r}")
