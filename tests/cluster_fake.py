@@ -2,8 +2,8 @@
 
 It keeps the same state the Lua scripts keep (names, sessions, members in
 join order, each room's event counter, message ids and stream) and runs the
-scripts the tests use (hello, join, leave, say, bye; accounts as far as
-hello reads them) as Python with the same
+scripts the tests use (hello, join, leave, say, dm between guests, bye;
+accounts as far as hello reads them), and each node's inbox as Python with the same
 replies and published texts.  Each node has a connection: commands queue
 until the test lets Redis execute one (`execute`), replies and pushes queue
 until the test lets the node read one (`read`), so a test chooses every
@@ -37,6 +37,9 @@ class FakeRedis:
         self.ev: dict[str, int] = {}
         self.seq: dict[str, int] = {}
         self.log: dict[str, list] = {}       # room -> [(ev, data)]
+        self.inbox: dict[str, list] = {}     # node -> [(entry id, data)]
+        self.entries = 0                     # inbox entry ids handed out
+        self.pseq: dict[tuple, int] = {}     # pair of identities -> last dm id
         self.connections: list = []
         self.clock = 1_000_000.0
 
@@ -46,6 +49,12 @@ class FakeRedis:
         for connection in self.connections:
             if channel in connection.channels:
                 connection.outbound.append(("push", channel.encode(), data))
+
+    def _tell(self, node: str, data: bytes) -> None:
+        self.entries += 1
+        entry = b"%d-0" % self.entries
+        self.inbox.setdefault(node, []).append((entry, data))
+        self._publish("chatd:node:" + node, entry + b" " + data)
 
     def _emit(self, room: str, sid: bytes, tag: int, msgid: int, payload: bytes) -> int:
         ev = self.ev[room] = self.ev.get(room, 0) + 1
@@ -118,7 +127,7 @@ class FakeRedis:
         if holder is not None:
             hnode = self.sess[holder]["node"]
             self._drop(holder, "replaced")
-            self._publish("chatd:node:" + hnode, b"replaced " + holder)
+            self._tell(hnode, b"replaced " + holder)
         self.users[key] = sid
         self.sess[sid] = {"name": name, "key": key, "node": node, "token": token,
                           "identity": identity, "account": is_account, "rooms": {"lobby"}}
@@ -171,11 +180,36 @@ class FakeRedis:
                    head + b',"id":%d,"ts":%.6f}' % (msgid, self.clock))
         return [b"ok"]
 
+    def _dm(self, connection, sid, tag, key, text):
+        sender = self.sess.get(sid.encode())
+        if sender is None:
+            return [b"gone"]
+        rsid = self.users.get(key)
+        if rsid is None:
+            return [b"no_such_user"]
+        recipient = self.sess[rsid]
+        pair = tuple(sorted((sender["identity"], recipient["identity"])))
+        msgid = self.pseq[pair] = self.pseq.get(pair, 0) + 1
+        self.clock += 0.001
+        payload = (f'{{"type":"msg","to":{_enc(recipient["name"])},"from":'
+                   f'{_enc(sender["name"])},"text":{text},"id":{msgid},'
+                   f'"ts":{self.clock:.6f}}}').encode()
+        data = b"dm %s %s %s %s" % (rsid, sid.encode(), tag.encode(), payload)
+        self._tell(recipient["node"], data)
+        if sender["node"] != recipient["node"]:
+            self._tell(sender["node"], data)
+        return [b"ok"]
+
     def command(self, connection, args: tuple):
         """A plain command's reply (GET of an ev counter, XRANGE of a stream, PING)."""
         if args[0] == "GET":
             ev = self.ev.get(args[1][len("chatd:ev:"):])
             return None if ev is None else str(ev).encode()
+        if args[0] == "XRANGE" and args[1].startswith("chatd:inbox:"):
+            after = tuple(map(int, args[2][1:].split("-")))
+            return [[entry, [b"d", data]] for entry, data in
+                    self.inbox.get(args[1][len("chatd:inbox:"):], [])
+                    if tuple(map(int, entry.split(b"-"))) > after]
         if args[0] == "XRANGE":
             entries = self.log.get(args[1][len("chatd:log:"):], [])
             first = int(args[2][2:])

@@ -258,6 +258,31 @@ def test_while_redis_is_stopped_ping_works_and_say_is_unavailable(redis, nodes):
         assert kim.next_of("msg")["text"] == "back"
 
 
+def test_dms_told_while_a_node_was_cut_off_reach_it_from_its_inbox(redis):  # noqa: F811
+    """Node a is stopped and its link killed while b's user sends dms to a's
+    user (a long lease: a is not reaped meanwhile); resumed, a reconnects and
+    reads what it was told from its inbox stream: each dm once, in order."""
+    with start_node(redis, "--cluster-lease", "60") as a, \
+            start_node(redis, "--cluster-lease", "60") as b:
+        with client(a, "lu") as lu, client(b, "max") as mx:
+            links = sorted(int(line.split(" ", 1)[0][len("id="):]) for line in
+                           redis.command("CLIENT", "LIST").decode().splitlines()
+                           if " name=chatd " in line)
+            a.process.send_signal(signal.SIGSTOP)
+            try:
+                assert redis.command("CLIENT", "KILL", "ID", links[0]) == 1  # a's: older
+                for n in range(3):
+                    mx.send({"type": "dm", "to": "lu", "text": f"m{n}", "ref": n})
+                    assert mx.next(lambda m: m.get("ref") == n)["type"] == "msg"
+            finally:
+                a.process.send_signal(signal.SIGCONT)
+            assert [lu.next_of("msg")["text"] for _ in range(3)] == ["m0", "m1", "m2"]
+            wait_until(lambda: connects(a) == 2, what="a reconnected")
+            lu.send({"type": "ping", "ref": "p"})
+            assert lu.next(lambda m: "ref" in m or m["type"] == "msg") == \
+                {"type": "pong", "ref": "p"}
+
+
 def test_client_kill_pubsub_under_load_loses_and_repeats_nothing(redis, nodes):  # noqa: F811
     """Redis drops both nodes' links three times while four senders pipeline:
     every say is echoed or refused `unavailable`; every member sees the same

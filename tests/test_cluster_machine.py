@@ -1,12 +1,14 @@
 """A hypothesis state machine of two cluster nodes' cores against the in-memory
-fake of Redis (cluster_fake.py): clients say hello, join, say, leave and go
-away on either node while Redis runs commands and the nodes read replies and
+fake of Redis (cluster_fake.py): clients say hello, join, say, dm, leave and
+go away on either node while Redis runs commands and the nodes read replies and
 pushes in random interleavings, and links break.
 
 What must hold (CLUSTER.md, "Tests that prove it"): per room, every
 client's ids rise strictly and every id means the same message everywhere;
 while a client stays in a room its ids have no hole; every say is answered
-exactly once (its echo or an error); a name is held by one session.
+exactly once (its echo or an error), and so is every dm; a dm reaches its
+recipient once, each pair's ids rising (also across a broken link: the
+node's inbox); a name is held by one session.
 """
 
 import itertools
@@ -33,6 +35,7 @@ class ClusterMachine(RuleBasedStateMachine):
         self.clients: list[tuple] = []          # (node, session), in hello order
         self.refs = itertools.count()
         self.says: dict = {}                    # session -> refs of its says
+        self.dms: dict = {}                     # session -> refs of its dms
 
     def _send(self, node, session, message: dict) -> None:
         node.apply(node.core.receive(session, message))
@@ -77,6 +80,14 @@ class ClusterMachine(RuleBasedStateMachine):
             ref = f"s{next(self.refs)}"
             self.says.setdefault(session, []).append(ref)
             self._send(node, session, {"type": "say", "room": room, "text": ref, "ref": ref})
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data(), to=st.sampled_from(NAMES))
+    def dm(self, data, to):
+        node, session = data.draw(st.sampled_from(self._live()))
+        ref = f"d{next(self.refs)}"
+        self.dms.setdefault(session, []).append(ref)
+        self._send(node, session, {"type": "dm", "to": to, "text": ref, "ref": ref})
 
     @precondition(lambda self: self._live())
     @rule(data=st.data())
@@ -133,8 +144,8 @@ class ClusterMachine(RuleBasedStateMachine):
                     last.pop(frame["room"], None)
                 elif frame["type"] == "left" and ref.startswith("l"):
                     member[frame["room"]] = False
-                if frame["type"] != "msg":
-                    continue
+                if frame["type"] != "msg" or "room" not in frame:
+                    continue  # not a room's (a dm)
                 room, msgid = frame["room"], frame["id"]
                 if room in last:
                     assert msgid > last[room], (room, msgid, last[room])
@@ -143,6 +154,17 @@ class ClusterMachine(RuleBasedStateMachine):
                 last[room] = msgid
                 text = {k: v for k, v in frame.items() if k != "ref"}
                 assert meaning.setdefault((room, msgid), text) == text
+
+    @invariant()
+    def each_dm_reaches_its_recipient_once_in_order(self):
+        for session, frames in self._frames():
+            last = {}
+            for frame in frames:
+                if frame["type"] != "msg" or "room" in frame or "ref" in frame:
+                    continue
+                assert frame["to"].lower() == session.key
+                assert frame["id"] > last.get(frame["from"], 0), frame
+                last[frame["from"]] = frame["id"]
 
     @invariant()
     def one_session_per_name(self):
@@ -157,12 +179,68 @@ class ClusterMachine(RuleBasedStateMachine):
         delivered = sum(frame["type"] == "msg" for _, frames in self._frames() for frame in frames)
         event(f"msgs delivered: {'0' if not delivered else '1-9' if delivered < 10 else '10+'}")
         event(f"holes filled: {'yes' if any(n.core.gaps_filled for n in self.nodes) else 'no'}")
+        event("inbox entries caught up: "
+              f"{'yes' if any(n.core.inbox_caught_up for n in self.nodes) else 'no'}")
         for node, session in self.clients:
             if session.ended:
                 continue
-            answered = [frame.get("ref") for frame in node.frames.get(session, [])
-                        if frame.get("ref", "").startswith("s")]
-            assert answered == self.says.get(session, [])
+            for kind, sent in (("s", self.says), ("d", self.dms)):
+                answered = [frame.get("ref") for frame in node.frames.get(session, [])
+                            if frame.get("ref", "").startswith(kind)]
+                assert answered == sent.get(session, [])
+        # An accepted dm to a name only one session ever held, still there, reached it.
+        holders = {}
+        for node, session in self.clients:
+            if session.name is not None:
+                holders.setdefault(session.key, []).append((node, session))
+        for node, session in self.clients:
+            for frame in node.frames.get(session, []):
+                if frame["type"] != "msg" or "room" in frame or "ref" not in frame:
+                    continue
+                held = holders.get(frame["to"].lower(), [])
+                if len(held) == 1 and not held[0][1].ended and held[0][1] is not session:
+                    texts = [m["text"] for m in held[0][0].frames.get(held[0][1], [])
+                             if m["type"] == "msg" and "room" not in m]
+                    assert texts.count(frame["text"]) == 1, frame
 
 
 TestClusterMachine = ClusterMachine.TestCase
+
+
+def four_members() -> ClusterMachine:
+    """A machine after its start: w and y on node 0, x and z on node 1."""
+    machine = ClusterMachine()
+    machine.four_members_of_r1()
+    return machine
+
+
+def test_a_dm_told_while_the_recipients_link_was_down_comes_from_its_inbox():
+    machine = four_members()
+    (n0, w), (n1, x) = machine.clients[:2]
+    machine._send(n0, w, {"type": "dm", "to": "x", "text": "hi", "ref": "d"})
+    n0.connection.execute()  # the dm runs; node 1 loses its push with its link
+    assert n1.connection.outbound
+    n1.break_link()
+    machine.settle()
+    assert [m["text"] for m in n1.frames[x] if m["type"] == "msg"] == ["hi"]
+    assert n1.core.inbox_caught_up == 1
+    assert [m["type"] for m in n0.frames[w] if m.get("ref") == "d"] == ["msg"]
+
+
+def test_a_dm_whose_answer_was_lost_is_settled_from_the_senders_inbox():
+    machine = four_members()
+    (n0, w), (n1, x) = machine.clients[:2]
+    machine._send(n0, w, {"type": "dm", "to": "x", "text": "hi", "ref": "d1"})
+    machine._send(n0, w, {"type": "ping", "ref": "p"})  # waits for the dm's answer
+    n0.connection.execute()  # it ran; its answer is lost with node 0's link
+    n0.break_link()
+    machine.settle()
+    answers = [m for m in n0.frames[w] if m.get("ref") in ("d1", "p")]
+    assert [(m["type"], m["ref"]) for m in answers] == [("msg", "d1"), ("pong", "p")]
+    assert [m["text"] for m in n1.frames[x] if m["type"] == "msg"] == ["hi"]
+    # One that never ran is refused once the inbox has been read.
+    machine._send(n0, w, {"type": "dm", "to": "x", "text": "lost", "ref": "d2"})
+    n0.break_link()
+    machine.settle()
+    assert [m["code"] for m in n0.frames[w] if m.get("ref") == "d2"] == ["unavailable"]
+    assert "lost" not in [m["text"] for m in n1.frames[x] if m["type"] == "msg"]

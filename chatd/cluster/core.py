@@ -16,6 +16,7 @@ the single node's are).
 import itertools
 import json
 import logging
+from functools import partial
 
 import hiredis
 
@@ -39,6 +40,12 @@ RENAMES_KEPT = 1024
 
 _ROOM = b"chatd:room:"
 _NODE = b"chatd:node:"
+
+
+def _entry_id(entry: bytes) -> tuple[int, int]:
+    """A Redis stream entry id "<ms>-<seq>" as a pair that orders as Redis does."""
+    ms, _, seq = entry.partition(b"-")
+    return int(ms), int(seq)
 
 
 class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
@@ -68,8 +75,13 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         self.unsent_byes: dict[bytes, str] = {}
         # (sid, tag) of recent renames -> the local sessions told already.
         self._renames: dict[tuple, set] = {}
+        # The last entry of this node's inbox stream handled (Redis stream ids as
+        # (ms, seq)), and whether a catch-up read of it is on its way.
+        self.inbox_seen = (0, 0)
+        self.inbox_reading = False
         self.highest = 0       # the highest message id seen (the floor after a data loss)
         self.gaps_filled = 0   # holes filled from a stream (metrics)
+        self.inbox_caught_up = 0  # inbox entries read after a reconnect (metrics)
         self.events_lost = 0   # events a stream no longer had when a hole was filled
 
     def new_sid(self) -> bytes:
@@ -115,6 +127,16 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
             ev, sid, tag, msgid, payload = data.split(b" ", 4)
             self._offer(feed, int(ev), (int(ev), sid, int(tag), int(msgid), payload))
             return
+        entry, _, told = data.partition(b" ")
+        if self.inbox_reading:
+            return  # published before the catch-up read ran: it is in that read
+        seen = _entry_id(entry)
+        if seen > self.inbox_seen:
+            self.inbox_seen = seen
+            self._told(told)
+
+    def _told(self, data: bytes) -> None:
+        """One entry of this node's inbox (scripts/common.lua, `tell`)."""
         kind, _, rest = data.partition(b" ")
         if kind == b"dm":
             self._dm_pushed(*rest.split(b" ", 3))
@@ -272,7 +294,8 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
 
     def _resync(self) -> None:
         """The link is up again: resubscribe every feed and read what it missed
-        from its stream; then settle the says whose answer was lost."""
+        from its stream, read what this node was told meanwhile from its
+        inbox; then settle the says and dms whose answer was lost."""
         for feed in self.feeds.values():
             self.out.effects.append(Subscribe(feed.channel))
             if feed.expected is None:
@@ -284,6 +307,10 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
                 self.out.effects.append(Command(
                     ("XRANGE", feed.log, f"0-{feed.expected}", "+"),
                     lambda reply, feed=feed: self._filled(feed, reply, None)))
+        self.inbox_reading = True
+        self.out.effects.append(Command(
+            ("XRANGE", "chatd:inbox:" + self.node, "(%d-%d" % self.inbox_seen, "+"),
+            partial(self._inbox_read, self.node)))
         for sid, reason in self.unsent_byes.items():
             self._bye(sid, reason)
         self.unsent_byes.clear()
@@ -291,6 +318,17 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
             # Answered after every catch-up above (one connection, in order): a
             # say whose echo was not in its room's stream was not accepted.
             self.out.effects.append(Command(("PING",), self._settle))
+
+    def _inbox_read(self, node: str, reply) -> None:
+        """What this node was told while it was disconnected, after the last entry
+        it handled (a read for a node id given up since is dropped)."""
+        if type(reply) is not list or node != self.node:
+            return  # the link broke again: the next resync reads again
+        self.inbox_reading = False
+        self.inbox_caught_up += len(reply)
+        for entry, fields in reply:
+            self.inbox_seen = _entry_id(entry)
+            self._told(fields[1])
 
     def _started(self, feed: Feed, reply) -> None:
         if type(reply) is bytes or reply is None:
@@ -316,6 +354,7 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
                 self._close(session, "shutdown")
         self.unsent_byes.clear()
         self.node = node
+        self.inbox_seen, self.inbox_reading = (0, 0), False  # a new inbox
 
     def failed(self, reply) -> str | None:
         """Why a reply is no answer: None if it is one, else the `unavailable` text."""

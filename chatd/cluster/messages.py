@@ -52,10 +52,11 @@ class ClusterMessages:
                            reply) -> None:
         if type(reply) is list and reply[0] == b"ok":
             return  # its echo comes from the subscription
-        if feed is not None and tag in self.awaiting and (
+        if tag in self.awaiting and (
                 reply is LINK_DOWN or (reply is NOT_SENT and self._unsettled_of(session))):
-            # It may have run (the room's stream will say), or an earlier say of
-            # this client is waiting for that: answered in order after the resync.
+            # It may have run (the room's stream or this node's inbox will say),
+            # or an earlier say of this client is waiting for that: answered in
+            # order after the resync.
             self.unsettled[tag] = None
             return
         entry = self.awaiting.pop(tag, None)

@@ -26,5 +26,9 @@ def families(node):
                               value=core.gaps_filled)
     yield CounterMetricFamily("chatd_cluster_events_lost", "Room events a stream no "
                               "longer had when a hole was filled", value=core.events_lost)
+    yield CounterMetricFamily("chatd_cluster_inbox_caught_up", "What this node was told "
+                              "(dms, replaced sessions) while its link was down, read from "
+                              "its inbox stream after reconnecting",
+                              value=core.inbox_caught_up)
     yield CounterMetricFamily("chatd_cluster_nodes_reaped", "Other nodes this node reaped "
                               "after their lease ran out", value=node.reaped)

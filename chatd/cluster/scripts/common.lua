@@ -22,6 +22,15 @@ end
 
 local function members(room) return P .. 'members:' .. room end
 
+-- Tell node `node` something (a dm, `replaced`, `evicted`, `reaped`): kept
+-- in its capped inbox stream, then published on its channel as "<entry id>
+-- <data>", so a node that was disconnected reads what it missed from the
+-- stream after the last entry it saw (core.py, `_resync`).
+local function tell(node, data)
+  local id = redis.call('XADD', P .. 'inbox:' .. node, 'MAXLEN', '~', CAP, '*', 'd', data)
+  redis.call('PUBLISH', P .. 'node:' .. node, id .. ' ' .. data)
+end
+
 local function current(room)
   return tonumber(redis.call('GET', P .. 'ev:' .. room) or 0)
 end
@@ -147,7 +156,7 @@ end
 local function evict(sid, code)
   local node = redis.call('HGET', P .. 'sess:' .. sid, 'node')
   drop(sid, 'replaced')
-  redis.call('PUBLISH', P .. 'node:' .. node, 'evicted ' .. sid .. ' ' .. code)
+  tell(node, 'evicted ' .. sid .. ' ' .. code)
 end
 
 local function now_ts()

@@ -2,9 +2,9 @@
 -- ARGV[5] (casefolded), text ARGV[6] as JSON: a connected user, or an
 -- account that is not connected (kept for it: its welcome lists the pair).
 -- Numbered per pair of identities, kept in the pair's capped stream, noted
--- in the accounts' partners, published to the recipient's node (if
--- connected) and the sender's as "dm rsid sid tag payload" (rsid '-' for an
--- account not connected).  {'ok'}, {'no_such_user'} or {'gone'}.
+-- in the accounts' partners, told to the recipient's node (if connected)
+-- and the sender's as "dm rsid sid tag payload" (rsid '-' for an account
+-- not connected).  {'ok'}, {'no_such_user'} or {'gone'}.
 local sid, tag = ARGV[3], ARGV[4]
 local s = redis.call('HMGET', P .. 'sess:' .. sid, 'name', 'identity', 'account', 'node')
 if not s[1] then return {'gone'} end
@@ -27,6 +27,6 @@ redis.call('XADD', P .. 'plog:' .. p, 'MAXLEN', '~', CAP, '0-' .. id, 'p', paylo
 if s[3] == '1' then note_partner(s[2], ridentity, rname) end
 if raccount then note_partner(ridentity, s[2], s[1]) end
 local data = 'dm ' .. rsid .. ' ' .. sid .. ' ' .. tag .. ' ' .. payload
-if rnode then redis.call('PUBLISH', P .. 'node:' .. rnode, data) end
-if s[4] ~= rnode then redis.call('PUBLISH', P .. 'node:' .. s[4], data) end
+if rnode then tell(rnode, data) end
+if s[4] ~= rnode then tell(s[4], data) end
 return {'ok'}

@@ -36,7 +36,7 @@ end
 if holder then
   local hnode = redis.call('HGET', P .. 'sess:' .. holder, 'node')
   drop(holder, 'replaced')
-  redis.call('PUBLISH', P .. 'node:' .. hnode, 'replaced ' .. holder)
+  tell(hnode, 'replaced ' .. holder)
 end
 redis.call('HSET', P .. 'users', key, sid)
 redis.call('HSET', P .. 'sess:' .. sid, 'name', name, 'key', key, 'node', node,

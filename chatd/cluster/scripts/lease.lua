@@ -24,12 +24,14 @@ if ARGV[6] == '1' and mine >= now and mine == tonumber(ARGV[7]) then
     for _, sid in ipairs(redis.call('SMEMBERS', P .. 'node:' .. dead)) do
       drop(sid, dead == node and 'shutdown' or 'timeout')
     end
-    redis.call('DEL', P .. 'node:' .. dead)
     redis.call('ZREM', P .. 'nodes', dead)
     if dead ~= node then
-      redis.call('PUBLISH', P .. 'node:' .. dead, 'reaped')
+      tell(dead, 'reaped')
       reply[#reply + 1] = dead
     end
+    -- Its inbox goes too: a reaped node that is still alive joins again
+    -- under a new id (and a new inbox) once it finds its lease gone.
+    redis.call('DEL', P .. 'node:' .. dead, P .. 'inbox:' .. dead)
   end
 end
 return reply
