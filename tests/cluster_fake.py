@@ -201,7 +201,8 @@ class FakeRedis:
         return [b"ok"]
 
     def command(self, connection, args: tuple):
-        """A plain command's reply (GET of an ev counter, XRANGE of a stream, PING)."""
+        """A plain command's reply (GET of an ev counter, XRANGE of a stream,
+        HEXISTS of a room, PING)."""
         if args[0] == "GET":
             ev = self.ev.get(args[1][len("chatd:ev:"):])
             return None if ev is None else str(ev).encode()
@@ -216,6 +217,8 @@ class FakeRedis:
             last = float("inf") if args[3] == "+" else int(args[3][2:])
             return [[b"0-%d" % ev, [b"d", data]] for ev, data in entries
                     if first <= ev <= last]
+        if args[0] == "HEXISTS":
+            return int(args[2] in self.rooms)
         assert args[0] == "PING"
         return b"PONG"
 

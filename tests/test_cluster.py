@@ -89,6 +89,10 @@ def test_every_request_works_across_nodes(nodes):
         assert alice.next() == {"type": "left", "room": "Den", "name": "bob"}
         bob.send({"type": "dm", "to": "nobody", "text": "?", "ref": 7})
         assert bob.next()["code"] == "no_such_user"
+        bob.send({"type": "say", "room": "den", "text": "?", "ref": 77})
+        assert bob.next()["code"] == "not_in_room"  # open on alice's node
+        bob.send({"type": "history", "room": "nowhere", "ref": 78})
+        assert bob.next()["code"] == "no_such_room"
         alice.send({"type": "history", "with": "Bob", "ref": 71})
         assert [m["text"] for m in alice.next()["messages"]] == ["psst"]
         alice.send({"type": "history", "with": "bob", "since": 1, "ref": 72})

@@ -9,7 +9,7 @@ import json
 from collections import deque
 from functools import partial
 
-from framing import LOBBY, encode_payload
+from framing import encode_payload
 from framing.paging import HISTORY_OVERHEAD
 
 from .effects import Script
@@ -90,7 +90,7 @@ class ClusterMessages:
         self.answered(session, say)
 
     def _say(self, session, message: dict, ref) -> None:
-        feed = self._member_room(session, message.get("room", LOBBY), ref)
+        feed = self._joined_feed(session, message)
         if feed is None:
             return
         head = encode_payload({"type": "msg", "room": feed.name, "from": session.name,

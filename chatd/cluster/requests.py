@@ -15,7 +15,7 @@ from framing import DEFAULT_HISTORY_LIMIT, LOBBY, TOKEN_BYTES, WELCOME_USERS
 from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 
 from ..core.identity import SERVER_VERSION, WELCOME_CONVERSATIONS
-from .effects import Script, Subscribe
+from .effects import Command, Script, Subscribe
 from .feeds import Feed
 from .link import LINK_DOWN
 
@@ -225,16 +225,29 @@ class ClusterRequests:
                        NAME_ITEM_BYTES, ref)
         self._resume(session)
 
-    def _member_room(self, session, name: str, ref):
-        """The feed of a room `session` is in, else `not_in_room` (whether the room
-        exists elsewhere in the cluster is not asked)."""
-        feed = session.rooms.get(name.lower())
+    def _joined_feed(self, session, message: dict):
+        """The feed of the room `message` names if `session` is in it, else None;
+        then the session waits for Redis to say whether the room exists
+        anywhere in the cluster: `not_in_room` if it does, else `no_such_room`."""
+        key = message.get("room", LOBBY).lower()
+        feed = session.rooms.get(key)
         if feed is None:
-            self.out.error(session, "not_in_room", f"you are not in {name!r}", ref)
+            self._park(session, message)
+            self.out.effects.append(Command(("HEXISTS", "chatd:rooms", key), partial(
+                self._answered, session, self._not_joined, None)))
         return feed
 
+    def _not_joined(self, session, message: dict, reply) -> None:
+        room = message.get("room", LOBBY)
+        if reply:
+            self.out.error(session, "not_in_room", f"you are not in {room!r}",
+                           message.get("ref"))
+        else:
+            self.out.error(session, "no_such_room", f"no room {room!r}", message.get("ref"))
+        self._resume(session)
+
     def _leave(self, session, message: dict, ref) -> None:
-        feed = self._member_room(session, message["room"], ref)
+        feed = self._joined_feed(session, message)
         if feed is not None:
             self._ask(session, message, "leave", (self.sid_of[session], feed.key),
                       partial(self._leave_answered, feed))
@@ -288,7 +301,7 @@ class ClusterRequests:
                       (self.sid_of[session], message["with"].lower(), since, limit),
                       self._private_answered)
             return
-        feed = self._member_room(session, message["room"], ref)
+        feed = self._joined_feed(session, message)
         if feed is not None:
             self._ask(session, message, "history", (feed.key, since, limit),
                       partial(self._history_answered, feed))
