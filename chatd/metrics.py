@@ -114,7 +114,8 @@ class ChatdCollector:
             errors.add_metric([code], count)
         yield errors
         yield CounterMetricFamily("chatd_messages_accepted", "Messages (says and dms) "
-                                  "numbered and recorded", value=core.messages.accepted)
+                                  "numbered and recorded (in a cluster: this node's "
+                                  "clients')", value=core.messages.accepted)
         yield CounterMetricFamily("chatd_deliveries", "Frames queued to recipients (one "
                                   "frame to n recipients counts n)", value=chat.deliveries)
         yield CounterMetricFamily("chatd_slow_consumers", "Chat connections cut for not "
@@ -122,8 +123,9 @@ class ChatdCollector:
                                   value=server.connections.slow_consumers)
         yield GaugeMetricFamily("chatd_users", "Users welcomed and connected now",
                                 value=core.user_count)
-        yield GaugeMetricFamily("chatd_rooms", "Rooms open now, the lobby included",
-                                value=len(core.rooms.by_key))
+        yield GaugeMetricFamily("chatd_rooms", "Rooms open now, the lobby included (in a "
+                                "cluster: those this node has members in)",
+                                value=core.room_count)
 
         buckets, cumulative = [], 0
         counts = loop.turn_counts

@@ -377,6 +377,12 @@ def test_metrics_show_the_link(redis):  # noqa: F811
                          "chatd_cluster_gaps_filled_total") >= 1
             lou.send({"type": "say", "room": "m", "text": "still here", "ref": 1})
             assert lou.next(lambda m: m.get("ref") == 1)["type"] == "msg"
+            families = scrape(server)
+            assert value(families, "chatd_messages_accepted",
+                         "chatd_messages_accepted_total") == 1
+            assert value(families, "chatd_rooms") == 2  # the lobby and m
+            assert value(families, "chatd_cluster_inbox_caught_up",
+                         "chatd_cluster_inbox_caught_up_total") == 0
 
 
 def test_a_redis_restart_with_its_data_keeps_every_connection():

@@ -84,6 +84,11 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         self.inbox_caught_up = 0  # inbox entries read after a reconnect (metrics)
         self.events_lost = 0   # events a stream no longer had when a hole was filled
 
+    @property
+    def room_count(self) -> int:
+        """Rooms this node follows (has members in or joining), the lobby included."""
+        return len(self.feeds)
+
     def new_sid(self) -> bytes:
         """A session id unique in the cluster: this node's id and a serial."""
         return f"{self.node}.{next(self._serials)}".encode()
@@ -234,6 +239,7 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
             return
         session, ref, say = entry
         self.unsettled.pop(tag, None)
+        self.messages.accepted += 1
         if session.ended:
             return
         if ref is not None:

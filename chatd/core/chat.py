@@ -257,6 +257,11 @@ class ChatCore(IdentityRequests, ChatRequests):
         """Users welcomed and not ended."""
         return len(self.users)
 
+    @property
+    def room_count(self) -> int:
+        """Rooms open now, the lobby included."""
+        return len(self.rooms.by_key)
+
     # --------------------------------------------------------- closing
 
     def _end(self, session: Session, reason: str) -> None:
