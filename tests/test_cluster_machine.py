@@ -244,3 +244,17 @@ def test_a_dm_whose_answer_was_lost_is_settled_from_the_senders_inbox():
     machine.settle()
     assert [m["code"] for m in n0.frames[w] if m.get("ref") == "d2"] == ["unavailable"]
     assert "lost" not in [m["text"] for m in n1.frames[x] if m["type"] == "msg"]
+
+
+def test_a_leave_cut_by_a_broken_link_is_done_not_refused():
+    machine = four_members()
+    n0, w = machine.clients[0]
+    machine._send(n0, w, {"type": "leave", "room": "r1", "ref": "l"})
+    n0.break_link()  # the leave did not run; its answer is LINK_DOWN
+    machine.settle()
+    assert [m["type"] for m in n0.frames[w] if m.get("ref") == "l"] == ["left"]
+    assert w.rooms.keys() == {"lobby"}
+    assert machine.redis.sess[machine.redis.users["w"]]["rooms"] == {"lobby"}
+    others = [m for node, s in machine.clients[1:] for m in node.frames[s]
+              if m["type"] == "left" and m["name"] == "w"]
+    assert len(others) == 3  # x, y and z were told once each

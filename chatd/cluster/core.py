@@ -71,8 +71,9 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         self.in_flight: dict = {}
         # Says in flight when the link broke: settled once the stream was read.
         self.unsettled: dict[int, None] = {}  # in the order they were sent
-        # Sessions whose `bye` script did not reach Redis: sent again at reconnect.
-        self.unsent_byes: dict[bytes, str] = {}
+        # Idempotent scripts (a session's bye, a leave) Redis has not answered:
+        # (name, args), sent again at reconnect until it has.
+        self.unsent: list[tuple] = []
         # (sid, tag) of recent renames -> the local sessions told already.
         self._renames: dict[tuple, set] = {}
         # The last entry of this node's inbox stream handled (Redis stream ids as
@@ -317,9 +318,9 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         self.out.effects.append(Command(
             ("XRANGE", "chatd:inbox:" + self.node, "(%d-%d" % self.inbox_seen, "+"),
             partial(self._inbox_read, self.node)))
-        for sid, reason in self.unsent_byes.items():
-            self._bye(sid, reason)
-        self.unsent_byes.clear()
+        unsent, self.unsent = self.unsent, []
+        for name, args in unsent:
+            self.must_run(name, args)
         if self.unsettled:
             # Answered after every catch-up above (one connection, in order): a
             # say whose echo was not in its room's stream was not accepted.
@@ -358,7 +359,7 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         for session in list(self.sid_of):
             if not session.ended:
                 self._close(session, "shutdown")
-        self.unsent_byes.clear()
+        self.unsent.clear()
         self.node = node
         self.inbox_seen, self.inbox_reading = (0, 0), False  # a new inbox
 

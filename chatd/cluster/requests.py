@@ -193,7 +193,7 @@ class ClusterRequests:
         user in the room that this node does not deliver to."""
         feed.joining -= 1
         if reply is LINK_DOWN and session not in feed.members:
-            self.out.effects.append(Script("leave", (sid, feed.key)))
+            self.must_run("leave", (sid, feed.key))
         self.close_feed_if_unused(feed)
 
     def _join_answered(self, feed: Feed, session, message: dict, reply) -> None:
@@ -249,15 +249,25 @@ class ClusterRequests:
     def _leave(self, session, message: dict, ref) -> None:
         feed = self._joined_feed(session, message)
         if feed is not None:
-            self._ask(session, message, "leave", (self.sid_of[session], feed.key),
-                      partial(self._leave_answered, feed))
+            self._park(session, message)
+            sid = self.sid_of[session]
+            self.out.effects.append(Script("leave", (sid, feed.key), partial(
+                self._leave_answered, session, feed, sid)))
 
-    def _leave_answered(self, feed: Feed, session, message: dict, reply) -> None:
-        ref = message.get("ref")
-        if reply[0] != b"ok":  # Redis no longer has it there (reaped): leave locally too
+    def _leave_answered(self, session, feed: Feed, sid: bytes, reply) -> None:
+        ref = session.deferred.popleft().get("ref")
+        if session.ended:
+            return  # its bye leaves every room
+        if self.failed(reply) is not None:
+            # It may have run: make sure it does (leave.lua changes nothing the
+            # second time), and tell the client it left rather than `unavailable`.
+            self.unsent.append(("leave", (sid, feed.key)))
             self._exit_at(session, feed, ref)
-            return
-        self._park_until(session, feed, reply[1], partial(self._exit_at, session, feed, ref))
+        elif reply[0] != b"ok":  # Redis no longer has it there (reaped): leave here too
+            self._exit_at(session, feed, ref)
+        else:
+            self._park_until(session, feed, reply[1],
+                             partial(self._exit_at, session, feed, ref))
 
     def _exit_at(self, session, feed: Feed, ref) -> None:
         if session.ended:
@@ -363,10 +373,14 @@ class ClusterRequests:
             self._bye(sid, reason)
 
     def _bye(self, sid: bytes, reason: str) -> None:
-        """Tell Redis the session ended (its rooms get `left`, its name comes free);
-        sent again after a reconnect if it did not get there."""
+        """Tell Redis the session ended (its rooms get `left`, its name comes free)."""
+        self.must_run("bye", (sid, reason))
+
+    def must_run(self, name: str, args: tuple) -> None:
+        """Run idempotent script `name` (bye, leave) until Redis has answered it:
+        sent again after each reconnect (before anything that waited for the
+        link) if its answer did not come."""
         def answered(reply):
             if self.failed(reply) is not None:
-                self.unsent_byes[sid] = reason
-        self.out.effects.append(Script("bye", (sid, reason), answered))
-
+                self.unsent.append((name, args))
+        self.out.effects.append(Script(name, args, answered))
