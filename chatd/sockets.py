@@ -84,7 +84,10 @@ def open_sockets(config: Config, adopted: dict, given: dict, passed_any: bool,
         if served.tls is not None and served.tls is not given.get("tls"):
             log.info("systemd: serving TLS on the socket passed as fd %d (host and "
                      "tls_port settings unused)", served.tls.fileno())
-        served.web = given.get("web")
+        served.web = given.get("web") or adopted.get("web")
+        if served.web is not None and served.web is not given.get("web"):
+            log.info("systemd: serving the web client on the socket passed as fd %d (host "
+                     "and ws_port settings unused)", served.web.fileno())
         if served.web is None and config.ws_port:
             served.web = _bound(config.host, config.ws_port, "web")
         tls_wanted(served)

@@ -27,8 +27,8 @@ SD_LISTEN_FDS_START = 3
 # calls those "unknown").
 CHAT_NAMES = frozenset(("chat", "", "unknown"))
 # What a passed socket may be for (LISTEN_FDNAMES, after CHAT_NAMES -> "chat"):
-# chat/1, GET /metrics, chat/1 inside TLS.
-SERVED = frozenset(("chat", "metrics", "tls"))
+# chat/1, GET /metrics, chat/1 inside TLS, the web client and its WebSocket.
+SERVED = frozenset(("chat", "metrics", "tls", "web"))
 
 
 class Notifier:
@@ -153,12 +153,14 @@ def listen_fds(environ, unset: bool = True) -> list[tuple[int, str]]:
 
 def adopt_listeners(passed: list[tuple[int, str]]) -> dict[str, socket.socket]:
     """The listeners among the sockets systemd passed, by what they serve:
-    {"chat": ..., "metrics": ..., "tls": ...}, each ready for a Listener
-    (non-blocking, close-on-exec).
+    {"chat": ..., "metrics": ..., "tls": ..., "web": ...}, each ready for a
+    Listener (non-blocking, close-on-exec).
 
     A socket named "chat" (or unnamed) is the chat/1 listener, one named
     "metrics" the metrics endpoint's, one named "tls" chat/1 inside TLS (the
-    certificate still comes from the tls_cert and tls_key settings).  Any
+    certificate still comes from the tls_cert and tls_key settings), one
+    named "web" the web client's page and WebSocket (over TLS too when
+    tls_cert is set, as its ws_port would be).  Any
     other name is logged and closed, as is a second socket for the same
     thing or one that is not a listening TCP socket.
     """
@@ -181,7 +183,7 @@ def adopt_listeners(passed: list[tuple[int, str]]) -> dict[str, socket.socket]:
         role = "chat" if name in CHAT_NAMES else name
         if role not in SERVED:
             log.warning("systemd: passed socket %r (fd %d) is not one chatd serves "
-                        "(chat, metrics, tls); closed", name, fd)
+                        "(chat, metrics, tls, web); closed", name, fd)
             sock.close()
         elif not usable:
             log.warning("systemd: passed socket %r (fd %d) is not a listening TCP socket; "

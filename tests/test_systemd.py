@@ -5,6 +5,7 @@ path, and an abstract '@' name); chatd is a real subprocess. Every wait is
 on a datagram, a log line or a frame, with a timeout.
 """
 
+import json
 import os
 import re
 import secrets
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 from support import REPO, WAIT, ChatClient, ServerProcess, TLSFiles
 from test_metrics import get
@@ -182,6 +184,22 @@ def test_a_socket_named_tls_serves_chat_over_tls_beside_the_chat_socket(tmp_path
             secure.next_of("joined")
             plain.send({"type": "say", "text": "hi"})
             assert secure.next_of("msg")["text"] == "hi"
+        assert server.stop() == 0
+
+
+def test_a_socket_named_web_serves_the_web_client_and_its_websocket():
+    server, ports = activated(env={"ACTIVATE_NAMES": "chat:web"})
+    with server:
+        server.wait_for_log(r"systemd: serving the web client on the socket passed as fd 4\b")
+        address = ("127.0.0.1", ports["web"])
+        status, headers, _ = get(address, "/")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        with connect(f"ws://127.0.0.1:{ports['web']}/chat", open_timeout=WAIT,
+                     origin=f"http://127.0.0.1:{ports['web']}") as web, \
+                ChatClient((server.host, server.port), "plain") as plain:
+            web.send(json.dumps({"type": "hello", "name": "browser"}))
+            assert json.loads(web.recv(timeout=WAIT))["type"] == "welcome"
+            assert plain.next_of("joined")["name"] == "browser"
         assert server.stop() == 0
 
 
