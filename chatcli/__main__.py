@@ -13,6 +13,7 @@ from . import display
 from .client import EXIT_FAILED, Client, PipeUI, TerminalUI
 from .commands import NAME_RULE, text_problem
 from .passwords import LOGIN_TRIES, password_problem, read_password_file
+from .seen import SeenFile, default_path
 from .session import KEEPALIVE, Session
 
 ENV_PREFIX = "CHATCLI_"
@@ -58,8 +59,10 @@ CHATCLI_PASSWORD (the file wins); never from an option on the command line,
 where every user of the machine could read it.  Without either, a terminal
 asks when the server says the name is an account ({LOGIN_TRIES} tries), and pipe
 mode ends with exit status 1.  On login, private messages sent to the account
-while it was away are fetched and shown.  In pipe mode the answers to
-/register and /passwd are the next input lines.
+while it was away are fetched and shown: those an earlier run has not shown
+(it keeps the last id shown of each conversation in $CHATCLI_STATE, else
+$XDG_STATE_HOME/chatcli/seen.json, else ~/.local/state/chatcli/seen.json).
+In pipe mode the answers to /register and /passwd are the next input lines.
 
 Without a terminal (stdin not a tty) each input line is sent as typed, commands
 included; without --name the first line is the name.  Messages go to stdout,
@@ -190,13 +193,16 @@ def main(argv=None) -> int:
             sys.stderr.write(display.error(f"--cafile {arguments.cafile}: {reason}")
                              .render(False) + "\n")
             return EXIT_FAILED
+    seen = SeenFile(default_path(environ), f"{arguments.host}:{arguments.port}")
     session = Session(arguments.name, arguments.room, keepalive=arguments.keepalive,
-                      password=arguments.password, ask_password=interactive)
+                      password=arguments.password, ask_password=interactive,
+                      remembered=seen.load())
     if interactive:
         ui = TerminalUI(color)
     else:
         ui = PipeUI(color, None if arguments.send is None else [arguments.send])
-    client = Client(arguments.host, arguments.port, session, ui, interactive, tls=tls)
+    client = Client(arguments.host, arguments.port, session, ui, interactive, tls=tls,
+                    seen=seen)
     try:
         return client.run()
     except KeyboardInterrupt:

@@ -72,11 +72,15 @@ class Client:
     """The loop: owns the selector, the socket and the reconnect schedule."""
 
     def __init__(self, host: str, port: int, session: Session, ui, interactive: bool,
-                 rng: random.Random | None = None, tls: ssl.SSLContext | None = None):
+                 rng: random.Random | None = None, tls: ssl.SSLContext | None = None,
+                 seen=None):
         """`rng` draws the reconnect delays (default: seeded from the OS, so
         no two clients draw alike); `tls`, a client context: speak TLS,
-        verifying the server's certificate for `host`."""
+        verifying the server's certificate for `host`; `seen`, a
+        seen.SeenFile: where what was shown of private conversations is
+        kept for the next run (at each disconnect and at exit)."""
         self.host, self.port = host, port
+        self.seen = seen
         self.tls = tls
         self.session = session
         self.ui = ui
@@ -105,6 +109,7 @@ class Client:
             if self.dialer is not None:
                 self.dialer.cancel()
             self._close_socket()
+            self._keep_seen()
             self.ui.stop()
             self.selector.close()
         return self.exit_status
@@ -337,9 +342,16 @@ class Client:
     def _lost(self, why: str = "connection lost") -> None:
         """The connection is gone: tell the session, plan a retry if wanted."""
         self._close_socket()
+        self._keep_seen()
         self.session.connection_lost()
         if self._wants_connection():
             self._retry_later(why)
+
+    def _keep_seen(self) -> None:
+        """Record what was shown of the account's private conversations (seen.py)."""
+        positions = self.session.private_positions()
+        if self.seen is not None and positions is not None:
+            self.seen.keep(*positions)
 
     def _close_socket(self) -> None:
         if self.sock is None:

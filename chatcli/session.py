@@ -73,13 +73,18 @@ class Pending:
 class Session:
     def __init__(self, name: str | None = None, room: str | None = None,
                  keepalive: float = KEEPALIVE, password: str | None = None,
-                 ask_password: bool = True):
+                 ask_password: bool = True, remembered: dict | None = None):
         """`keepalive`: seconds of silence from the server before a ping (> 0).
         `password`: the account's, sent with every hello (from --password-file
         or CHATCLI_PASSWORD); `ask_password`: when the server wants one (or
         another one), ask through `question` (a terminal) instead of giving
-        up with `fatal` (pipe mode, where no one is there to answer)."""
+        up with `fatal` (pipe mode, where no one is there to answer).
+        `remembered`: what earlier runs showed of this server's accounts'
+        private conversations, {(epoch, account): {partner: last id}}
+        (seen.py; `private_positions` gives this run's back)."""
         self.name = name
+        self.remembered = remembered or {}
+        self.account = False                 # logged in to an account
         self.token: str | None = None
         self.password = password
         self.ask_password = ask_password
@@ -449,6 +454,7 @@ class Session:
         self._answered(event)
         self.name, self.token = event["name"], event["token"]
         self.welcomed = True
+        self.account = event.get("account") is True
         self._login_failures = 0
         epoch = event.get("epoch")
         if type(epoch) is not str or not 0 < len(epoch) <= MAX_EPOCH_CHARS:
@@ -788,6 +794,9 @@ class Session:
         recent ends up nearest the input line."""
         if type(conversations) is not list:
             return
+        shown = self.remembered.get((self.epoch, self.name.lower()), {})
+        for partner, last in shown.items():
+            self.last_seen.setdefault(PRIVATE + partner, last)
         for item in reversed(conversations):
             if type(item) is not dict or not is_name(item.get("with")):
                 continue
@@ -798,6 +807,16 @@ class Session:
                 continue
             self._peers[key] = item["with"]
             self._catch_up(key)
+
+    def private_positions(self) -> tuple | None:
+        """((epoch, account), {partner: the last id shown}) of the account this
+        session is logged in to, for the next run (seen.py); None when it is not
+        logged in, or the server names no epoch (its ids could start over)."""
+        if not self.account or self.epoch is None:
+            return None
+        return (self.epoch, self.name.lower()), {
+            key[len(PRIVATE):]: last for key, last in self.last_seen.items()
+            if key.startswith(PRIVATE) and type(last) is int}
 
     def _catch_up(self, key: str) -> None:
         """Fetch what was missed in a conversation: since the last id seen, or,

@@ -265,3 +265,22 @@ def test_after_a_server_restart_the_registered_account_logs_in_again_by_itself(t
                 assert bob.next_of("msg")["text"] == "back"
                 assert alice.finish() == 0
         assert not any("auth_" in line for line in alice.err.lines)
+
+
+def test_a_second_run_shows_only_the_private_messages_the_first_did_not(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATCLI_STATE", str(tmp_path / "state" / "seen.json"))
+    monkeypatch.setenv("CHATCLI_PASSWORD", PASSWORD)
+    with running_server() as server:
+        leave_dms_for_offline_bob(server, "first")
+        bob = run_cli(server.address[1], "--name", "bob", stdin="")
+        assert re.findall(r"^\d\d:\d\d (.*)$", bob.stdout, re.M) == ["*alice* first"]
+        assert (tmp_path / "state" / "seen.json").stat().st_mode & 0o777 == 0o600
+        again = run_cli(server.address[1], "--name", "bob", stdin="")
+        assert again.returncode == 0, again
+        assert re.findall(r"^\d\d:\d\d (.*)$", again.stdout, re.M) == []
+        with ChatClient(server.address, "alice", password=PASSWORD) as alice:
+            alice.send({"type": "dm", "to": "bob", "text": "second", "ref": 1})
+            assert alice.next(lambda m: m.get("ref") == 1)["type"] == "msg"
+        third = run_cli(server.address[1], "--name", "bob", stdin="")
+        assert re.findall(r"^\d\d:\d\d (.*)$", third.stdout, re.M) == ["*alice* second"]
