@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import framing
 import pytest
 
-from chatcli import commands, display
+from chatcli import commands, display, seen
 from chatcli.__main__ import parse_arguments
 from chatcli.client import BACKOFF_CAP, BACKOFF_FIRST, backoff_delay
 from chatcli.editor import LineEditor, text_width
@@ -315,7 +315,6 @@ def test_a_hidden_line_shows_nothing_recalls_nothing_and_keeps_the_visible_one()
 
 
 def test_the_seen_file_survives_garbage_and_keeps_its_bounds(tmp_path):
-    from chatcli import seen
     path = tmp_path / "seen.json"
     path.write_text("{not json")
     assert seen.SeenFile(str(path), "h:1").load() == {}
