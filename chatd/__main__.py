@@ -9,6 +9,7 @@ import sys
 
 from . import account_cli, logs
 from .app import Server
+from .cluster.resp import parse_address
 from .config import ConfigError, describe, load_settings, parse_arguments
 from .store import StoreError
 from .systemd import Notifier, listen_fds
@@ -40,6 +41,11 @@ def main(argv=None) -> int:
         sys.stdout.write(describe(config, sources))
         return 0
     logs.configure(config.log_level, config.log_format, sys.stderr)
+    if config.cluster and sources["cluster"].startswith("flag") \
+            and parse_address(config.cluster).password is not None:
+        logging.getLogger("chatd").warning(
+            "cluster: the URL's password is on the command line, where any user of this "
+            "machine can read it (ps); give it in CHATD_CLUSTER or the config file")
     server = Server(config, Notifier.from_environment(os.environ), listen_fds(os.environ))
     # Before start(), which tells systemd READY: a SIGHUP or SIGTERM sent as
     # soon as READY arrives must find its handler (it then waits in the wake

@@ -12,6 +12,7 @@ import signal
 
 from . import reload, tls
 from .cluster import wiring as cluster
+from .cluster.resp import redacted
 from .accounts import AccountLink
 from .address_limits import AddressLimits
 from .chat_protocol import ChatService
@@ -122,7 +123,7 @@ class Server:
         sock, tls_sock, ws_sock, metrics_sock = served.chat, served.tls, served.web, \
             served.metrics
         if config.cluster:
-            log.info("cluster: through Redis at %s", config.cluster)
+            log.info("cluster: through Redis at %s", redacted(config.cluster))
         elif store.durable:
             log.info("store: %s (epoch %s)", store.path, store.epoch)
             if store.crashed:

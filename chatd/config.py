@@ -131,8 +131,10 @@ class Config:
                                          "listener (needs tls_cert, tls_key and tls_port or a "
                                          "passed tls socket)")
     cluster: str = _setting("", "serve one chat with other nodes through Redis: "
-                                "redis://HOST:PORT or unix:///path (docs/cluster.md); "
-                                "empty: a single node")
+                                "redis://[[USER]:PASSWORD@]HOST:PORT or unix:///path "
+                                "(docs/cluster.md; a password belongs in CHATD_CLUSTER or "
+                                "the config file, not on the command line); empty: a "
+                                "single node")
     cluster_lease: float = _setting(10.0, "seconds a cluster node stays in the cluster "
                                           "without renewing its lease (renewed every fifth "
                                           "of it); then other nodes reap its users")
@@ -326,6 +328,11 @@ def describe(config: Config, sources: dict) -> str:
     lines = []
     for name in SETTINGS:
         value = getattr(config, name)
+        source = sources[name]
+        if name == "cluster" and value:
+            from .cluster.resp import redacted
+            if redacted(value) != value:
+                value, source = redacted(value), source + " (password hidden)"
         text = json.dumps(value) if isinstance(value, (str, bool)) else repr(value)
-        lines.append(f"{name} = {text}  # {sources[name]}")
+        lines.append(f"{name} = {text}  # {source}")
     return "\n".join(lines) + "\n"

@@ -56,6 +56,14 @@ def test_each_value_names_where_it_came_from(tmp_path):
     assert (values["rate_burst"], origin["rate_burst"]) == (20, "default")
 
 
+def test_a_cluster_password_is_not_printed():
+    done = check(env={"CHATD_CLUSTER": "redis://chatd:s3cret@10.0.0.5:6380"})
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout
+    assert tomllib.loads(done.stdout)["cluster"] == "redis://chatd:***@10.0.0.5:6380"
+    assert sources(done.stdout)["cluster"] == "environment CHATD_CLUSTER (password hidden)"
+
+
 def test_the_printed_settings_read_back_as_a_config_file_give_the_same_settings(tmp_path):
     first = check("--port", "0", "--log-level", "debug", "--store", "memory")
     assert first.returncode == 0, first.stderr

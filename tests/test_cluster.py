@@ -5,8 +5,11 @@ unix socket in a temporary directory (redis_support.py).  Leases are short
 (1 s) so the failure tests finish quickly.
 """
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -423,3 +426,29 @@ def test_presence_stops_above_the_presence_limit_on_every_node(redis):  # noqa: 
             pia.send({"type": "say", "room": "big", "text": "hi", "ref": 1})
             assert pia.next(lambda m: m.get("ref") == 1)["type"] == "msg"
             assert oz.next(lambda m: m["type"] != "left")["type"] == "msg"
+
+
+def test_a_redis_that_wants_a_password(redis):  # noqa: F811
+    """The URL's user and password log in (HELLO AUTH); neither chatd's log nor
+    `chatd account` says the password; a wrong one is refused and said so."""
+    assert redis.command("CONFIG", "SET", "requirepass", "s3cr/t") == b"OK"
+    url = redis.url.replace("unix://", "unix://default:s3cr%2Ft@")
+    with ServerProcess("--cluster", url, "--store", "memory") as node:
+        node.wait_for_log("cluster: connected")
+        node.wait_for_log("password is on the command line")
+        with client(node, "pat") as pat:
+            assert joined(pat, "locked")["names"] == ["pat"]
+        assert not [line for line in node.lines if "s3cr" in line]
+    listing = subprocess.run([sys.executable, "-m", "chatd", "account", "list"],
+                             env={**os.environ, "CHATD_CLUSTER": url},
+                             capture_output=True, text=True, timeout=WAIT)
+    assert (listing.returncode, listing.stdout) == (0, "")
+    wrong = url.replace("s3cr%2Ft", "guess")
+    with ServerProcess("--store", "memory", env={"CHATD_CLUSTER": wrong}) as node:
+        node.wait_for_log("cluster: Redis refused the login")
+        assert not [line for line in node.lines if "guess" in line or "command line" in line]
+    refused = subprocess.run([sys.executable, "-m", "chatd", "account", "list",
+                              "--cluster", wrong], capture_output=True, text=True,
+                             timeout=WAIT)
+    assert refused.returncode == 1 and "WRONGPASS" in refused.stderr
+    assert "guess" not in refused.stderr

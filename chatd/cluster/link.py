@@ -54,8 +54,12 @@ class RedisLink:
     def __init__(self, loop, url: str, scripts, on_push, on_up, on_down,
                  down_wait: float = 1.0):
         self.loop = loop
-        self.family, self.address = parse_address(url)
-        self.url = url
+        where = parse_address(url)
+        self.family, self.address = where.family, where.address
+        self.url = where.shown  # no password in a log line
+        # HELLO's AUTH (Redis 6+: https://redis.io/commands/hello/), if any.
+        self._login = () if where.password is None else \
+            ("AUTH", where.username, where.password)
         self.scripts = scripts
         self.on_push = on_push
         self.on_up = on_up
@@ -188,7 +192,7 @@ class RedisLink:
         self._progress_at = self.loop.time()
         self._watchdog = self.loop.call_later(self.down_wait / 4, self._watch)
         # Sent straight away (not through call): they precede everything.
-        self._out.append(encode_command(("HELLO", 3, "SETNAME", "chatd")))
+        self._out.append(encode_command(("HELLO", 3, *self._login, "SETNAME", "chatd")))
         self._pending.append(self._hello_answered)
         for script in self.scripts:
             self._out.append(encode_command(("SCRIPT", "LOAD", script.source)))
@@ -199,7 +203,12 @@ class RedisLink:
         if reply is LINK_DOWN:
             return
         if type(reply) is hiredis.ReplyError:
-            log.error("cluster: Redis refused HELLO 3 (RESP3 needs Redis 6 or later): %s", reply)
+            if str(reply).startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
+                log.error("cluster: Redis refused the login (the user and password of "
+                          "the cluster URL): %s", reply)
+            else:
+                log.error("cluster: Redis refused HELLO 3 (RESP3 needs Redis 6 or "
+                          "later): %s", reply)
             self._broken("HELLO refused")
             return
         self.up = True

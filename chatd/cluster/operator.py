@@ -35,8 +35,9 @@ class BlockingRedis:
     connect, times out or answers an error."""
 
     def __init__(self, url: str, timeout: float = TIMEOUT):
-        self.url = url
-        family, address = parse_address(url)
+        where = parse_address(url)
+        self.url = where.shown  # no password in an error line
+        family, address = where.family, where.address
         try:
             if family == "unix":
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -45,9 +46,11 @@ class BlockingRedis:
             else:
                 self.sock = socket.create_connection(address, timeout)
         except OSError as exc:
-            raise OperatorError(f"cannot reach Redis at {url}: "
+            raise OperatorError(f"cannot reach Redis at {self.url}: "
                                 f"{exc.strerror or exc}") from None
         self.reader = hiredis.Reader()
+        if where.password is not None:
+            self.call("AUTH", where.username, where.password)
 
     def call(self, *args):
         try:

@@ -5,7 +5,8 @@ request encoding is ours, a RESP array of bulk strings
 (https://redis.io/docs/reference/protocol-spec/, "Sending commands").
 """
 
-from urllib.parse import urlsplit
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
 
 
 def encode_command(args) -> bytes:
@@ -17,22 +18,54 @@ def encode_command(args) -> bytes:
     return b"".join(parts)
 
 
-def parse_address(url: str):
-    """`redis://HOST:PORT` -> ("tcp", (host, port)); `unix:///path` -> ("unix", path).
+class RedisAddress(NamedTuple):
+    """Where a Redis is and how to log in to it (`parse_address`).
+
+    `family` "tcp" (`address` (host, port)) or "unix" (`address` a path);
+    `username` and `password` for HELLO's AUTH (Redis ACL; `username`
+    "default" when only a password is given), `password` None for none;
+    `shown` the URL without its password, for logs and errors.
+    """
+
+    family: str
+    address: object
+    username: str
+    password: str | None
+    shown: str
+
+
+def parse_address(url: str) -> RedisAddress:
+    """`redis://[[USER]:PASSWORD@]HOST[:PORT]` or `unix://[[USER]:PASSWORD@]/path`
+    (the redis URI scheme, https://www.iana.org/assignments/uri-schemes/prov/redis;
+    user and password percent-encoded) as a RedisAddress.
 
     Raises ValueError with what is wrong (the setting's error at start).
     """
     parts = urlsplit(url)
+    try:
+        password = None if parts.password is None else unquote(parts.password)
+        username = unquote(parts.username) if parts.username else "default"
+        port = parts.port if parts.scheme == "redis" else None
+    except ValueError:
+        raise ValueError(f"cluster {redacted(url)!r}: the port is not a number "
+                         "0-65535") from None
+    shown = redacted(url)
     if parts.scheme == "unix":
         if not parts.path:
-            raise ValueError(f"cluster {url!r}: unix:///path needs a socket path")
-        return "unix", parts.path
+            raise ValueError(f"cluster {shown!r}: unix:///path needs a socket path")
+        return RedisAddress("unix", parts.path, username, password, shown)
     if parts.scheme == "redis":
         if not parts.hostname:
-            raise ValueError(f"cluster {url!r}: redis://HOST:PORT needs a host")
-        try:
-            port = parts.port or 6379
-        except ValueError:
-            raise ValueError(f"cluster {url!r}: the port is not a number 0-65535") from None
-        return "tcp", (parts.hostname, port)
-    raise ValueError(f"cluster {url!r}: give redis://HOST:PORT or unix:///path")
+            raise ValueError(f"cluster {shown!r}: redis://HOST:PORT needs a host")
+        return RedisAddress("tcp", (parts.hostname, port or 6379), username, password,
+                            shown)
+    raise ValueError(f"cluster {shown!r}: give redis://HOST:PORT or unix:///path")
+
+
+def redacted(url: str) -> str:
+    """`url` with its password (if any) shown as ***: what logs may say of it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
