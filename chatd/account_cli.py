@@ -211,9 +211,9 @@ def _run_in_cluster(config, command: str, name: str | None, stdin) -> str:
     """The command on the accounts in the cluster's Redis (cluster/operator.py):
     the same answers as on a store file; a logged-in account deleted, or a
     guest on a name made an account, is closed by its node at once."""
-    from .cluster import operator  # hiredis: only with the cluster extra
+    from .cluster import operator, wiring  # hiredis: only with the cluster extra
     try:
-        with operator.BlockingRedis(config.cluster) as redis:
+        with operator.BlockingRedis(config.cluster, wiring.tls_context(config)) as redis:
             if command == "list":
                 return _listing((listed_name, created, c.n, c.r, c.p)
                                 for listed_name, created, c in operator.accounts(redis))

@@ -101,10 +101,12 @@ class Server:
 
         Raises OSError when the address cannot be bound, StoreError when the
         store's file must not be used, TLSSetupError when the certificate or
-        key cannot be loaded or no_plaintext has no TLS listener (chatd then
-        exits 78).
+        key (or the cluster's TLS files) cannot be loaded or no_plaintext has
+        no TLS listener (chatd then exits 78).
         """
         config = self.config
+        # Before any socket is opened: files that cannot be loaded stop the start.
+        cluster_tls = cluster.tls_context(config) if config.cluster else None
         adopted = adopt_listeners(self.passed_fds)
         metrics_on = (self.metrics_socket or adopted.get("metrics")) is not None \
             or config.metrics_port != 0
@@ -142,7 +144,8 @@ class Server:
         self.chat = ChatService(self.loop, self.connections, core,
                                 config.handshake_timeout, config.idle_timeout)
         if config.cluster:
-            self.chat.cluster = cluster.node(self.loop, config, core, self.chat.complete)
+            self.chat.cluster = cluster.node(self.loop, config, core, self.chat.complete,
+                                             cluster_tls)
         if store.durable:
             self.chat.store = StoreLink(self.loop, store.writer, self.chat.complete)
         self.chat.accounts = AccountLink(self.loop, self.chat.complete)

@@ -131,10 +131,16 @@ class Config:
                                          "listener (needs tls_cert, tls_key and tls_port or a "
                                          "passed tls socket)")
     cluster: str = _setting("", "serve one chat with other nodes through Redis: "
-                                "redis://[[USER]:PASSWORD@]HOST:PORT or unix:///path "
+                                "redis://[[USER]:PASSWORD@]HOST:PORT, rediss://... (TLS) or "
+                                "unix:///path "
                                 "(docs/cluster.md; a password belongs in CHATD_CLUSTER or "
                                 "the config file, not on the command line); empty: a "
                                 "single node")
+    cluster_ca: str = _setting("", "with a rediss:// cluster: the CA file (PEM) that "
+                                   "signed Redis' certificate; empty: the system's CAs")
+    cluster_cert: str = _setting("", "with a rediss:// cluster: this node's client "
+                                     "certificate (PEM), for a Redis with tls-auth-clients")
+    cluster_key: str = _setting("", "the private key (PEM) of cluster_cert")
     cluster_lease: float = _setting(10.0, "seconds a cluster node stays in the cluster "
                                           "without renewing its lease (renewed every fifth "
                                           "of it); then other nodes reap its users")
@@ -192,6 +198,8 @@ class Config:
             problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.cluster:
             problems.extend(_cluster_problems(self))
+        elif self.cluster_ca or self.cluster_cert or self.cluster_key:
+            problems.append("cluster_ca, cluster_cert and cluster_key need a rediss:// cluster")
         if problems:
             raise ConfigError(problems)
 
@@ -213,9 +221,14 @@ def _cluster_problems(config: Config) -> list[str]:
     from .cluster.resp import parse_address
     problems = []
     try:
-        parse_address(config.cluster)
+        tls = parse_address(config.cluster).tls
     except ValueError as exc:
         problems.append(str(exc))
+        tls = True  # no second error about the TLS files
+    if not tls and (config.cluster_ca or config.cluster_cert or config.cluster_key):
+        problems.append("cluster_ca, cluster_cert and cluster_key need a rediss:// cluster")
+    if bool(config.cluster_cert) != bool(config.cluster_key):
+        problems.append("cluster_cert and cluster_key go together")
     if importlib.util.find_spec("hiredis") is None:
         problems.append("cluster needs hiredis: pip install 'chatd[cluster]'")
     if not config.cluster_lease > 0:

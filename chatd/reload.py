@@ -39,5 +39,14 @@ def changes(old: Config, new: Config) -> dict[str, tuple]:
     fixed = sorted(name for name in differ if name not in LIVE)
     if fixed:
         raise ReloadRefused("cannot change while serving: " + ", ".join(
-            f"{name} ({differ[name][0]!r} -> {differ[name][1]!r})" for name in fixed))
+            f"{name} ({_shown(name, differ[name][0])!r} -> {_shown(name, differ[name][1])!r})"
+            for name in fixed))
     return differ
+
+
+def _shown(name: str, value):
+    """A setting's value as a log line may show it: no cluster password."""
+    if name == "cluster":
+        from .cluster.resp import redacted
+        return redacted(value)
+    return value

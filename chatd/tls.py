@@ -55,11 +55,16 @@ def load_server_context(cert: str, key: str, client_ca: str | None = None) -> ss
         raise TLSSetupError(f"cannot load TLS files ({files}): {reason}") from None
 
 
-def client_context(cafile: str | None = None) -> ssl.SSLContext:
+def client_context(cafile: str | None = None, cert: str | None = None,
+                   key: str | None = None) -> ssl.SSLContext:
     """A client context verifying the server's certificate and host name:
-    against `cafile` if given, else the system's CAs.  TLS 1.2 at least."""
+    against `cafile` if given, else the system's CAs.  TLS 1.2 at least.
+    With `cert` and `key` (PEM files) it shows that client certificate.
+    Raises OSError (ssl.SSLError is one) when a file is missing or does not fit."""
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = MINIMUM_VERSION
+    if cert:
+        context.load_cert_chain(cert, key)
     return context
 
 

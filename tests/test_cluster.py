@@ -18,7 +18,7 @@ import pytest
 import framing
 from chatd.config import Config, ConfigError, load_config
 from redis_support import RedisServer, redis  # noqa: F401  (the fixture)
-from support import WAIT, ChatClient, ServerProcess, running_server, wait_until
+from support import WAIT, ChatClient, ServerProcess, TLSFiles, running_server, wait_until
 from test_metrics import scrape, value
 
 LEASE = "1"
@@ -452,3 +452,49 @@ def test_a_redis_that_wants_a_password(redis):  # noqa: F811
                              timeout=WAIT)
     assert refused.returncode == 1 and "WRONGPASS" in refused.stderr
     assert "guess" not in refused.stderr
+
+
+def free_loopback_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1 now (for a server that cannot
+    be given port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_redis_over_tls_with_client_certificates(redis, tmp_path):  # noqa: F811
+    """rediss://: nodes reach Redis' tls-port, check its certificate against
+    cluster_ca and show their own (tls-auth-clients); a certificate from
+    another CA is refused and said so; `chatd account` speaks TLS too."""
+    server = TLSFiles(tmp_path)
+    node_files = TLSFiles(tmp_path, ca=server.ca, name="node")
+    port = free_loopback_port()
+    assert redis.command("CONFIG", "SET", "tls-cert-file", server.cert, "tls-key-file",
+                         server.key, "tls-ca-cert-file", server.ca_file,
+                         "tls-port", str(port)) == b"OK"
+    env = {"CHATD_CLUSTER": f"rediss://localhost:{port}", "CHATD_CLUSTER_CA": server.ca_file,
+           "CHATD_CLUSTER_CERT": node_files.cert, "CHATD_CLUSTER_KEY": node_files.key}
+    with ServerProcess("--store", "memory", env=env) as a, \
+            ServerProcess("--store", "memory", env=env) as b:
+        for node in (a, b):
+            node.wait_for_log("cluster: connected")
+        with client(a, "tia") as tia, client(b, "uma") as uma:
+            joined(tia, "sealed")
+            joined(uma, "sealed")
+            uma.send({"type": "say", "room": "sealed", "text": "over TLS", "ref": 1})
+            assert tia.next_of("msg")["text"] == "over TLS"
+    listing = subprocess.run([sys.executable, "-m", "chatd", "account", "list"],
+                             env={**os.environ, **env}, capture_output=True, text=True,
+                             timeout=WAIT)
+    assert (listing.returncode, listing.stdout, listing.stderr) == (0, "", "")
+    stranger = TLSFiles(tmp_path, name="stranger")  # another CA: Redis is not trusted
+    with ServerProcess("--store", "memory",
+                       env={**env, "CHATD_CLUSTER_CA": stranger.ca_file}) as node:
+        node.wait_for_log(r"cluster: TLS with rediss://localhost:\d+ failed: "
+                          r".*certificate verify failed")
+    assert Config(cluster="rediss://h:1", cluster_ca="ca.pem").cluster_ca == "ca.pem"
+    for bad in ({"cluster": "redis://h:1", "cluster_ca": "ca.pem"},
+                {"cluster": "rediss://h:1", "cluster_cert": "c.pem"},
+                {"cluster_key": "k.pem"}):
+        with pytest.raises(ConfigError, match="cluster_"):
+            Config(**bad)

@@ -20,10 +20,12 @@ import errno
 import logging
 import random
 import socket
+import ssl
 from collections import deque
 
 import hiredis
 
+from ..tls import TLSClosed, TLSPipe
 from .resp import encode_command, parse_address
 
 log = logging.getLogger("chatd")
@@ -52,11 +54,17 @@ class RedisLink:
     """
 
     def __init__(self, loop, url: str, scripts, on_push, on_up, on_down,
-                 down_wait: float = 1.0):
+                 down_wait: float = 1.0, tls_context: ssl.SSLContext | None = None):
         self.loop = loop
         where = parse_address(url)
         self.family, self.address = where.family, where.address
         self.url = where.shown  # no password in a log line
+        # rediss://: TLS through a sans-IO pipe (chatd/tls.py), as chatd's own
+        # TLS listeners do; its certificate checked for the URL's host.
+        self.tls_context = tls_context if where.tls else None
+        if where.tls and tls_context is None:
+            raise ValueError(f"cluster {self.url!r}: rediss:// needs a TLS context")
+        self._pipe: TLSPipe | None = None
         # HELLO's AUTH (Redis 6+: https://redis.io/commands/hello/), if any.
         self._login = () if where.password is None else \
             ("AUTH", where.username, where.password)
@@ -129,12 +137,20 @@ class RedisLink:
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """The turn's commands in one send; what the kernel refuses waits for writability."""
+        """The turn's commands in one send; what the kernel refuses waits for writability.
+        Over TLS they wait for the handshake, then leave encrypted."""
         self._flush_queued = False
         if self.sock is None:
             return
-        data = self._unsent + b"".join(self._out)
-        self._out.clear()
+        pipe = self._pipe
+        if pipe is None:
+            data = self._unsent + b"".join(self._out)
+            self._out.clear()
+        else:
+            if pipe.established and self._out:
+                pipe.encrypt(b"".join(self._out))
+                self._out.clear()
+            data = self._unsent + pipe.take_output()
         try:
             sent = self.sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -188,6 +204,10 @@ class RedisLink:
             self._broken(f"connect: {errno.errorcode.get(code, code)}")
             return
         self._reader = hiredis.Reader(notEnoughData=_MORE)
+        if self.tls_context is not None:
+            self._pipe = TLSPipe(self.tls_context, server_side=False,
+                                 server_hostname=self.address[0])
+            self._pipe.handshake()  # the ClientHello, sent by the flush below
         self.loop.add_reader(sock, self._on_readable)
         self._progress_at = self.loop.time()
         self._watchdog = self.loop.call_later(self.down_wait / 4, self._watch)
@@ -245,6 +265,10 @@ class RedisLink:
         if not data:
             self._broken("Redis closed the connection")
             return
+        if self._pipe is not None:
+            data = self._decrypt(data)
+            if not data or self.sock is None:
+                return
         reader = self._reader
         reader.feed(data)
         push_type = hiredis.PushNotification
@@ -266,6 +290,29 @@ class RedisLink:
                     callback(reply)
             if self.sock is None:  # a callback closed or broke the link
                 return
+
+    def _decrypt(self, data: bytes) -> bytes:
+        """Ciphertext from the socket -> the plaintext it completes (b"" when none,
+        or when the link broke: a failed handshake, a bad record, Redis' close)."""
+        pipe = self._pipe
+        pipe.receive(data)
+        try:
+            if not pipe.established:
+                if not pipe.handshake():
+                    self._flush()
+                    return b""
+                self._flush()  # what waited for the handshake: HELLO first
+            plain = pipe.read()
+        except ssl.SSLError as exc:
+            log.error("cluster: TLS with %s failed: %s", self.url, exc)
+            self._broken("TLS failed")
+            return b""
+        except TLSClosed:
+            self._broken("Redis closed the TLS connection")
+            return b""
+        if pipe.pending:  # a TLS 1.3 key update or ticket answer
+            self._flush()
+        return plain
 
     def _broken(self, why: str) -> None:
         """Close the socket, fail what was in flight, tell the owner, retry later."""
@@ -298,6 +345,7 @@ class RedisLink:
             sock.close()
         self._out.clear()
         self._unsent = b""
+        self._pipe = None
 
     def close(self) -> None:
         """Stop for good: no reconnect; commands still waiting get LINK_DOWN."""

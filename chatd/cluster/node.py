@@ -33,17 +33,18 @@ class ClusterNode:
 
     `core` is the node's ClusterCore (its `node`, `epoch`, `settings`,
     `highest` are read and set here), `complete` the service's completion
-    entry.  `lease` in seconds.
+    entry.  `lease` in seconds; `tls_context` for a `rediss://` URL.
     """
 
-    def __init__(self, loop, url: str, core, complete, lease: float = 10.0):
+    def __init__(self, loop, url: str, core, complete, lease: float = 10.0,
+                 tls_context=None):
         self.loop = loop
         self.core = core
         self.complete = complete
         self.lease = lease
         self.scripts = load_scripts()
         self.link = RedisLink(loop, url, self.scripts.values(), self._on_push, self._on_up,
-                              self._on_down)
+                              self._on_down, tls_context=tls_context)
         self.node = core.node
         self.registered = False
         self.expiry = 0   # the lease's expiry (Redis ms) its last renewal answered

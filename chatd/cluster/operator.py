@@ -29,12 +29,13 @@ class OperatorError(Exception):
 
 
 class BlockingRedis:
-    """One blocking connection to the Redis at `url` (`redis://HOST:PORT` or
-    `unix:///path`): `call(*args)` -> the reply (RESP2, hiredis' values);
+    """One blocking connection to the Redis at `url` (`redis://HOST:PORT`,
+    `rediss://HOST:PORT` with `tls_context`, or `unix:///path`):
+    `call(*args)` -> the reply (RESP2, hiredis' values);
     a context manager that closes it.  OperatorError when it cannot
     connect, times out or answers an error."""
 
-    def __init__(self, url: str, timeout: float = TIMEOUT):
+    def __init__(self, url: str, tls_context=None, timeout: float = TIMEOUT):
         where = parse_address(url)
         self.url = where.shown  # no password in an error line
         family, address = where.family, where.address
@@ -45,6 +46,9 @@ class BlockingRedis:
                 self.sock.connect(address)
             else:
                 self.sock = socket.create_connection(address, timeout)
+                if where.tls:
+                    self.sock = tls_context.wrap_socket(self.sock,
+                                                        server_hostname=address[0])
         except OSError as exc:
             raise OperatorError(f"cannot reach Redis at {self.url}: "
                                 f"{exc.strerror or exc}") from None

@@ -24,7 +24,9 @@ class RedisAddress(NamedTuple):
     `family` "tcp" (`address` (host, port)) or "unix" (`address` a path);
     `username` and `password` for HELLO's AUTH (Redis ACL; `username`
     "default" when only a password is given), `password` None for none;
-    `shown` the URL without its password, for logs and errors.
+    `shown` the URL without its password, for logs and errors; `tls` True
+    for `rediss://` (TLS to Redis' tls-port, the certificate checked for
+    the host's name).
     """
 
     family: str
@@ -32,12 +34,14 @@ class RedisAddress(NamedTuple):
     username: str
     password: str | None
     shown: str
+    tls: bool = False
 
 
 def parse_address(url: str) -> RedisAddress:
-    """`redis://[[USER]:PASSWORD@]HOST[:PORT]` or `unix://[[USER]:PASSWORD@]/path`
-    (the redis URI scheme, https://www.iana.org/assignments/uri-schemes/prov/redis;
-    user and password percent-encoded) as a RedisAddress.
+    """`redis://[[USER]:PASSWORD@]HOST[:PORT]`, the same with `rediss://` (TLS),
+    or `unix://[[USER]:PASSWORD@]/path` (the redis and rediss URI schemes,
+    https://www.iana.org/assignments/uri-schemes/prov/redis; user and
+    password percent-encoded) as a RedisAddress.
 
     Raises ValueError with what is wrong (the setting's error at start).
     """
@@ -45,7 +49,7 @@ def parse_address(url: str) -> RedisAddress:
     try:
         password = None if parts.password is None else unquote(parts.password)
         username = unquote(parts.username) if parts.username else "default"
-        port = parts.port if parts.scheme == "redis" else None
+        port = parts.port if parts.scheme in ("redis", "rediss") else None
     except ValueError:
         raise ValueError(f"cluster {redacted(url)!r}: the port is not a number "
                          "0-65535") from None
@@ -54,12 +58,13 @@ def parse_address(url: str) -> RedisAddress:
         if not parts.path:
             raise ValueError(f"cluster {shown!r}: unix:///path needs a socket path")
         return RedisAddress("unix", parts.path, username, password, shown)
-    if parts.scheme == "redis":
+    if parts.scheme in ("redis", "rediss"):
         if not parts.hostname:
-            raise ValueError(f"cluster {shown!r}: redis://HOST:PORT needs a host")
+            raise ValueError(f"cluster {shown!r}: {parts.scheme}://HOST:PORT needs a host")
         return RedisAddress("tcp", (parts.hostname, port or 6379), username, password,
-                            shown)
-    raise ValueError(f"cluster {shown!r}: give redis://HOST:PORT or unix:///path")
+                            shown, parts.scheme == "rediss")
+    raise ValueError(f"cluster {shown!r}: give redis://HOST:PORT, rediss://HOST:PORT "
+                     "or unix:///path")
 
 
 def redacted(url: str) -> str:
