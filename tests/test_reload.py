@@ -3,6 +3,10 @@ chatd process and a real config file."""
 
 import signal
 
+import pytest
+
+from chatd.config import Config
+from chatd.reload import ReloadRefused, changes
 from support import ChatClient, ServerProcess, wait_until
 from test_systemd import NotifySocket
 
@@ -63,3 +67,13 @@ def test_systemd_hears_reloading_then_ready(tmp_path):
         assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) > 0
         assert notify.next("READY")["READY"] == "1"
         server.wait_for_log("reloaded: rate_limit 5.0 -> 4.0")
+
+
+def test_a_refused_cluster_change_does_not_show_the_password():
+    old = Config(cluster="redis://:first-secret@10.0.0.5:6379")
+    new = Config(cluster="redis://:second-secret@10.0.0.6:6379")
+    with pytest.raises(ReloadRefused) as refused:
+        changes(old, new)
+    message = str(refused.value)
+    assert "secret" not in message
+    assert "redis://:***@10.0.0.5:6379" in message and "10.0.0.6" in message
