@@ -13,11 +13,13 @@ node's inbox); a name is held by one session.
 
 import itertools
 
+import hiredis
 from hypothesis import event, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
 from chatd.cluster.core import ClusterCore
+from chatd.cluster.effects import Answered, Batch
 from chatd.config import Config
 from chatd.core import Session
 from cluster_fake import FakeNode, FakeRedis
@@ -258,3 +260,17 @@ def test_a_leave_cut_by_a_broken_link_is_done_not_refused():
     others = [m for node, s in machine.clients[1:] for m in node.frames[s]
               if m["type"] == "left" and m["name"] == "w"]
     assert len(others) == 3  # x, y and z were told once each
+
+
+def test_a_leave_redis_refuses_is_unavailable_and_not_tried_again():
+    machine = four_members()
+    n0, w = machine.clients[0]
+    machine._send(n0, w, {"type": "leave", "room": "r1", "ref": "l"})
+    effect, _, _ = n0.connection.inbound.popleft()  # answered by an error, not run
+    n0.apply(n0.core.complete(Batch([Answered(effect, hiredis.ReplyError(
+        "OOM command not allowed when used memory > 'maxmemory'"))])))
+    assert [m["code"] for m in n0.frames[w] if m.get("ref") == "l"] == ["unavailable"]
+    assert "r1" in w.rooms and not n0.core.unsent
+    n0.break_link()
+    machine.settle()
+    assert "r1" in machine.redis.sess[machine.redis.users["w"]]["rooms"]

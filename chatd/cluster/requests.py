@@ -17,7 +17,7 @@ from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 from ..core.identity import SERVER_VERSION, WELCOME_CONVERSATIONS
 from .effects import Command, Script, Subscribe
 from .feeds import Feed
-from .link import LINK_DOWN
+from .link import LINK_DOWN, NOT_SENT
 
 # Room names as Redis spelled them in `rooms` replies etc. are UTF-8.
 _TEXT = "utf-8"
@@ -258,11 +258,15 @@ class ClusterRequests:
         ref = session.deferred.popleft().get("ref")
         if session.ended:
             return  # its bye leaves every room
-        if self.failed(reply) is not None:
-            # It may have run: make sure it does (leave.lua changes nothing the
-            # second time), and tell the client it left rather than `unavailable`.
+        if reply is LINK_DOWN or reply is NOT_SENT:
+            # Cut by the link: make sure it runs (leave.lua changes nothing the
+            # second time; it goes first after the reconnect, before any later
+            # join of the client), and tell the client it left.
             self.unsent.append(("leave", (sid, feed.key)))
             self._exit_at(session, feed, ref)
+        elif type(reply) is not list:  # Redis refused it (an error reply): not done
+            self.out.error(session, "unavailable", self.failed(reply), ref)
+            self._resume(session)
         elif reply[0] != b"ok":  # Redis no longer has it there (reaped): leave here too
             self._exit_at(session, feed, ref)
         else:
