@@ -142,3 +142,18 @@ def test_the_operator_is_told_when_redis_is_unreachable(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("chatd account: cannot reach Redis at unix://")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_operator_changes_rooms_with_the_nodes_limits(redis):  # noqa: F811
+    """The nodes give Redis their presence limit (here 1): evicting a guest from
+    a room of two announces no `left`, as the nodes would not."""
+    with start_node(redis, "--presence-limit", "1") as node:
+        with client(node, "ivo") as ivo, client(node, "jan") as jan:
+            assert redis.command("HMGET", "chatd:limits", "presence", "cap") == [b"1",
+                                                                                 b"2000"]
+            made = operator(redis, "add", "ivo", password=PASSWORD)
+            assert made.returncode == 0, made.stderr
+            assert ivo.frames_until_close()[-1] == {"type": "bye", "reason": "replaced"}
+            jan.send({"type": "who", "ref": "w"})  # the next frame: no `left` before it
+            assert jan.next() == {"type": "users", "room": "lobby", "names": ["jan"],
+                                  "ref": "w"}

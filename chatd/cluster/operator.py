@@ -98,8 +98,9 @@ def exists(redis: BlockingRedis, key: str) -> bool:
 def change(redis: BlockingRedis, settings, command: str, name: str,
            credential=None, created: float = 0.0) -> None:
     """Run `command` ("add", "passwd", "delete") on account `name` through the
-    nodes' script.  `settings` (a Config) gives the presence limit and stream
-    cap every script takes (a `left` it publishes is a room event).
+    nodes' script, with the presence limit and stream cap the nodes last
+    gave Redis (a `left` it publishes is a room event; epoch.lua), else
+    `settings`' (a Config) when no node has connected yet.
     OperatorError if the account is not (or, for add, already) there."""
     key = name.lower()
     if command == "add":
@@ -109,8 +110,10 @@ def change(redis: BlockingRedis, settings, command: str, name: str,
     else:
         script, args = "unregister", (key,)
     source = load_scripts()[script].source
-    reply = redis.call("EVAL", source, 0, settings.presence_limit, 2 * settings.history,
-                       *args)
+    presence, cap = redis.call("HMGET", "chatd:limits", "presence", "cap")
+    if presence is None:
+        presence, cap = settings.presence_limit, 2 * settings.history
+    reply = redis.call("EVAL", source, 0, presence, cap, *args)
     if reply[0] == b"name_registered":
         raise OperatorError(f"{name!r} became an account meanwhile; nothing changed")
     if reply[0] == b"no_account":
