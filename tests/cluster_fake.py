@@ -2,8 +2,9 @@
 
 It keeps the same state the Lua scripts keep (names, sessions, members in
 join order, each room's event counter, message ids and stream) and runs the
-scripts the tests use (hello, join, leave, say, dm between guests, bye;
-accounts as far as hello reads them), and each node's inbox as Python with the same
+scripts the tests use (hello, join, leave, say, dm between guests, bye,
+inbox; accounts as far as hello reads them), and each node's inbox (its
+cap trims only when a test says so) as Python with the same
 replies and published texts.  Each node has a connection: commands queue
 until the test lets Redis execute one (`execute`), replies and pushes queue
 until the test lets the node read one (`read`), so a test chooses every
@@ -37,8 +38,8 @@ class FakeRedis:
         self.ev: dict[str, int] = {}
         self.seq: dict[str, int] = {}
         self.log: dict[str, list] = {}       # room -> [(ev, data)]
-        self.inbox: dict[str, list] = {}     # node -> [(entry id, data)]
-        self.entries = 0                     # inbox entry ids handed out
+        self.inbox: dict[str, list] = {}     # node -> [data told, oldest kept first]
+        self.trimmed: dict[str, int] = {}    # node -> how many its cap dropped
         self.pseq: dict[tuple, int] = {}     # pair of identities -> last dm id
         self.connections: list = []
         self.clock = 1_000_000.0
@@ -51,10 +52,15 @@ class FakeRedis:
                 connection.outbound.append(("push", channel.encode(), data))
 
     def _tell(self, node: str, data: bytes) -> None:
-        self.entries += 1
-        entry = b"%d-0" % self.entries
-        self.inbox.setdefault(node, []).append((entry, data))
-        self._publish("chatd:node:" + node, entry + b" " + data)
+        inbox = self.inbox.setdefault(node, [])
+        number = self.trimmed.get(node, 0) + len(inbox) + 1
+        inbox.append(data)
+        self._publish("chatd:node:" + node, b"%d %s" % (number, data))
+
+    def trim(self, node: str, count: int) -> None:
+        """The inbox cap drops the oldest `count` entries of `node`'s inbox."""
+        del self.inbox[node][:count]
+        self.trimmed[node] = self.trimmed.get(node, 0) + count
 
     def _emit(self, room: str, sid: bytes, tag: int, msgid: int, payload: bytes) -> int:
         ev = self.ev[room] = self.ev.get(room, 0) + 1
@@ -200,17 +206,18 @@ class FakeRedis:
             self._tell(sender["node"], data)
         return [b"ok"]
 
+    def _inbox(self, connection, node, after):
+        inbox, trimmed = self.inbox.get(node, []), self.trimmed.get(node, 0)
+        return [trimmed + len(inbox),
+                [[b"0-%d" % number, [b"d", data]]
+                 for number, data in enumerate(inbox, trimmed + 1) if number > int(after)]]
+
     def command(self, connection, args: tuple):
-        """A plain command's reply (GET of an ev counter, XRANGE of a stream,
+        """A plain command's reply (GET of an ev counter, XRANGE of a room's stream,
         HEXISTS of a room, PING)."""
         if args[0] == "GET":
             ev = self.ev.get(args[1][len("chatd:ev:"):])
             return None if ev is None else str(ev).encode()
-        if args[0] == "XRANGE" and args[1].startswith("chatd:inbox:"):
-            after = tuple(map(int, args[2][1:].split("-")))
-            return [[entry, [b"d", data]] for entry, data in
-                    self.inbox.get(args[1][len("chatd:inbox:"):], [])
-                    if tuple(map(int, entry.split(b"-"))) > after]
         if args[0] == "XRANGE":
             entries = self.log.get(args[1][len("chatd:log:"):], [])
             first = int(args[2][2:])

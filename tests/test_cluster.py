@@ -16,6 +16,7 @@ import threading
 import pytest
 
 import framing
+from chatd.cluster.scripts import load_scripts
 from chatd.config import Config, ConfigError, load_config
 from redis_support import RedisServer, redis  # noqa: F401  (the fixture)
 from support import WAIT, ChatClient, ServerProcess, TLSFiles, running_server, wait_until
@@ -498,3 +499,19 @@ def test_a_redis_over_tls_with_client_certificates(redis, tmp_path):  # noqa: F8
                 {"cluster_key": "k.pem"}):
         with pytest.raises(ConfigError, match="cluster_"):
             Config(**bad)
+
+
+def test_the_inbox_read_shows_what_its_cap_trimmed(redis):  # noqa: F811
+    """inbox.lua on a real Redis: what was told after a number, and how many were
+    told in all, so a node counts what the cap trimmed before it read."""
+    for n in range(1, 201):
+        redis.command("XADD", "chatd:inbox:n1", "MAXLEN", 10, f"0-{n}", "d", f"told {n}")
+    redis.command("SET", "chatd:told:n1", 200)
+    source = load_scripts()["inbox"].source
+    told, entries = redis.command("EVAL", source, 0, 200, 2000, "n1", 195)
+    assert told == 200
+    assert [(entry, fields[1]) for entry, fields in entries] == \
+        [(b"0-%d" % n, b"told %d" % n) for n in range(196, 201)]
+    told, entries = redis.command("EVAL", source, 0, 200, 2000, "n1", 0)
+    assert (told, len(entries), entries[0][0]) == (200, 10, b"0-191")  # 190 trimmed
+    assert redis.command("EVAL", source, 0, 200, 2000, "n2", 0) == [0, []]

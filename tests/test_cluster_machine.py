@@ -38,6 +38,7 @@ class ClusterMachine(RuleBasedStateMachine):
         self.refs = itertools.count()
         self.says: dict = {}                    # session -> refs of its says
         self.dms: dict = {}                     # session -> refs of its dms
+        self.names: dict = {}                   # session -> the name of its hello
 
     def _send(self, node, session, message: dict) -> None:
         node.apply(node.core.receive(session, message))
@@ -57,6 +58,7 @@ class ClusterMachine(RuleBasedStateMachine):
     @rule(node=st.integers(0, 1), name=st.sampled_from(NAMES))
     def hello(self, node, name):
         session = Session()
+        self.names[session] = name
         self.clients.append((self.nodes[node], session))
         self._send(self.nodes[node], session, {"type": "hello", "name": name, "ref": "h"})
 
@@ -190,17 +192,18 @@ class ClusterMachine(RuleBasedStateMachine):
                 answered = [frame.get("ref") for frame in node.frames.get(session, [])
                             if frame.get("ref", "").startswith(kind)]
                 assert answered == sent.get(session, [])
-        # An accepted dm to a name only one session ever held, still there, reached it.
-        holders = {}
+        # An accepted dm to a name only one session ever asked for (and still
+        # has) reached it.
+        asked = {}
         for node, session in self.clients:
-            if session.name is not None:
-                holders.setdefault(session.key, []).append((node, session))
+            asked.setdefault(self.names[session], []).append((node, session))
         for node, session in self.clients:
             for frame in node.frames.get(session, []):
                 if frame["type"] != "msg" or "room" in frame or "ref" not in frame:
                     continue
-                held = holders.get(frame["to"].lower(), [])
-                if len(held) == 1 and not held[0][1].ended and held[0][1] is not session:
+                held = asked.get(frame["to"].lower(), [])
+                if len(held) == 1 and held[0][1].key == frame["to"].lower() \
+                        and not held[0][1].ended and held[0][1] is not session:
                     texts = [m["text"] for m in held[0][0].frames.get(held[0][1], [])
                              if m["type"] == "msg" and "room" not in m]
                     assert texts.count(frame["text"]) == 1, frame
@@ -274,3 +277,16 @@ def test_a_leave_redis_refuses_is_unavailable_and_not_tried_again():
     n0.break_link()
     machine.settle()
     assert "r1" in machine.redis.sess[machine.redis.users["w"]]["rooms"]
+
+
+def test_a_dm_the_trimmed_inbox_cannot_settle_is_said_to_be_unsure():
+    machine = four_members()
+    n0, w = machine.clients[0]
+    machine._send(n0, w, {"type": "dm", "to": "x", "text": "hi", "ref": "d"})
+    n0.connection.execute()  # it ran; its answer is lost, and so is its inbox entry
+    machine.redis.trim("n0", 1)  # the inbox's cap dropped its entry
+    n0.break_link()
+    machine.settle()
+    assert n0.core.inbox_lost == 1
+    [answer] = [m for m in n0.frames[w] if m.get("ref") == "d"]
+    assert answer["code"] == "unavailable" and "cannot tell" in answer["message"]

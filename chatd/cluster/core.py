@@ -26,7 +26,8 @@ from framing.paging import HISTORY_OVERHEAD
 from ..core import ChatCore, ChatSettings, PasswordChecked
 from ..core.effects import Deliver
 from .accounts import ClusterAccounts
-from .effects import Batch, Command, Fenced, LinkChanged, Pushed, Subscribe, Unsubscribe
+from .effects import (Batch, Command, Fenced, LinkChanged, Pushed, Script, Subscribe,
+                      Unsubscribe)
 from .feeds import Feed
 from .link import LINK_DOWN, NOT_SENT
 from .messages import ClusterMessages
@@ -40,12 +41,6 @@ RENAMES_KEPT = 1024
 
 _ROOM = b"chatd:room:"
 _NODE = b"chatd:node:"
-
-
-def _entry_id(entry: bytes) -> tuple[int, int]:
-    """A Redis stream entry id "<ms>-<seq>" as a pair that orders as Redis does."""
-    ms, _, seq = entry.partition(b"-")
-    return int(ms), int(seq)
 
 
 class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
@@ -76,13 +71,17 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         self.unsent: list[tuple] = []
         # (sid, tag) of recent renames -> the local sessions told already.
         self._renames: dict[tuple, set] = {}
-        # The last entry of this node's inbox stream handled (Redis stream ids as
-        # (ms, seq)), and whether a catch-up read of it is on its way.
-        self.inbox_seen = (0, 0)
+        # The number of the last thing this node was told and handled (its inbox's
+        # entry 0-<number>), and whether a catch-up read of it is on its way.
+        self.inbox_seen = 0
         self.inbox_reading = False
         self.highest = 0       # the highest message id seen (the floor after a data loss)
         self.gaps_filled = 0   # holes filled from a stream (metrics)
         self.inbox_caught_up = 0  # inbox entries read after a reconnect (metrics)
+        self.inbox_lost = 0       # inbox entries trimmed before they were read (metrics)
+        # The inbox lost entries since the last settling: a dm not found in it
+        # may have been delivered all the same.
+        self.unsure = False
         self.events_lost = 0   # events a stream no longer had when a hole was filled
 
     @property
@@ -133,12 +132,14 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
             ev, sid, tag, msgid, payload = data.split(b" ", 4)
             self._offer(feed, int(ev), (int(ev), sid, int(tag), int(msgid), payload))
             return
-        entry, _, told = data.partition(b" ")
+        if channel != _NODE + self.node.encode():
+            return  # a late push for this node's id before a fencing
+        number, _, told = data.partition(b" ")
         if self.inbox_reading:
             return  # published before the catch-up read ran: it is in that read
-        seen = _entry_id(entry)
-        if seen > self.inbox_seen:
-            self.inbox_seen = seen
+        number = int(number)
+        if number > self.inbox_seen:
+            self.inbox_seen = number
             self._told(told)
 
     def _told(self, data: bytes) -> None:
@@ -315,9 +316,8 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
                     ("XRANGE", feed.log, f"0-{feed.expected}", "+"),
                     lambda reply, feed=feed: self._filled(feed, reply, None)))
         self.inbox_reading = True
-        self.out.effects.append(Command(
-            ("XRANGE", "chatd:inbox:" + self.node, "(%d-%d" % self.inbox_seen, "+"),
-            partial(self._inbox_read, self.node)))
+        self.out.effects.append(Script("inbox", (self.node, self.inbox_seen),
+                                       partial(self._inbox_read, self.node)))
         unsent, self.unsent = self.unsent, []
         for name, args in unsent:
             self.must_run(name, args)
@@ -329,12 +329,24 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
     def _inbox_read(self, node: str, reply) -> None:
         """What this node was told while it was disconnected, after the last entry
         it handled (a read for a node id given up since is dropped)."""
-        if type(reply) is not list or node != self.node:
-            return  # the link broke again: the next resync reads again
+        if node != self.node or reply is LINK_DOWN or reply is NOT_SENT:
+            return  # the next resync reads again
         self.inbox_reading = False
-        self.inbox_caught_up += len(reply)
-        for entry, fields in reply:
-            self.inbox_seen = _entry_id(entry)
+        if self.failed(reply) is not None:  # an error answer (logged): nothing read
+            self.unsure = True
+            return
+        told, entries = reply
+        missing = told - self.inbox_seen - len(entries)
+        if missing > 0:
+            # Told more than the inbox keeps while cut off: the oldest are gone.
+            self.inbox_lost += missing
+            self.unsure = True
+            log.error("cluster: %d of what this node was told while it was disconnected "
+                      "were no longer in its inbox (past its cap, common.lua): dms are "
+                      "missing", missing)
+        self.inbox_caught_up += len(entries)
+        for entry, fields in entries:
+            self.inbox_seen = int(entry.partition(b"-")[2])
             self._told(fields[1])
 
     def _started(self, feed: Feed, reply) -> None:
@@ -348,10 +360,17 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
             entry = self.awaiting.pop(tag, None)
             if entry is not None and not entry[0].ended:
                 session, ref, say = entry
-                self.out.error(session, "unavailable", "the cluster lost this message on "
-                               "its way to Redis; nothing was accepted, try again", ref)
+                if self.unsure and not say:
+                    text = ("the cluster cannot tell whether this message was delivered "
+                            "(this node was cut off too long); see history before "
+                            "sending it again")
+                else:
+                    text = ("the cluster lost this message on its way to Redis; nothing "
+                            "was accepted, try again")
+                self.out.error(session, "unavailable", text, ref)
                 self.answered(session, say)
         self.unsettled.clear()
+        self.unsure = False
 
     def _fenced(self, node: str) -> None:
         """This node was reaped (or Redis lost its data): its sessions are no longer
@@ -361,7 +380,7 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
                 self._close(session, "shutdown")
         self.unsent.clear()
         self.node = node
-        self.inbox_seen, self.inbox_reading = (0, 0), False  # a new inbox
+        self.inbox_seen, self.inbox_reading = 0, False  # a new inbox
 
     def failed(self, reply) -> str | None:
         """Why a reply is no answer: None if it is one, else the `unavailable` text."""

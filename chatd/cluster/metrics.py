@@ -30,5 +30,8 @@ def families(node):
                               "(dms, replaced sessions) while its link was down, read from "
                               "its inbox stream after reconnecting",
                               value=core.inbox_caught_up)
+    yield CounterMetricFamily("chatd_cluster_inbox_lost", "What this node was told "
+                              "while cut off and its inbox no longer had when it read it "
+                              "(trimmed past the inbox's cap)", value=core.inbox_lost)
     yield CounterMetricFamily("chatd_cluster_nodes_reaped", "Other nodes this node reaped "
                               "after their lease ran out", value=node.reaped)

@@ -9,7 +9,7 @@ import hashlib
 from importlib import resources
 
 NAMES = ("epoch", "lease", "hello", "join", "leave", "bye", "say", "dm", "nick", "who",
-         "rooms", "history", "private", "register", "passwd", "unregister")
+         "rooms", "history", "private", "register", "passwd", "unregister", "inbox")
 
 
 class Script:

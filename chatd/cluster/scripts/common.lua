@@ -22,13 +22,19 @@ end
 
 local function members(room) return P .. 'members:' .. room end
 
--- Tell node `node` something (a dm, `replaced`, `evicted`, `reaped`): kept
--- in its capped inbox stream, then published on its channel as "<entry id>
--- <data>", so a node that was disconnected reads what it missed from the
--- stream after the last entry it saw (core.py, `_resync`).
+-- Tell node `node` something (a dm, `replaced`, `evicted`, `reaped`): the
+-- node's next number (`told:<node>`), kept in its capped inbox stream as
+-- entry 0-<number> and published on its channel as "<number> <data>", so a
+-- node that was disconnected reads what it missed from the stream after the
+-- last number it handled, and sees from the numbers whether the cap trimmed
+-- any (core.py, `_resync`; inbox.lua).  The cap is the inbox's own, not the
+-- rooms' (a node cut off for a while may be owed many dms).
+local INBOX_CAP = 10000
+
 local function tell(node, data)
-  local id = redis.call('XADD', P .. 'inbox:' .. node, 'MAXLEN', '~', CAP, '*', 'd', data)
-  redis.call('PUBLISH', P .. 'node:' .. node, id .. ' ' .. data)
+  local n = redis.call('INCR', P .. 'told:' .. node)
+  redis.call('XADD', P .. 'inbox:' .. node, 'MAXLEN', '~', INBOX_CAP, '0-' .. n, 'd', data)
+  redis.call('PUBLISH', P .. 'node:' .. node, n .. ' ' .. data)
 end
 
 local function current(room)

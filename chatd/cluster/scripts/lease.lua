@@ -31,7 +31,7 @@ if ARGV[6] == '1' and mine >= now and mine == tonumber(ARGV[7]) then
     end
     -- Its inbox goes too: a reaped node that is still alive joins again
     -- under a new id (and a new inbox) once it finds its lease gone.
-    redis.call('DEL', P .. 'node:' .. dead, P .. 'inbox:' .. dead)
+    redis.call('DEL', P .. 'node:' .. dead, P .. 'inbox:' .. dead, P .. 'told:' .. dead)
   end
 end
 return reply
