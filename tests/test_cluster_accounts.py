@@ -119,15 +119,23 @@ def test_the_operator_changes_a_clusters_accounts_while_it_serves(redis, nodes):
     with client(b) as other:
         assert answer(other, {"type": "hello", "name": "hana",
                               "password": PASSWORD})["code"] == "auth_failed"
+    with client(a, "ken") as ken:
+        assert answer(ken, {"type": "register", "password": PASSWORD})["type"] == \
+            "registered"
+        assert answer(ken, {"type": "dm", "to": "hana", "text": "hi"})["type"] == "msg"
     with client(b, "hana", password="a new password") as hana:
-        assert hana.welcome["account"] is True
+        assert hana.welcome["conversations"] == [{"with": "ken", "last_id": 1}]
         gone = operator(redis, "delete", "hana")
         assert (gone.returncode, gone.stdout) == \
             (0, "account 'hana' deleted, with its private messages\n")
         frames = hana.frames_until_close()
         assert frames[-2]["code"] == "not_registered"
         assert frames[-1] == {"type": "bye", "reason": "replaced"}
-    assert operator(redis, "list").stdout == ""
+    assert operator(redis, "list").stdout.startswith("ken\t")
+    with client(a, "ken", password=PASSWORD) as ken:  # hana is gone from ken's list too
+        assert ken.welcome["conversations"] == []
+    identity = redis.command("HGET", "chatd:acct:ken", "identity")
+    assert redis.command("ZCARD", b"chatd:partners:" + identity) == 0
     missing = operator(redis, "delete", "hana")
     assert missing.returncode == 1 and "no account 'hana'" in missing.stderr
     # The name is a guest's again.
