@@ -12,6 +12,7 @@ node's inbox); a name is held by one session.
 """
 
 import itertools
+from collections import deque
 
 import hiredis
 from hypothesis import event, strategies as st
@@ -290,3 +291,22 @@ def test_a_dm_the_trimmed_inbox_cannot_settle_is_said_to_be_unsure():
     assert n0.core.inbox_lost == 1
     [answer] = [m for m in n0.frames[w] if m.get("ref") == "d"]
     assert answer["code"] == "unavailable" and "cannot tell" in answer["message"]
+
+
+def test_a_dm_before_the_welcomes_place_in_the_lobby_waits_for_the_welcome():
+    machine = four_members()
+    (n0, w), n1 = machine.clients[0], machine.nodes[1]
+    ed = Session()
+    machine._send(n1, ed, {"type": "hello", "name": "ed", "ref": "h"})
+    n1.connection.execute()  # the name is claimed; its `joined` push is late:
+    late = [item for item in n1.connection.outbound if item[0] == "push"]
+    n1.connection.outbound = deque(i for i in n1.connection.outbound if i[0] != "push")
+    n1.read(len(n1.connection.outbound))
+    machine._send(n0, w, {"type": "dm", "to": "ed", "text": "early", "ref": "d"})
+    n0.connection.execute()
+    n1.read(len(n1.connection.outbound))  # the dm: ed is not welcomed yet
+    assert ed not in n1.frames
+    n1.connection.outbound.extend(late)
+    machine.settle()
+    assert [(m["type"], m.get("text")) for m in n1.frames[ed]] == \
+        [("welcome", None), ("msg", "early")]

@@ -165,13 +165,13 @@ class ClusterAccounts:
         """The operator made an account of a guest's name (`name_registered`) or
         deleted a logged-in account (`not_registered`): Redis has ended that
         session; tell it why and close it (`bye` replaced)."""
-        session = self.sessions.get(sid)
+        session = self.local_session(sid)
         if session is None:
             return
         if code == b"name_registered":
-            text = f"{session.name!r} is now an account (made by the server's operator); " \
-                   "log in with its password"
+            text = "your name is now an account (made by the server's operator); log in " \
+                   "with its password"
         else:
-            text = f"the account {session.name!r} was deleted by the server's operator"
+            text = "your account was deleted by the server's operator"
         self.out.error(session, code.decode(), text)
         self._close(session, "replaced")

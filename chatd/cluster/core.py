@@ -57,6 +57,9 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         self.lobby = Feed(LOBBY, LOBBY)
         self.feeds: dict[str, Feed] = {LOBBY: self.lobby}
         self.sessions: dict[bytes, object] = {}   # sid -> welcomed local session
+        # sid -> (session, dms for it held back): claimed its name in Redis, its
+        # welcome waiting for its place in the lobby's order.
+        self.welcoming: dict[bytes, tuple] = {}
         self.sid_of: dict = {}                    # session -> sid, from its hello on
         self._serials = itertools.count(1)
         self._tags = itertools.count(1)
@@ -148,7 +151,7 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         if kind == b"dm":
             self._dm_pushed(*rest.split(b" ", 3))
         elif kind == b"replaced":
-            session = self.sessions.get(rest)
+            session = self.local_session(rest)
             if session is not None:
                 self._close(session, "replaced")
         elif kind == b"evicted":
@@ -281,12 +284,21 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
                 and item.get("room", LOBBY).lower() in session.rooms
                 and 6 * len(item["text"]) + 1024 <= self.out.max_frame - HISTORY_OVERHEAD)
 
+    def local_session(self, sid: bytes):
+        """This node's session `sid`, welcomed or being welcomed; None if none."""
+        session = self.sessions.get(sid)
+        if session is None and sid in self.welcoming:
+            session = self.welcoming[sid][0]
+        return session
+
     def _dm_pushed(self, recipient_sid: bytes, sender_sid: bytes, tag: bytes,
                    payload: bytes) -> None:
         recipient = self.sessions.get(recipient_sid)
         sender = self.sessions.get(sender_sid)
         if recipient is not None and recipient is not sender:
             self.out.effects.append(Deliver((recipient,), payload))
+        elif recipient_sid in self.welcoming:  # after its welcome
+            self.welcoming[recipient_sid][1].append(payload)
         if sender is not None:
             self._echo(int(tag), payload)
 

@@ -14,6 +14,7 @@ from functools import partial
 from framing import DEFAULT_HISTORY_LIMIT, LOBBY, TOKEN_BYTES, WELCOME_USERS
 from framing.paging import NAME_ITEM_BYTES, ROOM_ITEM_BYTES
 
+from ..core.effects import Deliver
 from ..core.identity import SERVER_VERSION, WELCOME_CONVERSATIONS
 from .effects import Command, Script, Subscribe
 from .feeds import Feed
@@ -136,6 +137,7 @@ class ClusterRequests:
         users = [name] + [n for n in map(_text, names) if n.lower() != key]
         listed = [{"with": _text(conversations[i]), "last_id": conversations[i + 1]}
                   for i in range(0, len(conversations), 2)]
+        self.welcoming[sid] = (session, [])
         self._park_until(session, self.lobby, ev, partial(
             self._welcome_at, session, sid, token, identity, count,
             users[:WELCOME_USERS], listed if account else None, ref))
@@ -151,6 +153,7 @@ class ClusterRequests:
                     users: list, conversations: list | None, ref) -> None:
         """The welcome, at the lobby's place of its `joined`; `conversations` is
         None for a guest, else the account's (`welcome.conversations`)."""
+        _, held = self.welcoming.pop(sid, (None, ()))
         if session.ended:
             return
         session.name, session.key, session.token = users[0], users[0].lower(), token
@@ -168,6 +171,8 @@ class ClusterRequests:
             welcome["account"] = True
             welcome["conversations"] = conversations
         self.out.reply(session, welcome, ref)
+        for payload in held:  # dms that came before the welcome's place
+            self.out.effects.append(Deliver((session,), payload))
         self._resume(session)
 
     # --------------------------------------------------------------- rooms
@@ -365,6 +370,7 @@ class ClusterRequests:
             return
         session.ended = True
         sid = self.sid_of.pop(session, None)
+        self.welcoming.pop(sid, None)
         self.in_flight.pop(session, None)
         if session.name is not None:
             for feed in list(session.rooms.values()):
