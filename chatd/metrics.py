@@ -124,7 +124,7 @@ class ChatdCollector:
         yield GaugeMetricFamily("chatd_users", "Users welcomed and connected now",
                                 value=core.user_count)
         yield GaugeMetricFamily("chatd_rooms", "Rooms open now, the lobby included (in a "
-                                "cluster: those this node has members in)",
+                                "cluster: those this node has members in or joining)",
                                 value=core.room_count)
 
         buckets, cumulative = [], 0

@@ -40,8 +40,9 @@ class ClusterAccounts:
     docstring).  `_checked` (the base's table) routes each `PasswordChecked`."""
 
     def _password_checked(self, completion: PasswordChecked) -> None:
-        """The hasher's answer, for the request the session is parked on (which
-        stays first in its queue until a script answers it)."""
+        """The hasher's answer, for the request the session is parked on (first in
+        its queue: taken out when it is answered, here on a failed check or
+        by the script that follows a good one)."""
         session = completion.job.session
         if session.ended:
             return  # a login whose connection closed is dropped quietly

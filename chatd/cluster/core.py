@@ -1,10 +1,12 @@
 """The chat core of a cluster node: chat/1's rules with Redis as the shared state.
 
 `ClusterCore` is a `ChatCore` whose requests that touch shared state (hello,
-join, leave, say, dm, who, rooms, history, register, passwd) become `Script` effects for the
-cluster link and park the session (its later requests wait: a per-client
-FIFO, so replies keep request order); the answers, the pub/sub pushes and
-the link's ups and downs come back through `complete`, as the store's do.
+join, leave, say, dm, who, rooms, history, register, passwd) become `Script`
+and `Command` effects for the cluster link (a password is checked on the
+hasher in between: accounts.py) and park the session (its later requests
+wait: a per-client FIFO, so replies keep request order); the answers, the
+pub/sub pushes and the link's ups and downs come back through `complete`,
+as the store's do.
 It keeps only what this node serves: its sessions, and a `Feed` per room
 with local members, delivered in Redis' order (feeds.py).  ping and quit
 stay local, so they work while Redis is unreachable.
