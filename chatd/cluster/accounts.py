@@ -12,12 +12,14 @@ The failed-login limiter is the node's own (per client address, as on a
 single node): a client that moves to another node starts afresh there.
 """
 
-from framing import password_ok
+import logging
 
 from ..core import CheckPassword, Credential, PasswordChecked
 from .effects import Command
 
 _ACCOUNT = "chatd:acct:"
+
+log = logging.getLogger("chatd")
 
 
 def credential_text(credential: Credential) -> str:
@@ -37,7 +39,9 @@ def parse_credential(text: bytes) -> Credential:
 
 class ClusterAccounts:
     """ClusterCore's handlers of logins, `register` and `passwd` (see the module
-    docstring).  `_checked` (the base's table) routes each `PasswordChecked`."""
+    docstring).  `_checked` (the base's table) routes each `PasswordChecked`;
+    `_credentials_read` (session -> the credential as Redis gave it) is the
+    ClusterCore's."""
 
     def _password_checked(self, completion: PasswordChecked) -> None:
         """The hasher's answer, for the request the session is parked on (first in
@@ -45,28 +49,27 @@ class ClusterAccounts:
         by the script that follows a good one)."""
         session = completion.job.session
         if session.ended:
+            self._credentials_read.pop(session, None)
             return  # a login whose connection closed is dropped quietly
         item = session.deferred[0]
-        if completion.ok is None:
-            self._answer_parked(session, "unavailable", "the password could not be "
-                                "checked (a server error, logged)" if completion.failed
-                                else "too many passwords being checked; try again shortly")
-            return
-        if not completion.ok:
-            self._failed_parked(session)
+        if completion.ok is None or not completion.ok:
+            self._credentials_read.pop(session, None)
+            session.deferred.popleft()
+            if completion.ok is None:
+                self._unavailable(session, completion, "logins being checked"
+                                  if item["type"] == "hello" else "passwords being hashed",
+                                  item.get("ref"))
+            else:
+                self._auth_failed(session, item.get("ref"))
+            self._resume(session)
             return
         self._checked[item["type"]](session, item, completion, item.get("ref"))
 
-    def _failed_parked(self, session) -> None:
-        """`auth_failed` (counted by the limiter) for the parked request."""
-        item = session.deferred.popleft()
-        self._auth_failed(session, item.get("ref"))
-        self._resume(session)
-
     def _with_credential(self, session, key: str, password: str, new: str | None) -> None:
-        """Read account `key`'s credential, then have `password` checked against it
-        (and `new` hashed); a name that is no account is checked against none,
-        so it costs the same time."""
+        """Read account `key`'s credential (kept as Redis has it, for the script
+        that follows to compare), then have `password` checked against it (and
+        `new` hashed).  A name that is no account is checked against none, so
+        a login costs the same time; a passwd's account gone is `not_registered`."""
         def read(reply) -> None:
             if session.ended:
                 return
@@ -74,38 +77,38 @@ class ClusterAccounts:
             if why is not None:
                 self._answer_parked(session, "unavailable", why)
                 return
-            credential = None if reply is None else parse_credential(reply)
+            if reply is None and new is not None:
+                self._answer_parked(session, "not_registered", "your account was deleted "
+                                    "by the server's operator")
+                return
+            try:
+                credential = None if reply is None else parse_credential(reply)
+            except ValueError:
+                log.error("cluster: account %r has a credential in Redis that is not one "
+                          "chatd wrote; fix or delete it", key)
+                self._answer_parked(session, "unavailable", "the password could not be "
+                                    "checked (a server error, logged); tell the operator")
+                return
+            self._credentials_read[session] = reply
             self.out.effects.append(CheckPassword(session, password, credential, new))
         self.out.effects.append(Command(("HGET", _ACCOUNT + key, "cred"), read))
 
     # ---------------------------------------------------------------- login
 
-    def _login(self, session, message: dict, password: str) -> None:
-        """A hello with a password (the session parked): limited per address, then
-        checked against the account's credential in Redis."""
-        if self.logins.blocked(session.address, self.clock()):
-            self._answer_parked(session, "rate_limited", "too many failed logins from "
-                                f"your address; wait up to {self.logins.window:g}s")
-        elif self.settings.accounts == "off" or not password_ok(password):
-            self._failed_parked(session)  # nothing could match: no hash to spend
-        else:
-            self._with_credential(session, message["name"].lower(), password, None)
+    def _login(self, session, message: dict, key: str, password: str, ref) -> None:
+        """A hello with a password: limited per address, then checked against the
+        account's credential in Redis."""
+        if not self._login_refused(session, password, ref):
+            self._park(session, message)
+            self._with_credential(session, key, password, None)
 
     def _hello_checked(self, session, message: dict, result: PasswordChecked, ref) -> None:
-        self._claim(session, message, credential_text(result.job.credential))
+        self._claim(session, message, self._credentials_read.pop(session))
 
     # ------------------------------------------------------------- register
 
     def _register(self, session, message: dict, ref) -> None:
-        if session.account:
-            self.out.error(session, "name_registered",
-                           f"{session.name!r} is an account already", ref)
-        elif self.settings.accounts != "open":
-            self.out.error(session, "registration_closed", "this server does not take "
-                           "registrations", ref)
-        elif not password_ok(message["password"]):
-            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
-        else:
+        if not self._registration_refused(session, message, ref, session.account):
             self._park(session, message)
             self.out.effects.append(CheckPassword(session, None, None, message["password"]))
 
@@ -117,8 +120,11 @@ class ClusterAccounts:
                      self._registered)
 
     def _registered(self, session, message: dict, reply) -> None:
-        if self._refused(session, reply, {b"name_registered": (
-                "name_registered", f"{session.name!r} is an account already")},
+        if self._refused(session, reply, {
+                b"name_registered": ("name_registered",
+                                     f"{session.name!r} is an account already"),
+                b"gone": ("unavailable", "your session is no longer the cluster's "
+                          "(replaced or timed out); nothing was registered")},
                 message.get("ref")):
             return
         session.account = True
@@ -129,22 +135,13 @@ class ClusterAccounts:
     # --------------------------------------------------------------- passwd
 
     def _passwd(self, session, message: dict, ref) -> None:
-        if not session.account:
-            self.out.error(session, "not_registered", "log in to an account first", ref)
-        elif not password_ok(message["new"]):
-            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
-        elif self.logins.blocked(session.address, self.clock()):
-            self.out.error(session, "rate_limited", "too many failed logins from your "
-                           f"address; wait up to {self.logins.window:g}s", ref)
-        elif not password_ok(message["old"]):
-            self._auth_failed(session, ref)
-        else:
+        if not self._passwd_refused(session, message, ref, session.account):
             self._park(session, message)
             self._with_credential(session, session.key, message["old"], message["new"])
 
     def _passwd_checked(self, session, message: dict, result: PasswordChecked, ref) -> None:
         self._script(session, "passwd",
-                     (session.key, credential_text(result.job.credential),
+                     (session.key, self._credentials_read.pop(session),
                       credential_text(result.credential)),
                      self._password_changed)
 

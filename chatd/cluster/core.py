@@ -62,6 +62,9 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
         # sid -> (session, dms for it held back): claimed its name in Redis, its
         # welcome waiting for its place in the lobby's order.
         self.welcoming: dict[bytes, tuple] = {}
+        # Sessions whose password is being checked -> the credential read
+        # (accounts.py), for the script after the check to compare.
+        self._credentials_read: dict = {}
         self.sid_of: dict = {}                    # session -> sid, from its hello on
         self._serials = itertools.count(1)
         self._tags = itertools.count(1)

@@ -87,16 +87,17 @@ class ClusterRequests:
         if session.name is not None or session in self.sid_of:
             self.out.error(session, "bad_message", "already welcomed", ref)
             return
-        self._park(session, message)
         password = message.get("password")
         if password is None:
+            self._park(session, message)
             self._claim(session, message, "")
         else:
-            self._login(session, message, password)
+            self._login(session, message, message["name"].lower(), password, ref)
 
     def _claim(self, session, message: dict, login: str) -> None:
-        """The hello script for parked `session`: `login` is the text of the
-        credential its password matched (accounts.py), '' for a hello without one."""
+        """The hello script for parked `session`: `login` is the credential its
+        password matched as Redis gave it (accounts.py), '' for a hello without
+        one."""
         name = message["name"]
         sid = self.sid_of[session] = self.new_sid()
         token = secrets.token_urlsafe(TOKEN_BYTES)

@@ -90,19 +90,31 @@ class IdentityRequests:
 
     def _login(self, session: Session, message: dict, key: str, password: str, ref) -> None:
         """A hello with a password: limited per address, then checked on the worker."""
-        now = self.clock()
-        if self.logins.blocked(session.address, now):
-            self.out.error(session, "rate_limited", "too many failed logins from your "
-                           f"address; wait up to {self.logins.window:g}s", ref)
+        if self._login_refused(session, password, ref):
             return
         account = self._account_of(key)
-        if self.settings.accounts == "off" or not password_ok(password):
-            # Nothing could match: no hash to spend.
-            self._auth_failed(session, ref)
-            return
         self.out.effects.append(CheckPassword(
             session, password, account.credential if account is not None else None))
         self._park(session, message)
+
+    def _login_refused(self, session: Session, password: str, ref) -> bool:
+        """Answer a login that needs no hashing to refuse: its address over the
+        failed-login limit, or nothing that could match (accounts off, a
+        password chat/1 would not take).  True if answered."""
+        if self._over_login_limit(session, ref):
+            return True
+        if self.settings.accounts == "off" or not password_ok(password):
+            self._auth_failed(session, ref)  # no hash to spend
+            return True
+        return False
+
+    def _over_login_limit(self, session: Session, ref) -> bool:
+        """`rate_limited` if the session's address has used up its failed logins."""
+        if self.logins.blocked(session.address, self.clock()):
+            self.out.error(session, "rate_limited", "too many failed logins from your "
+                           f"address; wait up to {self.logins.window:g}s", ref)
+            return True
+        return False
 
     def _auth_failed(self, session: Session, ref) -> None:
         self.logins.failed(session.address, self.clock())
@@ -208,19 +220,28 @@ class IdentityRequests:
                               self._account_identities.setdefault(key, next(self._identities)))
 
     def _register(self, session: Session, message: dict, ref) -> None:
-        if session.account or self._account_of(session.key) is not None:
-            self.out.error(session, "name_registered",
-                           f"{session.name!r} is an account already", ref)
-            return
-        if self.settings.accounts != "open":
-            self.out.error(session, "registration_closed", "this server does not take "
-                           "registrations", ref)
-            return
-        if not password_ok(message["password"]):
-            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
+        if self._registration_refused(session, message, ref, session.account or
+                                      self._account_of(session.key) is not None):
             return
         self.out.effects.append(CheckPassword(session, None, None, message["password"]))
         self._park(session, message)
+
+    def _registration_refused(self, session: Session, message: dict, ref,
+                              registered: bool) -> bool:
+        """Answer a `register` that cannot be: the name an account already
+        (`registered`), registrations closed, a password chat/1 would not take.
+        True if answered."""
+        if registered:
+            self.out.error(session, "name_registered",
+                           f"{session.name!r} is an account already", ref)
+        elif self.settings.accounts != "open":
+            self.out.error(session, "registration_closed", "this server does not take "
+                           "registrations", ref)
+        elif not password_ok(message["password"]):
+            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
+        else:
+            return False
+        return True
 
     def _register_checked(self, session: Session, message: dict, result: PasswordChecked,
                           ref) -> None:
@@ -239,22 +260,30 @@ class IdentityRequests:
 
     def _passwd(self, session: Session, message: dict, ref) -> None:
         account = self._account_of(session.key)
-        if not session.account or account is None:
-            self.out.error(session, "not_registered", "log in to an account first", ref)
-            return
-        if not password_ok(message["new"]):
-            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
-            return
-        if self.logins.blocked(session.address, self.clock()):
-            self.out.error(session, "rate_limited", "too many failed logins from your "
-                           f"address; wait up to {self.logins.window:g}s", ref)
-            return
-        if not password_ok(message["old"]):
-            self._auth_failed(session, ref)
+        if self._passwd_refused(session, message, ref, session.account and
+                                account is not None):
             return
         self.out.effects.append(CheckPassword(session, message["old"], account.credential,
                                               message["new"]))
         self._park(session, message)
+
+    def _passwd_refused(self, session: Session, message: dict, ref,
+                        registered: bool) -> bool:
+        """Answer a `passwd` that needs no hashing to refuse: not logged in to an
+        account (`registered` False), a new password chat/1 would not take, the
+        address over the failed-login limit, an old one that cannot match.
+        True if answered."""
+        if not registered:
+            self.out.error(session, "not_registered", "log in to an account first", ref)
+        elif not password_ok(message["new"]):
+            self.out.error(session, "bad_password", "a password is 8 to 1024 characters", ref)
+        elif self._over_login_limit(session, ref):
+            pass
+        elif not password_ok(message["old"]):
+            self._auth_failed(session, ref)
+        else:
+            return False
+        return True
 
     def _check_failed(self, session: Session, account, result: PasswordChecked, busy: str,
                       ref) -> bool:
