@@ -19,14 +19,22 @@ saying until its count is sent, and every say is answered (an echo, or
   window   ms between the echo of the last surviving acknowledged say and
            the echo of the last one acknowledged before the kill (0: none lost).
 
-A SIGKILL ends the process, not the machine: what Redis wrote to the AOF
-with write(2) is in the kernel's page cache and survives it whatever the
-policy; the policy decides only what reaches the disk, which matters when
-the machine itself goes down (not produced here: loopback and unix sockets
-only, no virtual machine to crash).
+Two kinds of crash (`--crash`):
 
-    python -m benchmarks.cluster_durability [--fsync everysec,always] [--rates 1000,10000]
-                                            [--runs 5] [--kill-after 1.0] [--json FILE]
+  process  redis-server gets SIGKILL: the process ends, the machine goes on.
+           What Redis wrote to the AOF with write(2) is in the kernel's page
+           cache and survives, whatever the policy.
+  machine  the same, then each incremental AOF file is cut back to the size
+           its last fsync covered, as a power loss would leave it at worst:
+           redis-server runs with benchmarks/fsync_log.c preloaded (built
+           with `cc` into the run's directory), which notes that size after
+           every fsync.  The kernel's own writeback may save more on a real
+           machine; no virtual machine is crashed (loopback and unix sockets
+           only).
+
+    python -m benchmarks.cluster_durability [--crash process,machine] [--fsync everysec,always]
+                                            [--rates 1000,10000] [--runs 5] [--kill-after 1.0]
+                                            [--json FILE]
 """
 
 import argparse
@@ -34,6 +42,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -51,6 +60,7 @@ from redis_support import RedisServer  # noqa: E402
 from support import ServerProcess  # noqa: E402
 
 ROOM = "durable"
+CRASHES = ("process", "machine")
 POLICIES = ("everysec", "always")
 RATES = (1_000, 10_000)
 # Seconds the client keeps saying after the kill (the restart and the
@@ -131,6 +141,10 @@ class Sayer:
         while True:
             try:
                 data = self.sock.recv(1 << 18)
+            except socket.timeout:  # a quiet server is not a closed one
+                if self._stop.is_set():
+                    return
+                continue
             except OSError:
                 data = b""
             arrived = time.monotonic()
@@ -223,9 +237,10 @@ class Outcome:
 
 
 def kill_under_load(redis: RedisServer, address: tuple[str, int], rate: float, count: int,
-                    kill_after_acks: int, name: str = "sayer") -> Outcome:
+                    kill_after_acks: int, name: str = "sayer", after_kill=None) -> Outcome:
     """Say `count` says at `rate`/s; once `kill_after_acks` are echoed, SIGKILL
-    redis-server and start it again on its directory; wait until every say
+    redis-server, call `after_kill()` if given (with Redis down), and start
+    Redis again on its directory; wait until every say
     sent is answered (or ANSWER_TIMEOUT passes: `Outcome.unanswered` tells),
     then read what Redis kept.  Raises TimeoutError when the kill point is
     not reached within ANSWER_TIMEOUT plus the time the says take."""
@@ -238,6 +253,8 @@ def kill_under_load(redis: RedisServer, address: tuple[str, int], rate: float, c
                                "before the kill")
         killed_at = time.monotonic()
         redis.stop()
+        if after_kill is not None:
+            after_kill()
         redis.start()
         sayer.wait(lambda: sayer.sent == count and sayer.answered() == count,
                    ANSWER_TIMEOUT + count / rate)
@@ -246,42 +263,89 @@ def kill_under_load(redis: RedisServer, address: tuple[str, int], rate: float, c
         sayer.close()
 
 
-def run_once(policy: str, rate: float, kill_after: float) -> dict:
-    """A fresh Redis (AOF, `policy`) and node; one kill under load; the Outcome's row."""
+def build_fsync_log(directory: str) -> str:
+    """benchmarks/fsync_log.c built into `directory`; the shared object's path."""
+    shared = os.path.join(directory, "fsync_log.so")
+    try:
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", shared,
+                        os.path.join(REPO, "benchmarks", "fsync_log.c"), "-ldl"],
+                       check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit("--crash machine needs a C compiler (cc) for benchmarks/fsync_log.c")
+    except subprocess.CalledProcessError as error:
+        raise SystemExit("cc could not build benchmarks/fsync_log.c:\n" + error.stderr)
+    return shared
+
+
+def lose_page_cache(directory: str, fsync_log: str) -> int:
+    """A power loss, at worst, once redis-server is dead: every incremental AOF
+    file in `directory` cut back to the size its last fsync covered (0 if it
+    never had one), per the shim's log.  Returns the bytes dropped."""
+    synced = {}
+    if os.path.exists(fsync_log):
+        with open(fsync_log) as log:
+            for line in log:
+                path, size = line.rstrip("\n").rsplit(" ", 1)
+                synced[path] = int(size)
+    dropped = 0
+    aof_directory = os.path.join(directory, "appendonlydir")
+    for name in os.listdir(aof_directory):
+        if name.endswith(".incr.aof"):
+            path = os.path.realpath(os.path.join(aof_directory, name))
+            keep, size = synced.get(path, 0), os.path.getsize(path)
+            if size > keep:
+                os.truncate(path, keep)
+                dropped += size - keep
+    return dropped
+
+
+def run_once(crash: str, policy: str, rate: float, kill_after: float) -> dict:
+    """A fresh Redis (AOF, `policy`) and node; one kill under load (`crash`:
+    process or machine); the Outcome's row."""
     kill_after_acks = max(1, int(rate * kill_after))
     count = kill_after_acks + int(rate * AFTER_KILL_SECONDS)
     with tempfile.TemporaryDirectory(prefix="chatd-dur-") as directory:
-        redis = RedisServer(directory, appendonly=True, appendfsync=policy)
+        env, after_kill, dropped = None, None, [0]
+        if crash == "machine":
+            fsync_log = os.path.join(directory, "fsync.log")
+            env = {"LD_PRELOAD": build_fsync_log(directory), "FSYNC_LOG": fsync_log}
+
+            def after_kill():
+                dropped[0] = lose_page_cache(directory, fsync_log)
+        redis = RedisServer(directory, appendonly=True, appendfsync=policy, env=env)
         try:
             # --history: the room's stream (2 x history entries) holds every say.
             with ServerProcess("--cluster", redis.url, "--store", "memory", "--rate-limit", "0",
                                "--history", str(count + 100)) as node:
                 node.wait_for_log("cluster: connected")
                 outcome = kill_under_load(redis, (node.host, node.port), rate, count,
-                                          kill_after_acks)
+                                          kill_after_acks, after_kill=after_kill)
                 fenced = any("lost its lease" in line for line in node.lines)
         finally:
             redis.stop()
-    return {"fsync": policy, "rate": rate, **outcome.row(), "fenced": fenced}
+    return {"crash": crash, "fsync": policy, "rate": rate, **outcome.row(),
+            "dropped_bytes": dropped[0], "fenced": fenced}
 
 
 def format_report(runs: list[dict]) -> str:
     lines = ["per run:",
-             f"{'fsync':<9} {'rate/s':>7} {'sent':>6} {'acked':>6} {'lost':>5} {'window ms':>9} "
-             f"{'refused':>7} {'unanswered':>10} {'fenced':>6}"]
+             f"{'crash':<8} {'fsync':<9} {'rate/s':>7} {'sent':>6} {'acked':>6} {'lost':>5} "
+             f"{'window ms':>9} {'dropped B':>9} {'refused':>7} {'unanswered':>10} "
+             f"{'closed':>6} {'fenced':>6}"]
     for r in runs:
-        lines.append(f"{r['fsync']:<9} {r['rate']:>7,.0f} {r['sent']:>6} {r['acked']:>6} "
-                     f"{r['lost']:>5} {r['window_ms']:>9.1f} {r['refused']:>7} "
-                     f"{r['unanswered']:>10} {str(r['fenced']):>6}")
+        lines.append(f"{r['crash']:<8} {r['fsync']:<9} {r['rate']:>7,.0f} {r['sent']:>6} "
+                     f"{r['acked']:>6} {r['lost']:>5} {r['window_ms']:>9.1f} "
+                     f"{r['dropped_bytes']:>9} {r['refused']:>7} {r['unanswered']:>10} "
+                     f"{str(r['closed']):>6} {str(r['fenced']):>6}")
     lines += ["", "summary:",
-              f"{'fsync':<9} {'rate/s':>7} {'runs':>4} {'acked':>7} {'lost':>5} "
+              f"{'crash':<8} {'fsync':<9} {'rate/s':>7} {'runs':>4} {'acked':>7} {'lost':>5} "
               f"{'window ms median':>16} {'max':>7}"]
     groups: dict = {}
     for r in runs:
-        groups.setdefault((r["fsync"], r["rate"]), []).append(r)
-    for (policy, rate), group in groups.items():
+        groups.setdefault((r["crash"], r["fsync"], r["rate"]), []).append(r)
+    for (crash, policy, rate), group in groups.items():
         windows = [r["window_ms"] for r in group]
-        lines.append(f"{policy:<9} {rate:>7,.0f} {len(group):>4} "
+        lines.append(f"{crash:<8} {policy:<9} {rate:>7,.0f} {len(group):>4} "
                      f"{sum(r['acked'] for r in group):>7} {sum(r['lost'] for r in group):>5} "
                      f"{statistics.median(windows):>16.1f} {max(windows):>7.1f}")
     return "\n".join(lines)
@@ -291,6 +355,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.cluster_durability", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crash", default=",".join(CRASHES),
+                        help="comma-separated: process, machine (default: both)")
     parser.add_argument("--fsync", default=",".join(POLICIES),
                         help="comma-separated appendfsync policies (default: everysec,always)")
     parser.add_argument("--rates", default=",".join(map(str, RATES)),
@@ -300,6 +366,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="seconds' worth of acknowledged says before the kill")
     parser.add_argument("--json", metavar="FILE", help="write the runs as JSON")
     arguments = parser.parse_args(argv)
+    arguments.crash = arguments.crash.split(",")
+    if not set(arguments.crash) <= set(CRASHES):
+        parser.error("--crash takes process and machine")
     arguments.fsync = arguments.fsync.split(",")
     if not set(arguments.fsync) <= {"always", "everysec", "no"}:
         parser.error("--fsync takes always, everysec and no")
@@ -315,12 +384,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     arguments = parse_arguments(argv)
     runs = []
-    for policy in arguments.fsync:
-        for rate in arguments.rates:
-            for index in range(arguments.runs):
-                print(f"{policy} {rate:,.0f}/s run {index + 1}/{arguments.runs} ...",
-                      file=sys.stderr, flush=True)
-                runs.append(run_once(policy, rate, arguments.kill_after))
+    for crash in arguments.crash:
+        for policy in arguments.fsync:
+            for rate in arguments.rates:
+                for index in range(arguments.runs):
+                    print(f"{crash} crash, {policy} {rate:,.0f}/s run {index + 1}/"
+                          f"{arguments.runs} ...", file=sys.stderr, flush=True)
+                    runs.append(run_once(crash, policy, rate, arguments.kill_after))
     print(format_report(runs))
     if arguments.json:
         with open(arguments.json, "w") as file:

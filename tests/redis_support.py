@@ -22,12 +22,14 @@ class RedisServer:
     reply, so a restart loses nothing acknowledged; "everysec", once a second
     in the background; "no", when the kernel likes).
 
-    `url` is what `chatd --cluster` takes.  `command(*args)` sends one
+    `env`: more environment for redis-server (benchmarks/cluster_durability.py
+    preloads its fsync log with it).  `url` is what `chatd --cluster` takes.  `command(*args)` sends one
     command on a fresh blocking connection and returns its RESP2 reply
     (for the tests' own looks at Redis, never for chatd).
     """
 
-    def __init__(self, directory: str, appendonly: bool = False, appendfsync: str = "always"):
+    def __init__(self, directory: str, appendonly: bool = False, appendfsync: str = "always",
+                 env: dict | None = None):
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         self.directory = directory
@@ -35,6 +37,7 @@ class RedisServer:
         self.url = "unix://" + self.path
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.env = {**os.environ, **(env or {})}
         self.process = None
         self.start()
 
@@ -47,7 +50,7 @@ class RedisServer:
              "--unixsocketperm", "700", "--dir", self.directory, "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
              "--loglevel", "notice"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
         # Redis logs this line once it accepts connections; a reader thread
         # would be needed only if the test waited longer than the pipe holds.
         timer = threading.Timer(WAIT, self.process.kill)
