@@ -136,7 +136,7 @@ class Sayer:
                 self._stop.wait(began + self.sent / rate - time.monotonic())
 
     def _read(self) -> None:
-        for frame in self._pending:  # none in practice: nothing is said before start
+        for frame in self._pending:  # what came with the join's answer
             self._take(frame, time.monotonic())
         while True:
             try:

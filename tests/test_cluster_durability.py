@@ -9,11 +9,15 @@ check are benchmarks/cluster_durability.py's, which measures the same for
 `everysec` and higher rates.
 """
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 
-from benchmarks.cluster_durability import ROOM, kill_under_load
+from benchmarks.cluster_durability import ROOM, build_fsync_log, kill_under_load, lose_page_cache
 from redis_support import RedisServer
-from support import ChatClient, wait_until
+from support import REPO, ChatClient, wait_until
 from test_cluster import connects, joined, start_node
 
 RATE = 300     # says per second
@@ -55,3 +59,40 @@ def test_a_redis_killed_under_load_keeps_every_acknowledged_say():
                 assert ids == sorted(set(ids))
         finally:
             durable.stop()
+
+
+def test_a_machine_crash_keeps_only_what_redis_fsynced():
+    """The benchmark's power loss: with `appendfsync no` Redis never fsyncs its
+    AOF, so cutting it back to its last fsync loses the write; with `always`
+    the write was fsynced before Redis answered, so it stays."""
+    for policy, kept in (("always", b"v"), ("no", None)):
+        with tempfile.TemporaryDirectory(prefix="chatd-redis-") as directory:
+            fsync_log = os.path.join(directory, "fsync.log")
+            redis = RedisServer(directory, appendonly=True, appendfsync=policy,
+                                env={"LD_PRELOAD": build_fsync_log(directory),
+                                     "FSYNC_LOG": fsync_log})
+            try:
+                assert redis.command("SET", "k", "v") == b"OK"
+                redis.stop()
+                dropped = lose_page_cache(directory, fsync_log)
+                assert (dropped > 0) == (kept is None)
+                redis.start()
+                assert redis.command("GET", "k") == kept
+            finally:
+                redis.stop()
+
+
+def test_the_durability_benchmark_prints_its_table(tmp_path):
+    report = tmp_path / "durability.json"
+    finished = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cluster_durability", "--crash", "process,machine",
+         "--fsync", "always", "--rates", "300", "--runs", "1", "--kill-after", "0.3",
+         "--json", str(report)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert "summary:" in finished.stdout
+    runs = json.loads(report.read_text())["runs"]
+    assert [(r["crash"], r["fsync"], r["rate"]) for r in runs] == \
+        [("process", "always", 300), ("machine", "always", 300)]
+    for r in runs:
+        assert r["acked"] >= 90 and r["lost"] == 0 and r["window_ms"] == 0
+        assert r["unanswered"] == 0 and not r["fenced"]
