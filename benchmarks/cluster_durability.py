@@ -60,6 +60,7 @@ from redis_support import RedisServer  # noqa: E402
 from support import ServerProcess  # noqa: E402
 
 ROOM = "durable"
+SAYER = "sayer"   # the client's name
 CRASHES = ("process", "machine")
 POLICIES = ("everysec", "always")
 RATES = (1_000, 10_000)
@@ -198,10 +199,11 @@ def stored_refs(redis: RedisServer, room: str = ROOM) -> set[int]:
 
 
 class Outcome:
-    """One kill under load: what the client saw (`echoes`, `refused`, `sent`, the
-    `killed_at` instant on the same clock as the echoes, whether the server
-    `closed` the connection) and what Redis kept (`stored` refs).  `acked` are the says echoed before the kill; `lost`
-    those of them Redis no longer has; `window_ms` per the module docstring."""
+    """One kill under load: what the client saw (`echoes`, `refused`, `sent`,
+    the `killed_at` instant on the same clock as the echoes, whether the
+    server `closed` the connection) and what Redis kept (`stored` refs).
+    `acked` are the says echoed before the kill; `lost` those of them Redis
+    no longer has; `window_ms` per the module docstring."""
 
     def __init__(self, sayer: Sayer, killed_at: float, stored: set[int]):
         self.sent = sayer.sent
@@ -237,14 +239,14 @@ class Outcome:
 
 
 def kill_under_load(redis: RedisServer, address: tuple[str, int], rate: float, count: int,
-                    kill_after_acks: int, name: str = "sayer", after_kill=None) -> Outcome:
-    """Say `count` says at `rate`/s; once `kill_after_acks` are echoed, SIGKILL
-    redis-server, call `after_kill()` if given (with Redis down), and start
-    Redis again on its directory; wait until every say
-    sent is answered (or ANSWER_TIMEOUT passes: `Outcome.unanswered` tells),
-    then read what Redis kept.  Raises TimeoutError when the kill point is
-    not reached within ANSWER_TIMEOUT plus the time the says take."""
-    sayer = Sayer(address, name)
+                    kill_after_acks: int, after_kill=None) -> Outcome:
+    """Say `count` says at `rate`/s as SAYER; once `kill_after_acks` are echoed,
+    SIGKILL redis-server, call `after_kill()` if given (with Redis down), and
+    start Redis again on its directory; wait until every say sent is answered
+    (or ANSWER_TIMEOUT passes: `Outcome.unanswered` tells), then read what
+    Redis kept.  Raises TimeoutError when the kill point is not reached within
+    ANSWER_TIMEOUT plus the time the says take."""
+    sayer = Sayer(address, SAYER)
     try:
         sayer.start(rate, count)
         if not sayer.wait(lambda: len(sayer.echoes) >= kill_after_acks,

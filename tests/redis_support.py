@@ -23,9 +23,9 @@ class RedisServer:
     in the background; "no", when the kernel likes).
 
     `env`: more environment for redis-server (benchmarks/cluster_durability.py
-    preloads its fsync log with it).  `url` is what `chatd --cluster` takes.  `command(*args)` sends one
-    command on a fresh blocking connection and returns its RESP2 reply
-    (for the tests' own looks at Redis, never for chatd).
+    preloads its fsync log with it).  `url` is what `chatd --cluster` takes.
+    `command(*args)` sends one command on a fresh blocking connection and
+    returns its RESP2 reply (for the tests' own looks at Redis, never for chatd).
     """
 
     def __init__(self, directory: str, appendonly: bool = False, appendfsync: str = "always",

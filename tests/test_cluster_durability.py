@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.cluster_durability import ROOM, build_fsync_log, kill_under_load, lose_page_cache
+from benchmarks.cluster_durability import (ROOM, SAYER, build_fsync_log,
+                                            kill_under_load, lose_page_cache)
 from redis_support import RedisServer
 from support import REPO, ChatClient, wait_until
 from test_cluster import connects, joined, start_node
@@ -52,7 +53,7 @@ def test_a_redis_killed_under_load_keeps_every_acknowledged_say():
                     reader.send({"type": "history", "room": ROOM, "limit": 1000, "ref": "h"})
                     history = reader.next(lambda m: m.get("ref") == "h")
                 assert not history.get("more")
-                said = [m for m in history["messages"] if m["from"] == "sayer"]
+                said = [m for m in history["messages"] if m["from"] == SAYER]
                 assert [m["text"] for m in said] == [f"say {ref}" for ref in
                                                      sorted(outcome.echoes)]
                 ids = [m["id"] for m in said]
