@@ -18,18 +18,26 @@ from support import WAIT
 
 class RedisServer:
     """`redis-server --port 0 --unixsocket PATH`, without persistence unless asked
-    (`appendonly`: AOF with `appendfsync always`, so a restart loses nothing).
+    (`appendonly`: AOF, fsynced as `appendfsync` says: "always", before each
+    reply, so a restart loses nothing acknowledged; "everysec", once a second
+    in the background; "no", when the kernel likes).
 
-    `url` is what `chatd --cluster` takes.  `command(*args)` sends one
-    command on a fresh blocking connection and returns its RESP2 reply
-    (for the tests' own looks at Redis, never for chatd).
+    `env`: more environment for redis-server (benchmarks/cluster_durability.py
+    preloads its fsync log with it).  `url` is what `chatd --cluster` takes.
+    `command(*args)` sends one command on a fresh blocking connection and
+    returns its RESP2 reply (for the tests' own looks at Redis, never for chatd).
     """
 
-    def __init__(self, directory: str, appendonly: bool = False):
+    def __init__(self, directory: str, appendonly: bool = False, appendfsync: str = "always",
+                 env: dict | None = None):
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         self.directory = directory
         self.path = os.path.join(directory, "redis.sock")
         self.url = "unix://" + self.path
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.env = {**os.environ, **(env or {})}
         self.process = None
         self.start()
 
@@ -40,9 +48,9 @@ class RedisServer:
         self.process = subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", self.path,
              "--unixsocketperm", "700", "--dir", self.directory, "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
              "--loglevel", "notice"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
         # Redis logs this line once it accepts connections; a reader thread
         # would be needed only if the test waited longer than the pipe holds.
         timer = threading.Timer(WAIT, self.process.kill)
