@@ -3,7 +3,8 @@
 It keeps the same state the Lua scripts keep (names, sessions, members in
 join order, each room's event counter, message ids and stream) and runs the
 scripts the tests use (hello, join, leave, say, dm between guests, bye,
-inbox; accounts as far as hello reads them), and each node's inbox (its
+inbox, resume; accounts as far as hello reads them; Redis never loses data
+here), and each node's inbox (its
 cap trims only when a test says so) as Python with the same
 replies and published texts.  Each node has a connection: commands queue
 until the test lets Redis execute one (`execute`), replies and pushes queue
@@ -206,11 +207,19 @@ class FakeRedis:
             self._tell(sender["node"], data)
         return [b"ok"]
 
-    def _inbox(self, connection, node, after):
+    def _inbox(self, connection, node, after, floor):
         inbox, trimmed = self.inbox.get(node, []), self.trimmed.get(node, 0)
         return [trimmed + len(inbox),
                 [[b"0-%d" % number, [b"d", data]]
-                 for number, data in enumerate(inbox, trimmed + 1) if number > int(after)]]
+                 for number, data in enumerate(inbox, trimmed + 1) if number > int(after)],
+                0]
+
+    def _resume(self, connection, node, room, seen, floor):
+        return [0, self._entries(room, int(seen) + 1, float("inf"))]
+
+    def _entries(self, room: str, first, last) -> list:
+        return [[b"0-%d" % ev, [b"d", data]] for ev, data in self.log.get(room, [])
+                if first <= ev <= last]
 
     def command(self, connection, args: tuple):
         """A plain command's reply (GET of an ev counter, XRANGE of a room's stream,
@@ -219,11 +228,8 @@ class FakeRedis:
             ev = self.ev.get(args[1][len("chatd:ev:"):])
             return None if ev is None else str(ev).encode()
         if args[0] == "XRANGE":
-            entries = self.log.get(args[1][len("chatd:log:"):], [])
-            first = int(args[2][2:])
             last = float("inf") if args[3] == "+" else int(args[3][2:])
-            return [[b"0-%d" % ev, [b"d", data]] for ev, data in entries
-                    if first <= ev <= last]
+            return self._entries(args[1][len("chatd:log:"):], int(args[2][2:]), last)
         if args[0] == "HEXISTS":
             return int(args[2] in self.rooms)
         assert args[0] == "PING"

@@ -504,14 +504,39 @@ def test_a_redis_over_tls_with_client_certificates(redis, tmp_path):  # noqa: F8
 def test_the_inbox_read_shows_what_its_cap_trimmed(redis):  # noqa: F811
     """inbox.lua on a real Redis: what was told after a number, and how many were
     told in all, so a node counts what the cap trimmed before it read."""
+    redis.command("ZADD", "chatd:nodes", 2 ** 50, "n1")
     for n in range(1, 201):
         redis.command("XADD", "chatd:inbox:n1", "MAXLEN", 10, f"0-{n}", "d", f"told {n}")
     redis.command("SET", "chatd:told:n1", 200)
     source = load_scripts()["inbox"].source
-    told, entries = redis.command("EVAL", source, 0, 200, 2000, "n1", 195)
-    assert told == 200
+    told, entries, went_back = redis.command("EVAL", source, 0, 200, 2000, "n1", 195, 0)
+    assert (told, went_back) == (200, 0)
     assert [(entry, fields[1]) for entry, fields in entries] == \
         [(b"0-%d" % n, b"told %d" % n) for n in range(196, 201)]
-    told, entries = redis.command("EVAL", source, 0, 200, 2000, "n1", 0)
+    told, entries, _ = redis.command("EVAL", source, 0, 200, 2000, "n1", 0, 0)
     assert (told, len(entries), entries[0][0]) == (200, 10, b"0-191")  # 190 trimmed
-    assert redis.command("EVAL", source, 0, 200, 2000, "n2", 0) == [0, []]
+    # A node whose lease is gone (reaped) reads nothing.
+    assert redis.command("EVAL", source, 0, 200, 2000, "n2", 7, 0) == [7, [], 0]
+
+
+def test_a_redis_that_lost_recent_data_is_noticed_and_no_id_repeats(redis):  # noqa: F811
+    """resume.lua and inbox.lua on a real Redis that went back (an everysec AOF
+    after a crash): a node that had seen more sets the numbering on from what
+    it saw, and the next ids jump above its floor."""
+    scripts = load_scripts()
+    redis.command("ZADD", "chatd:nodes", 2 ** 50, "n1")
+    redis.command("SET", "chatd:ev:r", 3)      # the node delivered up to ev 5
+    redis.command("SET", "chatd:seq:r", 2)     # and saw msg id 4
+    redis.command("SET", "chatd:told:n1", 1)   # and handled inbox number 2
+    assert redis.command("EVAL", scripts["resume"].source, 0, 200, 2000, "n1", "r", 5,
+                         1000) == [1, []]
+    assert redis.command("GET", "chatd:ev:r") == b"5"
+    assert redis.command("GET", "chatd:floor") == b"1000"
+    assert redis.command("EVAL", scripts["inbox"].source, 0, 200, 2000, "n1", 2, 900) == \
+        [2, [], 1]
+    assert redis.command("GET", "chatd:told:n1") == b"2"
+    assert redis.command("GET", "chatd:floor") == b"1000"  # never lowered
+    # Nothing went back: nothing changes.
+    assert redis.command("EVAL", scripts["resume"].source, 0, 200, 2000, "n1", "r", 5,
+                         2000) == [0, []]
+    assert redis.command("GET", "chatd:floor") == b"1000"

@@ -41,9 +41,11 @@ class FeedMachine(RuleBasedStateMachine):
                 self.delivered.append(int(effect.payload.split(b":")[1][:-1]))
             elif type(effect) is Command:
                 self.asked.append(effect)
-            elif type(effect) is Script:  # the inbox read: nothing told to this node here
-                assert effect.name == "inbox"
-                self._apply(self.core.complete(Batch([Answered(effect, [0, []])])))
+            elif type(effect) is Script and effect.name == "inbox":  # nothing told here
+                self._apply(self.core.complete(Batch([Answered(effect, [0, [], 0])])))
+            elif type(effect) is Script:  # resume: the stream after the ev given
+                assert effect.name == "resume"
+                self.asked.append(effect)
             else:
                 assert type(effect) is Subscribe
 
@@ -55,12 +57,17 @@ class FeedMachine(RuleBasedStateMachine):
             return self.core.complete(Batch([Answered(command, count)]))
         if args[0] == "PING":
             return self.core.complete(Batch([Answered(command, b"PONG")]))
+        if type(command) is Script:
+            entries = self._entries(command.args[2] + 1, len(self.stream))
+            return self.core.complete(Batch([Answered(command, [0, entries])]))
         assert args[0] == "XRANGE"
-        first = int(args[2][2:])
         last = len(self.stream) if args[3] == "+" else int(args[3][2:])
-        entries = [[f"0-{ev}".encode(), [b"d", self.stream[ev - 1]]]
-                   for ev in range(first, last + 1)]
-        return self.core.complete(Batch([Answered(command, entries)]))
+        return self.core.complete(Batch([Answered(command, self._entries(int(args[2][2:]),
+                                                                          last))]))
+
+    def _entries(self, first: int, last: int) -> list:
+        return [[f"0-{ev}".encode(), [b"d", self.stream[ev - 1]]]
+                for ev in range(first, last + 1)]
 
     @rule(count=st.integers(1, 5))
     def publish(self, count):

@@ -11,14 +11,13 @@ It keeps only what this node serves: its sessions, and a `Feed` per room
 with local members, delivered in Redis' order (feeds.py).  ping and quit
 stay local, so they work while Redis is unreachable.
 
-The handlers are in requests.py, messages.py and accounts.py (mixins, as
-the single node's are).
+The handlers are in requests.py, messages.py and accounts.py, the catch-up
+after a reconnect in recovery.py (mixins, as the single node's are).
 """
 
 import itertools
 import json
 import logging
-from functools import partial
 
 import hiredis
 
@@ -28,11 +27,11 @@ from framing.paging import HISTORY_OVERHEAD
 from ..core import ChatCore, ChatSettings, PasswordChecked
 from ..core.effects import Deliver
 from .accounts import ClusterAccounts
-from .effects import (Batch, Command, Fenced, LinkChanged, Pushed, Script, Subscribe,
-                      Unsubscribe)
+from .effects import Batch, Command, Fenced, LinkChanged, Pushed, Unsubscribe
 from .feeds import Feed
 from .link import LINK_DOWN, NOT_SENT
 from .messages import ClusterMessages
+from .recovery import ClusterRecovery
 from .requests import ClusterRequests
 
 log = logging.getLogger("chatd")
@@ -45,7 +44,8 @@ _ROOM = b"chatd:room:"
 _NODE = b"chatd:node:"
 
 
-class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
+class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterRecovery,
+                  ChatCore):
     """chat/1 over Redis for one node (see the module docstring).
 
     `node` is this node's id (the link's owner sets it, and a new one after
@@ -314,90 +314,6 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ChatCore):
             return
         del self.feeds[feed.key]
         self.out.effects.append(Unsubscribe(feed.channel))
-
-    # --------------------------------------------------------- link changes
-
-    def _resync(self) -> None:
-        """The link is up again: resubscribe every feed and read what it missed
-        from its stream, read what this node was told meanwhile from its
-        inbox; then settle the says and dms whose answer was lost."""
-        for feed in self.feeds.values():
-            self.out.effects.append(Subscribe(feed.channel))
-            if feed.expected is None:
-                self.out.effects.append(Command(
-                    ("GET", "chatd:ev:" + feed.key),
-                    lambda reply, feed=feed: self._started(feed, reply)))
-            else:
-                feed.filling = True
-                self.out.effects.append(Command(
-                    ("XRANGE", feed.log, f"0-{feed.expected}", "+"),
-                    lambda reply, feed=feed: self._filled(feed, reply, None)))
-        self.inbox_reading = True
-        self.out.effects.append(Script("inbox", (self.node, self.inbox_seen),
-                                       partial(self._inbox_read, self.node)))
-        unsent, self.unsent = self.unsent, []
-        for name, args in unsent:
-            self.must_run(name, args)
-        if self.unsettled:
-            # Answered after every catch-up above (one connection, in order): a
-            # say whose echo was not in its room's stream was not accepted.
-            self.out.effects.append(Command(("PING",), self._settle))
-
-    def _inbox_read(self, node: str, reply) -> None:
-        """What this node was told while it was disconnected, after the last entry
-        it handled (a read for a node id given up since is dropped)."""
-        if node != self.node or reply is LINK_DOWN or reply is NOT_SENT:
-            return  # the next resync reads again
-        self.inbox_reading = False
-        if self.failed(reply) is not None:  # an error answer (logged): nothing read
-            self.unsure = True
-            return
-        told, entries = reply
-        missing = told - self.inbox_seen - len(entries)
-        if missing > 0:
-            # Told more than the inbox keeps while cut off: the oldest are gone.
-            self.inbox_lost += missing
-            self.unsure = True
-            log.error("cluster: %d of what this node was told while it was disconnected "
-                      "were no longer in its inbox (past its cap, common.lua): dms are "
-                      "missing", missing)
-        self.inbox_caught_up += len(entries)
-        for entry, fields in entries:
-            self.inbox_seen = int(entry.partition(b"-")[2])
-            self._told(fields[1])
-
-    def _started(self, feed: Feed, reply) -> None:
-        if type(reply) is bytes or reply is None:
-            self._flow(feed, feed.start_at(int(reply or 0)))
-
-    def _settle(self, reply) -> None:
-        if self.failed(reply) is not None:
-            return  # the link broke again: the next resync settles them
-        for tag in list(self.unsettled):
-            entry = self.awaiting.pop(tag, None)
-            if entry is not None and not entry[0].ended:
-                session, ref, say = entry
-                if self.unsure and not say:
-                    text = ("the cluster cannot tell whether this message was delivered "
-                            "(this node was cut off too long); see history before "
-                            "sending it again")
-                else:
-                    text = ("the cluster lost this message on its way to Redis; nothing "
-                            "was accepted, try again")
-                self.out.error(session, "unavailable", text, ref)
-                self.answered(session, say)
-        self.unsettled.clear()
-        self.unsure = False
-
-    def _fenced(self, node: str) -> None:
-        """This node was reaped (or Redis lost its data): its sessions are no longer
-        the cluster's. Close them (`bye` shutdown); serve on as `node`."""
-        for session in list(self.sid_of):
-            if not session.ended:
-                self._close(session, "shutdown")
-        self.unsent.clear()
-        self.node = node
-        self.inbox_seen, self.inbox_reading = 0, False  # a new inbox
 
     def failed(self, reply) -> str | None:
         """Why a reply is no answer: None if it is one, else the `unavailable` text."""

@@ -11,7 +11,6 @@ data): its clients are closed and it joins again under a new id.
 
 import logging
 import secrets
-import time
 
 import hiredis
 
@@ -119,11 +118,8 @@ class ClusterNode:
         resubscribes and catches up (all on the wire in this order)."""
         self.up_since = self.loop.time()
         self.link.send_unanswered(("SUBSCRIBE", "chatd:node:" + self.node))
-        floor = 0
-        if self.epoch_known:
-            # Redis may have lost its data: ids must jump past all handed out.
-            floor = max(self.core.highest + self.core.settings.history,
-                        int(time.time() * 1000))
+        # If Redis lost its data, ids must jump past all handed out (epoch.lua).
+        floor = self.core.loss_floor() if self.epoch_known else 0
         self._script("epoch", (self.epoch_known or secrets.token_hex(8), floor),
                      self._epoch_answered)
         self._script("lease", (self.node, int(self.lease * 1000),

@@ -9,7 +9,8 @@ import hashlib
 from importlib import resources
 
 NAMES = ("epoch", "lease", "hello", "join", "leave", "bye", "say", "dm", "nick", "who",
-         "rooms", "history", "private", "register", "passwd", "unregister", "inbox")
+         "rooms", "history", "private", "register", "passwd", "unregister", "inbox",
+         "resume")
 
 
 class Script:

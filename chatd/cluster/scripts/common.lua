@@ -6,18 +6,24 @@ local P = 'chatd:'
 local LIMIT = tonumber(ARGV[1])
 local CAP = tonumber(ARGV[2])
 
--- A counter that never goes back: one created after Redis lost its data
--- starts above the floor the nodes set then (epoch.lua).
+-- A counter of ids that never repeat: when Redis lost data (all of it, or
+-- its last second: an everysec AOF after a crash, a replica behind), the
+-- node that notices raises the floor above every id handed out (epoch.lua,
+-- resume.lua, inbox.lua), and every counter at or below it jumps above it.
 local function counter(key)
   local value = redis.call('INCR', key)
-  if value == 1 then
-    local floor = tonumber(redis.call('GET', P .. 'floor') or 0)
-    if floor > 0 then
-      value = floor + 1
-      redis.call('SET', key, value)
-    end
+  local floor = tonumber(redis.call('GET', P .. 'floor') or 0)
+  if value <= floor then
+    value = floor + 1
+    redis.call('SET', key, value)
   end
   return value
+end
+
+local function raise_floor(value)
+  if tonumber(value) > tonumber(redis.call('GET', P .. 'floor') or 0) then
+    redis.call('SET', P .. 'floor', value)
+  end
 end
 
 local function members(room) return P .. 'members:' .. room end
@@ -45,7 +51,9 @@ end
 -- 0-ev) and published.  Its text is "ev sid tag msgid payload": the actor's
 -- session, the node's label of the request (0: none), the msg id (0: presence).
 local function emit(room, sid, tag, msgid, payload)
-  local ev = counter(P .. 'ev:' .. room)
+  -- Not floored: a room's events stay contiguous for the nodes that follow
+  -- it (a node that finds them gone back sets them on: resume.lua).
+  local ev = redis.call('INCR', P .. 'ev:' .. room)
   local data = ev .. ' ' .. sid .. ' ' .. tag .. ' ' .. msgid .. ' ' .. payload
   redis.call('XADD', P .. 'log:' .. room, 'MAXLEN', '~', CAP, '0-' .. ev, 'd', data)
   redis.call('PUBLISH', P .. 'room:' .. room, data)
