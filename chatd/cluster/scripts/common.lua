@@ -126,6 +126,20 @@ local function account(key)
   return a
 end
 
+-- The other end of a dm or a private history: the user named `key` if
+-- connected, else the account of that name (not connected: no sid, no
+-- node).  {sid, name, identity, is an account, node}, or nil for neither.
+local function peer(key)
+  local sid = redis.call('HGET', P .. 'users', key)
+  if sid then
+    local r = redis.call('HMGET', P .. 'sess:' .. sid, 'name', 'identity', 'account', 'node')
+    return {sid, r[1], r[2], r[3] == '1', r[4]}
+  end
+  local acct = account(key)
+  if acct then return {false, acct[1], acct[3], true, false} end
+  return nil
+end
+
 -- The key of the private pair of two identities (in byte order).
 local function pair(a, b)
   return a < b and (a .. '|' .. b) or (b .. '|' .. a)

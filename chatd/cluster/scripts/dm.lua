@@ -8,16 +8,9 @@
 local sid, tag = ARGV[3], ARGV[4]
 local s = redis.call('HMGET', P .. 'sess:' .. sid, 'name', 'identity', 'account', 'node')
 if not s[1] then return {'gone'} end
-local rsid = redis.call('HGET', P .. 'users', ARGV[5])
-local rname, ridentity, raccount, rnode
-if rsid then
-  local r = redis.call('HMGET', P .. 'sess:' .. rsid, 'name', 'identity', 'account', 'node')
-  rname, ridentity, raccount, rnode = r[1], r[2], r[3] == '1', r[4]
-else
-  local acct = account(ARGV[5])
-  if not acct then return {'no_such_user'} end
-  rname, ridentity, raccount, rsid = acct[1], acct[3], true, '-'
-end
+local r = peer(ARGV[5])
+if not r then return {'no_such_user'} end
+local rsid, rname, ridentity, raccount, rnode = r[1] or '-', r[2], r[3], r[4], r[5]
 local p = pair(s[2], ridentity)
 local id = counter(P .. 'pseq:' .. p)
 local payload = '{"type":"msg","to":' .. cjson.encode(rname) .. ',"from":' ..

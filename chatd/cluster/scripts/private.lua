@@ -4,16 +4,9 @@
 -- ARGV[5], or the newest ARGV[6] when ARGV[5] is ''.
 -- {'ok', payloads...} or {'no_such_user'}.
 local a = redis.call('HGET', P .. 'sess:' .. ARGV[3], 'identity')
-local rsid = redis.call('HGET', P .. 'users', ARGV[4])
-local b
-if rsid then
-  b = redis.call('HGET', P .. 'sess:' .. rsid, 'identity')
-else
-  local acct = account(ARGV[4])
-  b = acct and acct[3]
-end
+local b = peer(ARGV[4])
 if not a or not b then return {'no_such_user'} end
-local log = P .. 'plog:' .. pair(a, b)
+local log = P .. 'plog:' .. pair(a, b[3])
 local reply = {'ok'}
 if ARGV[5] == '' then
   local entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', ARGV[6])
