@@ -19,7 +19,7 @@ from collections import deque
 from chatd.cluster.effects import (Answered, Batch, Command, LinkChanged, Pushed, Script,
                                    Subscribe, Unsubscribe)
 from chatd.cluster.link import LINK_DOWN
-from chatd.core import Close, Deliver
+from chatd.core import CheckPassword, Close, Deliver
 
 
 def _enc(value: str) -> str:
@@ -223,13 +223,16 @@ class FakeRedis:
 
     def command(self, connection, args: tuple):
         """A plain command's reply (GET of an ev counter, XRANGE of a room's stream,
-        HEXISTS of a room, PING)."""
+        HEXISTS of a room, HGET of an account's credential, PING)."""
         if args[0] == "GET":
             ev = self.ev.get(args[1][len("chatd:ev:"):])
             return None if ev is None else str(ev).encode()
         if args[0] == "XRANGE":
             last = float("inf") if args[3] == "+" else int(args[3][2:])
             return self._entries(args[1][len("chatd:log:"):], int(args[2][2:]), last)
+        if args[0] == "HGET" and args[1].startswith("chatd:acct:"):
+            account = self.accounts.get(args[1][len("chatd:acct:"):])
+            return None if account is None else account[args[2]].encode()
         if args[0] == "HEXISTS":
             return int(args[2] in self.rooms)
         assert args[0] == "PING"
@@ -267,7 +270,8 @@ class FakeNode:
     """A ClusterCore and its connection to the fake: effects in, completions out.
 
     `frames[session]` lists every payload (decoded) delivered to a session;
-    `closed` the sessions the core closed.
+    `closed` the sessions the core closed; `checks` the password checks asked
+    for (the test answers each with a PasswordChecked).
     """
 
     def __init__(self, redis: FakeRedis, core):
@@ -275,6 +279,7 @@ class FakeNode:
         self.core = core
         self.frames: dict = {}
         self.closed: dict = {}
+        self.checks: list = []    # CheckPassword effects, for the test to answer
         self.down = False
         self.waiting: list = []   # scripts and commands made while the link was down
         self.connection = FakeConnection(redis, self)
@@ -290,6 +295,8 @@ class FakeNode:
                     self.frames.setdefault(session, []).append(json.loads(effect.payload))
             elif kind is Close:
                 self.closed[effect.session] = effect.reason
+            elif kind is CheckPassword:  # the test answers it (PasswordChecked)
+                self.checks.append(effect)
             elif self.down:
                 if kind in (Script, Command):  # sent once the link is back
                     self.waiting.append(effect)

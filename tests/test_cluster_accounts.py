@@ -72,8 +72,11 @@ def test_a_dm_to_an_offline_account_waits_for_it_on_any_node(nodes):
         # The pair of a guest who registered stays the account's.
         assert answer(frank, {"type": "dm", "to": "erin", "text": "now as an account"}
                       )["id"] == 2
-    with client(a, "Erin", password=PASSWORD) as erin:
-        assert erin.welcome["conversations"] == [{"with": "frank", "last_id": 2}]
+    with client(b, "gus") as gus:  # a guest: listed as the account's partner all the same
+        assert answer(gus, {"type": "dm", "to": "erin", "text": "hello"})["id"] == 1
+    with client(a, "Erin", password=PASSWORD) as erin:  # most recent first
+        assert erin.welcome["conversations"] == [{"with": "gus", "last_id": 1},
+                                                 {"with": "frank", "last_id": 2}]
         history = answer(erin, {"type": "history", "with": "frank"})
         assert [m["text"] for m in history["messages"]] == ["are you there?",
                                                             "now as an account"]
@@ -104,12 +107,15 @@ def operator(redis_server, *arguments: str, password: str | None = None):
 
 def test_the_operator_changes_a_clusters_accounts_while_it_serves(redis, nodes):  # noqa: F811
     a, b = nodes
-    with client(a, "Hana") as guest:
+    with client(b, "watcher") as watcher, client(a, "Hana") as guest:
+        watcher.next_of("joined")
         made = operator(redis, "add", "hana", password=PASSWORD)
         assert (made.returncode, made.stdout) == (0, "account 'hana' added\n")
         frames = guest.frames_until_close()
         assert frames[-2]["code"] == "name_registered"
         assert frames[-1] == {"type": "bye", "reason": "replaced"}
+        assert watcher.next() == {"type": "left", "room": "lobby", "name": "Hana",
+                                  "reason": "replaced"}
     again = operator(redis, "add", "HANA", password=PASSWORD)
     assert again.returncode == 1 and "is an account already" in again.stderr
     listing = operator(redis, "list")
@@ -123,6 +129,9 @@ def test_the_operator_changes_a_clusters_accounts_while_it_serves(redis, nodes):
         assert answer(ken, {"type": "register", "password": PASSWORD})["type"] == \
             "registered"
         assert answer(ken, {"type": "dm", "to": "hana", "text": "hi"})["type"] == "msg"
+    pair = b"|".join(sorted(redis.command("HGET", f"chatd:acct:{name}", "identity")
+                            for name in ("hana", "ken")))
+    assert redis.command("EXISTS", b"chatd:plog:" + pair, b"chatd:pseq:" + pair) == 2
     with client(b, "hana", password="a new password") as hana:
         assert hana.welcome["conversations"] == [{"with": "ken", "last_id": 1}]
         gone = operator(redis, "delete", "hana")
@@ -136,6 +145,7 @@ def test_the_operator_changes_a_clusters_accounts_while_it_serves(redis, nodes):
         assert ken.welcome["conversations"] == []
     identity = redis.command("HGET", "chatd:acct:ken", "identity")
     assert redis.command("ZCARD", b"chatd:partners:" + identity) == 0
+    assert redis.command("EXISTS", b"chatd:plog:" + pair, b"chatd:pseq:" + pair) == 0
     missing = operator(redis, "delete", "hana")
     assert missing.returncode == 1 and "no account 'hana'" in missing.stderr
     # The name is a guest's again.

@@ -19,10 +19,11 @@ from hypothesis import event, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
+from chatd.cluster.accounts import credential_text
 from chatd.cluster.core import ClusterCore
 from chatd.cluster.effects import Answered, Batch
 from chatd.config import Config
-from chatd.core import Session
+from chatd.core import Credential, PasswordChecked, Session
 from cluster_fake import FakeNode, FakeRedis
 
 NAMES = ("ann", "bo", "cy", "di", "ed")
@@ -310,3 +311,50 @@ def test_a_dm_before_the_welcomes_place_in_the_lobby_waits_for_the_welcome():
     machine.settle()
     assert [(m["type"], m.get("text")) for m in n1.frames[ed]] == \
         [("welcome", None), ("msg", "early")]
+
+
+PASSWORD = "correct horse"
+
+
+def parked_login(machine, node, password=PASSWORD) -> Session:
+    """A login for the account ann (in the fake) on `node`, waiting for its
+    password check, whose CheckPassword is `node.checks[-1]`."""
+    machine.redis.accounts["ann"] = {"name": "Ann", "identity": "a1", "cred": credential_text(
+        Credential(2, 1, 1, b"salt", b"hash"))}
+    ann = Session()
+    machine._send(node, ann, {"type": "hello", "name": "ann", "password": password,
+                              "ref": "h"})
+    machine.settle()  # the credential read from Redis
+    assert node.checks[-1].session is ann and ann not in node.frames
+    return ann
+
+
+def test_a_login_whose_account_changed_during_its_check_is_refused():
+    machine = four_members()
+    node = machine.nodes[1]
+    ann = parked_login(machine, node)
+    machine.redis.accounts["ann"]["cred"] = "changed by the operator"
+    node.apply(node.core.complete(PasswordChecked(node.checks[-1], True)))
+    machine.settle()
+    assert [m["code"] for m in node.frames[ann]] == ["auth_failed"]
+    good = parked_login(machine, node)
+    node.apply(node.core.complete(PasswordChecked(node.checks[-1], True)))
+    machine.settle()
+    welcome = node.frames[good][0]
+    assert (welcome["type"], welcome["name"], welcome["account"]) == ("welcome", "Ann", True)
+
+
+def test_a_login_the_hasher_cannot_take_or_the_link_cuts_is_unavailable():
+    machine = four_members()
+    node = machine.nodes[1]
+    ann = parked_login(machine, node)
+    node.apply(node.core.complete(PasswordChecked(node.checks[-1], None)))
+    [refused] = node.frames[ann]
+    assert refused["code"] == "unavailable" and "logins being checked" in refused["message"]
+    cut = Session()
+    machine._send(node, cut, {"type": "hello", "name": "ann", "password": PASSWORD,
+                              "ref": "h"})
+    node.break_link()  # the credential's read is cut
+    machine.settle()
+    assert [m["code"] for m in node.frames[cut]] == ["unavailable"]
+    assert len(node.checks) == 1  # nothing was hashed for it
