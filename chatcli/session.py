@@ -47,6 +47,12 @@ DEFAULT_SEND_KEEPALIVE = 60.0
 MAX_EPOCH_CHARS = 64
 # Names refused by the server with these codes are asked for again.
 NAME_ERRORS = ("bad_name", "name_taken")
+# chat/1 Accounts: errors the server sends before it ends a session whose name
+# changed hands (`bye` replaced follows), and what the user is told then.
+EVICTIONS = {
+    "not_registered": "the server's operator deleted this account",
+    "name_registered": "this name became an account; log in with its password",
+}
 # chat/1 Accounts: the server's answers to a hello whose name is an account
 # and that came without the password, or with a wrong one.
 AUTH_ERRORS = ("auth_required", "auth_failed")
@@ -90,6 +96,7 @@ class Session:
         self.ask_password = ask_password
         self._dialog: Dialog | None = None   # secret answers being asked for
         self._login_failures = 0             # auth_failed answers to hellos in a row
+        self._evicted: str | None = None     # why the server is ending this session
         self.epoch: str | None = None        # the last welcome's, if it had one
         self.connected = False
         self.welcomed = False
@@ -519,6 +526,8 @@ class Session:
         pending = self._answered(event)
         code = event["code"]
         if pending is None:
+            if code in EVICTIONS:  # the `bye` replaced that follows is why
+                self._evicted = EVICTIONS[code]
             return [display.server_error(event)]
         # A password check refused for too many failed logins from this
         # address stays refused for the server's window: sent again at once,
@@ -771,7 +780,7 @@ class Session:
             self.finished = True
             return []
         if reason == "replaced":
-            self.fatal = "another chatcli took over this name"
+            self.fatal = self._evicted or "another chatcli took over this name"
         return [display.status(f"server closed the connection: {reason}")]
 
     # -------------------------------------------------------------- catch-up

@@ -749,3 +749,15 @@ def test_a_reconnect_fetches_only_the_conversations_with_unseen_messages():
     assert texts(session.receive(answer(more, type="history", messages=[
         dm(4, sender="carol")], **{"with": "carol"}))) == ["*carol* d4"]
     assert session.settled
+
+
+def test_a_session_ended_because_its_name_changed_hands_says_why():
+    for code, why in (("not_registered", "deleted this account"),
+                      ("name_registered", "became an account")):
+        session, _ = welcomed_session()
+        session.receive({"type": "error", "code": code, "message": "..."})
+        session.receive({"type": "bye", "reason": "replaced"})
+        assert why in session.fatal
+    session, _ = welcomed_session()
+    session.receive({"type": "bye", "reason": "replaced"})
+    assert session.fatal == "another chatcli took over this name"
