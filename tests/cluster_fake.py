@@ -3,8 +3,8 @@
 It keeps the same state the Lua scripts keep (names, sessions, members in
 join order, each room's event counter, message ids and stream) and runs the
 scripts the tests use (hello, join, leave, say, dm between guests, bye,
-inbox, resume; accounts as far as hello reads them; Redis never loses data
-here), and each node's inbox (its
+inbox, resume, sessions; accounts as far as hello reads them; Redis never
+loses data here), and each node's inbox (its
 cap trims only when a test says so) as Python with the same
 replies and published texts.  Each node has a connection: commands queue
 until the test lets Redis execute one (`execute`), replies and pushes queue
@@ -207,15 +207,22 @@ class FakeRedis:
             self._tell(sender["node"], data)
         return [b"ok"]
 
-    def _inbox(self, connection, node, after, floor):
+    def _inbox(self, connection, node, after, run):
         inbox, trimmed = self.inbox.get(node, []), self.trimmed.get(node, 0)
-        return [trimmed + len(inbox),
+        return [int(after), trimmed + len(inbox),
                 [[b"0-%d" % number, [b"d", data]]
                  for number, data in enumerate(inbox, trimmed + 1) if number > int(after)],
                 0]
 
-    def _resume(self, connection, node, room, seen, floor):
-        return [0, self._entries(room, int(seen) + 1, float("inf"))]
+    def _resume(self, connection, node, room, seen, run):
+        return [int(seen), self._entries(room, int(seen) + 1, float("inf")), 0]
+
+    def _sessions(self, connection, node):
+        reply = []
+        for sid, session in self.sess.items():
+            if session["node"] == node:
+                reply += [sid, [room.encode() for room in session["rooms"]]]
+        return reply
 
     def _entries(self, room: str, first, last) -> list:
         return [[b"0-%d" % ev, [b"d", data]] for ev, data in self.log.get(room, [])

@@ -11,9 +11,11 @@ check are benchmarks/cluster_durability.py's, which measures the same for
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 
 from benchmarks.cluster_durability import (ROOM, SAYER, build_fsync_log,
                                             kill_under_load, lose_page_cache)
@@ -24,6 +26,28 @@ from test_cluster import connects, joined, start_node
 RATE = 300     # says per second
 COUNT = 600    # two seconds of says
 KILL_AFTER = 100
+
+
+@contextmanager
+def crashable_redis():
+    """A Redis with `appendonly yes` and `appendfsync always` (a test may lower
+    it) whose machine can crash: (redis, crash), `crash()` kills it, cuts its
+    AOF back to what its last fsync covered (it must lose something) and
+    starts it again."""
+    with tempfile.TemporaryDirectory(prefix="chatd-redis-") as directory:
+        fsync_log = os.path.join(directory, "fsync.log")
+        redis = RedisServer(directory, appendonly=True, appendfsync="always",
+                            env={"LD_PRELOAD": build_fsync_log(directory),
+                                 "FSYNC_LOG": fsync_log})
+
+        def crash():
+            redis.stop()
+            assert lose_page_cache(directory, fsync_log) > 0
+            redis.start()
+        try:
+            yield redis, crash
+        finally:
+            redis.stop()
 
 
 def test_a_redis_killed_under_load_keeps_every_acknowledged_say():
@@ -104,33 +128,79 @@ def test_a_redis_that_lost_its_last_writes_hands_out_no_id_twice():
     and the node's lease, but without the last says, which the members had
     seen.  The node notices at its catch-up (the room's events went back):
     the next say is echoed and delivered, with an id above every id seen."""
-    with tempfile.TemporaryDirectory(prefix="chatd-redis-") as directory:
-        fsync_log = os.path.join(directory, "fsync.log")
-        redis = RedisServer(directory, appendonly=True, appendfsync="always",
-                            env={"LD_PRELOAD": build_fsync_log(directory),
-                                 "FSYNC_LOG": fsync_log})
-        try:
-            with start_node(redis) as node, \
-                    ChatClient((node.host, node.port), "ann") as ann, \
-                    ChatClient((node.host, node.port), "bob") as bob:
-                joined(ann, ROOM)
+    with crashable_redis() as (redis, crash):
+        with start_node(redis) as node, \
+                ChatClient((node.host, node.port), "ann") as ann, \
+                ChatClient((node.host, node.port), "bob") as bob:
+            joined(ann, ROOM)
+            joined(bob, ROOM)
+            # From here on Redis fsyncs only in the background: what follows
+            # is acknowledged and seen, and not on disk yet.
+            assert redis.command("CONFIG", "SET", "appendfsync", "no") == b"OK"
+            seen = []
+            for n in range(5):
+                ann.send({"type": "say", "room": ROOM, "text": f"lost {n}", "ref": n})
+                ann.next(lambda m: m.get("ref") == n)
+                seen.append(bob.next_of("msg")["id"])
+            crash()
+            assert redis.command("GET", f"chatd:seq:{ROOM}") in (None, b"0")
+            node.wait_for_log("Redis restarted without its last writes")
+            ann.send({"type": "say", "room": ROOM, "text": "after", "ref": "a"})
+            echo = ann.next(lambda m: m.get("ref") == "a")
+            assert echo["type"] == "msg" and echo["id"] > max(seen)
+            assert bob.next_of("msg") == {k: v for k, v in echo.items() if k != "ref"}
+
+
+def test_numbers_another_node_gave_again_after_the_loss_reach_every_node():
+    """Two nodes, and node b back first after such a loss: its member joins the
+    room and says there, taking the room's event numbers node a had already
+    delivered (lost with Redis' last writes).  Node a, back later, learns
+    they were given again and delivers both; the say's id is above every id
+    seen."""
+    with crashable_redis() as (redis, crash):
+        with start_node(redis, "--cluster-lease", "30") as a, \
+                start_node(redis, "--cluster-lease", "30") as b, \
+                ChatClient((a.host, a.port), "ann") as ann, \
+                ChatClient((b.host, b.port), "bob") as bob:
+            joined(ann, ROOM)
+            assert redis.command("CONFIG", "SET", "appendfsync", "no") == b"OK"
+            seen = []
+            for n in range(3):
+                ann.send({"type": "say", "room": ROOM, "text": f"lost {n}", "ref": n})
+                seen.append(ann.next(lambda m: m.get("ref") == n)["id"])
+            a.process.send_signal(signal.SIGSTOP)
+            try:
+                crash()
+                wait_until(lambda: connects(b) == 2, what="node b back")
                 joined(bob, ROOM)
-                # From here on Redis fsyncs only in the background: what follows
-                # is acknowledged and seen, and not on disk yet.
-                assert redis.command("CONFIG", "SET", "appendfsync", "no") == b"OK"
-                seen = []
-                for n in range(5):
-                    ann.send({"type": "say", "room": ROOM, "text": f"lost {n}", "ref": n})
-                    ann.next(lambda m: m.get("ref") == n)
-                    seen.append(bob.next_of("msg")["id"])
-                redis.stop()
-                assert lose_page_cache(directory, fsync_log) > 0
-                redis.start()
-                assert redis.command("GET", f"chatd:seq:{ROOM}") in (None, b"0")
-                node.wait_for_log("Redis lost recent data")
-                ann.send({"type": "say", "room": ROOM, "text": "after", "ref": "a"})
-                echo = ann.next(lambda m: m.get("ref") == "a")
+                bob.send({"type": "say", "room": ROOM, "text": "first back", "ref": "b"})
+                echo = bob.next(lambda m: m.get("ref") == "b")
                 assert echo["type"] == "msg" and echo["id"] > max(seen)
-                assert bob.next_of("msg") == {k: v for k, v in echo.items() if k != "ref"}
-        finally:
-            redis.stop()
+            finally:
+                a.process.send_signal(signal.SIGCONT)
+            assert ann.next_of("joined")["name"] == "bob"
+            heard = ann.next_of("msg")
+            assert (heard["text"], heard["id"]) == ("first back", echo["id"])
+            a.wait_for_log(f"room {ROOM}'s events after \\d+ were lost; the numbers "
+                           "given again are taken as new")
+
+
+def test_a_session_redis_lost_with_its_last_writes_is_closed():
+    """A hello (and a join) made just before Redis' machine crashed: after the
+    restart Redis has neither, so the node closes that session (`bye`
+    shutdown; the client comes back with a new hello) rather than keep a
+    user whose name anyone may take."""
+    with crashable_redis() as (redis, crash):
+        with start_node(redis) as node, \
+                ChatClient((node.host, node.port), "ann") as ann:
+            joined(ann, ROOM)
+            assert redis.command("CONFIG", "SET", "appendfsync", "no") == b"OK"
+            with ChatClient((node.host, node.port), "cat") as cat:
+                joined(ann, "later")  # ann's join is lost too
+                crash()
+                assert cat.frames_until_close()[-1] == {"type": "bye",
+                                                        "reason": "shutdown"}
+            assert ann.next_of("left") == {"type": "left", "room": "later",
+                                           "name": "ann"}
+            ann.send({"type": "say", "room": ROOM, "text": "still here", "ref": 1})
+            assert ann.next(lambda m: m.get("ref") == 1)["type"] == "msg"

@@ -42,7 +42,9 @@ class FeedMachine(RuleBasedStateMachine):
             elif type(effect) is Command:
                 self.asked.append(effect)
             elif type(effect) is Script and effect.name == "inbox":  # nothing told here
-                self._apply(self.core.complete(Batch([Answered(effect, [0, [], 0])])))
+                self._apply(self.core.complete(Batch([Answered(effect, [0, 0, [], 0])])))
+            elif type(effect) is Script and effect.name == "sessions":  # the member's
+                self._apply(self.core.complete(Batch([Answered(effect, [])])))
             elif type(effect) is Script:  # resume: the stream after the ev given
                 assert effect.name == "resume"
                 self.asked.append(effect)
@@ -58,8 +60,9 @@ class FeedMachine(RuleBasedStateMachine):
         if args[0] == "PING":
             return self.core.complete(Batch([Answered(command, b"PONG")]))
         if type(command) is Script:
-            entries = self._entries(command.args[2] + 1, len(self.stream))
-            return self.core.complete(Batch([Answered(command, [0, entries])]))
+            seen = command.args[2]
+            entries = self._entries(seen + 1, len(self.stream))
+            return self.core.complete(Batch([Answered(command, [seen, entries, 0])]))
         assert args[0] == "XRANGE"
         last = len(self.stream) if args[3] == "+" else int(args[3][2:])
         return self.core.complete(Batch([Answered(command, self._entries(int(args[2][2:]),

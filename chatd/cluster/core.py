@@ -82,6 +82,9 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
         # The number of the last thing this node was told and handled (its inbox's
         # entry 0-<number>), and whether a catch-up read of it is on its way.
         self.inbox_seen = 0
+        # The run of Redis (INFO's run_id) this node last connected to: what it
+        # handled came from that run (recovery.py tells a restart by it).
+        self.run = ""
         self.inbox_reading = False
         self.highest = 0       # the highest message id seen (the floor after a data loss)
         self.gaps_filled = 0   # holes filled from a stream (metrics)
@@ -135,8 +138,8 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
     def _pushed(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(_ROOM):
             feed = self.feeds.get(channel[len(_ROOM):].decode())
-            if feed is None:
-                return  # unsubscribed meanwhile
+            if feed is None or feed.resuming:
+                return  # unsubscribed meanwhile, or in the catch-up read on its way
             ev, sid, tag, msgid, payload = data.split(b" ", 4)
             self._offer(feed, int(ev), (int(ev), sid, int(tag), int(msgid), payload))
             return
@@ -146,9 +149,11 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
         if self.inbox_reading:
             return  # published before the catch-up read ran: it is in that read
         number = int(number)
-        if number > self.inbox_seen:
+        if number == self.inbox_seen + 1:
             self.inbox_seen = number
             self._told(told)
+        elif number > self.inbox_seen:  # a hole (a catch-up read that failed): read it
+            self._read_inbox()
 
     def _told(self, data: bytes) -> None:
         """One entry of this node's inbox (scripts/common.lua, `tell`)."""

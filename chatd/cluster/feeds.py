@@ -24,11 +24,12 @@ class Feed:
     `expected` the next ev to deliver (None until Redis said where the node
     starts), `held` {ev: event} beyond a hole, `actions` a heap of
     (ev, order, callable), `filling` while an XRANGE is on the way,
-    `joining` local joins in flight.
+    `resuming` while the catch-up read after a reconnect is (pushes are in
+    it), `joining` local joins in flight.
     """
 
     __slots__ = ("name", "key", "members", "expected", "held", "actions", "filling",
-                 "joining", "channel", "log")
+                 "resuming", "joining", "channel", "log")
 
     def __init__(self, name: str, key: str):
         self.name = name
@@ -38,6 +39,7 @@ class Feed:
         self.held: dict = {}
         self.actions: list = []
         self.filling = False
+        self.resuming = False
         self.joining = 0
         self.channel = "chatd:room:" + key
         self.log = "chatd:log:" + key

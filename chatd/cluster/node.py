@@ -136,7 +136,7 @@ class ClusterNode:
     def _epoch_answered(self, reply) -> None:
         if type(reply) is not list:
             return
-        epoch, fresh = reply[0].decode(), reply[1]
+        epoch, fresh, self.core.run = reply[0].decode(), reply[1], reply[2].decode()
         if fresh and self.epoch_known:
             log.error("cluster: Redis lost its data (no epoch); epoch %s kept, ids go on "
                       "above %d", epoch, self.core.highest)

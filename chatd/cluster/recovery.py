@@ -2,18 +2,19 @@
 
 A part of ClusterCore (a mixin, as requests.py): resubscribe every room it
 follows and read what it missed from each room's stream (resume.lua), read
-what it was told meanwhile from its inbox (inbox.lua), send again the
+what it was told meanwhile from its inbox (inbox.lua), drop the sessions
+and memberships Redis no longer has (sessions.lua), send again the
 idempotent scripts whose answer was lost, then settle the says and dms whose
 answer was lost (CLUSTER.md, "Failure").
 
-Both reads also notice a Redis that lost recent data (an `everysec` AOF
-after a crash of its machine, a failover to a replica that was behind): a
-room's events, or this node's inbox numbers, below what this node already
-handled.  The script that notices sets them on from there and raises the
-floor above every id this node saw (`loss_floor`), so no id is handed out
-twice (common.lua, `counter`); the node logs it.  A Redis that lost all its
-data is noticed at connect instead (epoch.lua, node.py) and fences every
-node.
+A Redis that restarted (or failed over) may have lost its last writes (an
+`everysec` AOF after a crash of its machine, a replica that was behind).
+The first node back notices the new run of Redis and raises the id floor
+(epoch.lua), so no message id is handed out twice; the catch-up reads say
+when a room's events or this node's inbox numbers were handed out again
+after such a loss (the numbers past where they stood at their first write
+in the new run are new), and the node takes those as new.  A Redis that
+lost all its data is noticed at connect (no epoch) and fences every node.
 """
 
 import logging
@@ -31,17 +32,15 @@ class ClusterRecovery:
     docstring)."""
 
     def loss_floor(self) -> int:
-        """A floor above every id handed out that this node knows of: the highest
-        it saw plus `history`, and at least the Unix time in ms (ids of rooms
-        it never saw are below that, unless a room took more than a message
-        per ms since the last floor)."""
-        return max(self.highest + self.settings.history, int(self.wall_clock() * 1000))
+        """A floor above every id this node saw: the highest plus `history`
+        (epoch.lua takes at least Redis' clock in ms besides)."""
+        return self.highest + self.settings.history
 
     def _resync(self) -> None:
         """The link is up again: resubscribe every feed and read what it missed
         from its stream, read what this node was told meanwhile from its
-        inbox; then settle the says and dms whose answer was lost."""
-        floor = self.loss_floor()
+        inbox, match its sessions to Redis'; then settle the says and dms
+        whose answer was lost."""
         for feed in self.feeds.values():
             self.out.effects.append(Subscribe(feed.channel))
             if feed.expected is None:
@@ -49,13 +48,13 @@ class ClusterRecovery:
                     ("GET", "chatd:ev:" + feed.key),
                     lambda reply, feed=feed: self._started(feed, reply)))
             else:
-                feed.filling = True
+                feed.filling = feed.resuming = True
                 self.out.effects.append(Script(
-                    "resume", (self.node, feed.key, feed.expected - 1, floor),
-                    partial(self._resumed, feed)))
-        self.inbox_reading = True
-        self.out.effects.append(Script("inbox", (self.node, self.inbox_seen, floor),
-                                       partial(self._inbox_read, self.node)))
+                    "resume", (self.node, feed.key, feed.expected - 1, self.run),
+                    partial(self._resumed, feed, feed.expected - 1)))
+        self._read_inbox()
+        self.out.effects.append(Script("sessions", (self.node,),
+                                       partial(self._sessions_read, self.node)))
         unsent, self.unsent = self.unsent, []
         for name, args in unsent:
             self.must_run(name, args)
@@ -64,16 +63,58 @@ class ClusterRecovery:
             # say whose echo was not in its room's stream was not accepted.
             self.out.effects.append(Command(("PING",), self._settle))
 
-    def _resumed(self, feed: Feed, reply) -> None:
+    def _resumed(self, feed: Feed, seen: int, reply) -> None:
+        """The catch-up read of a room this node had delivered up to ev `seen`."""
+        feed.resuming = False
         if type(reply) is not list:
             self._filled(feed, reply, None)  # the link broke again, or an error
             return
-        went_back, entries = reply
-        if went_back:
-            log.error("cluster: Redis lost recent data: room %s's events went back "
-                      "below %d; they go on from there, and ids jump", feed.name,
-                      feed.expected - 1)
+        start, entries, back = reply
+        if back:
+            log.error("cluster: Redis restarted without its last writes: room %s's "
+                      "events after %d were lost; %s", feed.name, start,
+                      "the numbers given again are taken as new" if start < seen
+                      else "its numbering goes on after them")
+        if start < seen:
+            feed.expected = start + 1
+            feed.held.clear()  # numbers of before: what is new is in `entries`
         self._filled(feed, entries, None)
+
+    def _read_inbox(self) -> None:
+        """Read what this node was told after the last number it handled; pushes
+        are ignored until the answer (they are in it)."""
+        self.inbox_reading = True
+        self.out.effects.append(Script("inbox", (self.node, self.inbox_seen, self.run),
+                                       partial(self._inbox_read, self.node)))
+
+    def _sessions_read(self, node: str, reply) -> None:
+        """Redis' view of this node's sessions: end those it no longer has (their
+        claim lost with Redis' last writes, or reaped; `bye` shutdown: the
+        client comes back with a new hello), take the session out of rooms
+        Redis lost its joins to (`left`), and leave again the rooms Redis
+        lost its leaves from."""
+        if node != self.node or type(reply) is not list:
+            return  # the next resync reads again
+        rooms = {reply[i]: {room.decode() for room in reply[i + 1]}
+                 for i in range(0, len(reply), 2)}
+        for sid, session in [*self.sessions.items(),
+                             *((sid, entry[0]) for sid, entry in self.welcoming.items())]:
+            if session.ended:
+                continue
+            if sid not in rooms:
+                log.warning("cluster: Redis no longer has session %s; closing it", sid)
+                self._close(session, "shutdown")
+                continue
+            for key, feed in list(session.rooms.items()):
+                if key not in rooms[sid]:
+                    feed.members.pop(session, None)
+                    del session.rooms[key]
+                    self.out.reply(session, {"type": "left", "room": feed.name,
+                                             "name": session.name})
+                    self.close_feed_if_unused(feed)
+            if session.name is not None:
+                for key in rooms[sid] - session.rooms.keys():
+                    self.must_run("leave", (sid, key))
 
     def _inbox_read(self, node: str, reply) -> None:
         """What this node was told while it was disconnected, after the last entry
@@ -84,11 +125,13 @@ class ClusterRecovery:
         if self.failed(reply) is not None:  # an error answer (logged): nothing read
             self.unsure = True
             return
-        told, entries, went_back = reply
-        if went_back:
-            log.error("cluster: Redis lost recent data: this node's inbox numbers went "
-                      "back below %d; they go on from there, and ids jump",
-                      self.inbox_seen)
+        start, told, entries, back = reply
+        if back:
+            log.error("cluster: Redis restarted without its last writes: what this node "
+                      "was told after %d was lost; %s", start,
+                      "the numbers given again are taken as new"
+                      if start < self.inbox_seen else "its numbering goes on after it")
+            self.inbox_seen = start
         missing = told - self.inbox_seen - len(entries)
         if missing > 0:
             # Told more than the inbox keeps while cut off: the oldest are gone.

@@ -6,10 +6,11 @@ local P = 'chatd:'
 local LIMIT = tonumber(ARGV[1])
 local CAP = tonumber(ARGV[2])
 
--- A counter of ids that never repeat: when Redis lost data (all of it, or
--- its last second: an everysec AOF after a crash, a replica behind), the
--- node that notices raises the floor above every id handed out (epoch.lua,
--- resume.lua, inbox.lua), and every counter at or below it jumps above it.
+-- A counter of ids that never repeat: when Redis may have lost data (it has
+-- no epoch, or it restarted: its last second may be gone with an everysec
+-- AOF after a crash, a replica may have been behind), the first node back
+-- raises the floor above every id handed out (epoch.lua), and every counter
+-- at or below it jumps above it on its next use.
 local function counter(key)
   local value = redis.call('INCR', key)
   local floor = tonumber(redis.call('GET', P .. 'floor') or 0)
@@ -28,6 +29,17 @@ end
 
 local function members(room) return P .. 'members:' .. room end
 
+-- Numbering that others follow one by one (a room's events, a node's inbox)
+-- must not be handed out twice either: if Redis restarted (or failed over)
+-- without its last writes, the first write of a key in this run of Redis
+-- records where its numbering stood (`base`, emptied at each new run by
+-- epoch.lua), so a node that had seen more learns what was renumbered
+-- (resume.lua, inbox.lua).
+local function numbered(key)
+  redis.call('HSETNX', P .. 'base', key, tonumber(redis.call('GET', P .. key) or 0))
+  return redis.call('INCR', P .. key)
+end
+
 -- Tell node `node` something (a dm, `replaced`, `evicted`, `reaped`): the
 -- node's next number (`told:<node>`), kept in its capped inbox stream as
 -- entry 0-<number> and published on its channel as "<number> <data>", so a
@@ -38,7 +50,7 @@ local function members(room) return P .. 'members:' .. room end
 local INBOX_CAP = 10000
 
 local function tell(node, data)
-  local n = redis.call('INCR', P .. 'told:' .. node)
+  local n = numbered('told:' .. node)
   redis.call('XADD', P .. 'inbox:' .. node, 'MAXLEN', '~', INBOX_CAP, '0-' .. n, 'd', data)
   redis.call('PUBLISH', P .. 'node:' .. node, n .. ' ' .. data)
 end
@@ -51,9 +63,8 @@ end
 -- 0-ev) and published.  Its text is "ev sid tag msgid payload": the actor's
 -- session, the node's label of the request (0: none), the msg id (0: presence).
 local function emit(room, sid, tag, msgid, payload)
-  -- Not floored: a room's events stay contiguous for the nodes that follow
-  -- it (a node that finds them gone back sets them on: resume.lua).
-  local ev = redis.call('INCR', P .. 'ev:' .. room)
+  -- Not floored: a room's events stay contiguous for the nodes that follow it.
+  local ev = numbered('ev:' .. room)
   local data = ev .. ' ' .. sid .. ' ' .. tag .. ' ' .. msgid .. ' ' .. payload
   redis.call('XADD', P .. 'log:' .. room, 'MAXLEN', '~', CAP, '0-' .. ev, 'd', data)
   redis.call('PUBLISH', P .. 'room:' .. room, data)

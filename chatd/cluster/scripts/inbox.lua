@@ -1,16 +1,25 @@
--- What node ARGV[3] was told after the number ARGV[4] (the last it handled):
--- {how many it has been told in all, {entry id 0-<number>, {'d', data}}...,
--- went back (0/1)}.  Fewer entries than numbers after ARGV[4]: the cap
--- trimmed the rest.  Fewer told than ARGV[4]: Redis lost recent data (as in
--- resume.lua): numbering goes on after ARGV[4], and ids jump above ARGV[5].
--- A node whose lease is gone (reaped: its inbox deleted) reads nothing.
+-- What node ARGV[3] was told after the number ARGV[4] (the last it handled,
+-- while Redis ran as ARGV[5]): {from, how many it has been told in all,
+-- {entry id 0-<number>, {'d', data}}..., 1 if Redis went back}, the entries
+-- after `from`.  `from`
+-- is ARGV[4] unless Redis restarted since and went back below it (as in
+-- resume.lua): then the number the inbox stood at when first written in
+-- this run (what follows is new), or, if it was not written since, ARGV[4]
+-- and the numbering set on to it.  Fewer entries than numbers after `from`:
+-- the cap trimmed the rest.  A node whose lease is gone (reaped: its inbox
+-- deleted) reads nothing.
 local node, seen = ARGV[3], tonumber(ARGV[4])
-if not redis.call('ZSCORE', P .. 'nodes', node) then return {seen, {}, 0} end
+if not redis.call('ZSCORE', P .. 'nodes', node) then return {seen, seen, {}, 0} end
 local told = tonumber(redis.call('GET', P .. 'told:' .. node) or 0)
-local behind = 0
-if told < seen then
-  redis.call('SET', P .. 'told:' .. node, seen)
-  raise_floor(ARGV[5])
-  told, behind = seen, 1
+local from, back = seen, 0
+if redis.call('GET', P .. 'run') ~= ARGV[5] then
+  local base = tonumber(redis.call('HGET', P .. 'base', 'told:' .. node) or seen)
+  if base < seen then
+    from, back = base, 1
+  elseif told < seen then
+    redis.call('SET', P .. 'told:' .. node, seen)
+    told, back = seen, 1
+  end
 end
-return {told, redis.call('XRANGE', P .. 'inbox:' .. node, '0-' .. (seen + 1), '+'), behind}
+return {from, told, redis.call('XRANGE', P .. 'inbox:' .. node, '0-' .. (from + 1), '+'),
+        back}

@@ -1,16 +1,21 @@
 -- Node ARGV[3] reconnected following room ARGV[4], having delivered its
--- events up to ev ARGV[5]: the room's stream from ev ARGV[5] + 1 on.  If
--- the room's events went back below ARGV[5], Redis lost recent data (an
--- everysec AOF after a crash, a replica that was behind): its events go on
--- after ARGV[5], and ids jump above ARGV[6] (the node's floor: above every
--- id it saw).  A node whose lease is gone (reaped) reads nothing: it is
--- being fenced.  {went back (0/1), {entry id, {'d', data}}...}
-if not redis.call('ZSCORE', P .. 'nodes', ARGV[3]) then return {0, {}} end
+-- events up to ev ARGV[5] while Redis ran as ARGV[6] (INFO's run_id):
+-- {from, {entry id, {'d', data}}...,  1 if Redis went back}, the room's
+-- stream from ev `from` + 1 on.  `from` is ARGV[5] unless Redis restarted since and went back below
+-- it (without its last writes): then, if the room was written in this run,
+-- where its events stood at that first write (`base`: the numbers after it
+-- are new events), else ARGV[5] and the room's numbering set on to it.  A
+-- node whose lease is gone (reaped) reads nothing: it is being fenced.
 local room, seen = ARGV[4], tonumber(ARGV[5])
-local behind = 0
-if current(room) < seen then
-  redis.call('SET', P .. 'ev:' .. room, seen)
-  raise_floor(ARGV[6])
-  behind = 1
+if not redis.call('ZSCORE', P .. 'nodes', ARGV[3]) then return {seen, {}, 0} end
+local from, back = seen, 0
+if redis.call('GET', P .. 'run') ~= ARGV[6] then
+  local base = tonumber(redis.call('HGET', P .. 'base', 'ev:' .. room) or seen)
+  if base < seen then
+    from, back = base, 1
+  elseif current(room) < seen then
+    redis.call('SET', P .. 'ev:' .. room, seen)
+    back = 1
+  end
 end
-return {behind, redis.call('XRANGE', P .. 'log:' .. room, '0-' .. (seen + 1), '+')}
+return {from, redis.call('XRANGE', P .. 'log:' .. room, '0-' .. (from + 1), '+'), back}
