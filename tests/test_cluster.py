@@ -63,6 +63,13 @@ def test_cluster_settings_are_checked():
         Config(cluster="unix:///tmp/r.sock", cluster_lease=0)
     assert load_config(["--cluster", "unix:///tmp/r.sock"], environ={}).cluster == \
         "unix:///tmp/r.sock"
+    # A password with / ? or # not percent-encoded: refused, and never shown.
+    for unencoded in ("redis://chatd:s3cr/et@h:6379", "redis://chatd:2024/Winter@h:6379",
+                      "redis://:s3?cret@h", "rediss://u:s#3cret@h"):
+        with pytest.raises(ConfigError, match="percent-encode the password") as refused:
+            Config(cluster=unencoded)
+        assert "cret" not in str(refused.value) and "Winter" not in str(refused.value)
+    assert Config(cluster="unix:///run/redis@6379.sock").cluster  # an @ in a path
 
 
 def test_every_request_works_across_nodes(nodes):

@@ -148,7 +148,11 @@ class RedisLink:
             self._out.clear()
         else:
             if pipe.established and self._out:
-                pipe.encrypt(b"".join(self._out))
+                try:
+                    pipe.encrypt(b"".join(self._out))
+                except ssl.SSLError as exc:
+                    self._tls_failed(exc)
+                    return
                 self._out.clear()
             data = self._unsent + pipe.take_output()
         try:
@@ -304,8 +308,7 @@ class RedisLink:
                 self._flush()  # what waited for the handshake: HELLO first
             plain = pipe.read()
         except ssl.SSLError as exc:
-            log.error("cluster: TLS with %s failed: %s", self.url, exc)
-            self._broken("TLS failed")
+            self._tls_failed(exc)
             return b""
         except TLSClosed:
             self._broken("Redis closed the TLS connection")
@@ -313,6 +316,13 @@ class RedisLink:
         if pipe.pending:  # a TLS 1.3 key update or ticket answer
             self._flush()
         return plain
+
+    def _tls_failed(self, exc: ssl.SSLError) -> None:
+        """A failed handshake or a bad record: said once per run of failures (a
+        wrong CA would otherwise log at every retry), then as any break."""
+        if self.up or self._attempts == 0:
+            log.error("cluster: TLS with %s failed: %s", self.url, exc)
+        self._broken("TLS failed")
 
     def _broken(self, why: str) -> None:
         """Close the socket, fail what was in flight, tell the owner, retry later."""

@@ -54,7 +54,11 @@ class BlockingRedis:
                                 f"{exc.strerror or exc}") from None
         self.reader = hiredis.Reader()
         if where.password is not None:
-            self.call("AUTH", where.username, where.password)
+            try:
+                self.call("AUTH", where.username, where.password)
+            except OperatorError:
+                self.sock.close()
+                raise
 
     def call(self, *args):
         try:

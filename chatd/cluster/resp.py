@@ -46,6 +46,10 @@ def parse_address(url: str) -> RedisAddress:
     Raises ValueError with what is wrong (the setting's error at start).
     """
     parts = urlsplit(url)
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if userinfo and not userinfo.startswith("/") and "@" not in parts.netloc:
+        raise ValueError(f"cluster {redacted(url)!r}: percent-encode the password "
+                         "(/ as %2F, ? as %3F, # as %23)")
     try:
         password = None if parts.password is None else unquote(parts.password)
         username = unquote(parts.username) if parts.username else "default"
@@ -68,9 +72,18 @@ def parse_address(url: str) -> RedisAddress:
 
 
 def redacted(url: str) -> str:
-    """`url` with its password (if any) shown as ***: what logs may say of it."""
+    """`url` with its password (if any) shown as ***: what logs may say of it.
+
+    A password with a `/`, `?` or `#` left unencoded ends a URL parser's host
+    part early, so it would not be seen as one: then the text itself is read
+    (everything up to the last `@` is the user part).
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo or userinfo.startswith("/"):
+        return url  # no password (an `@` after a `/` is in a socket's path)
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
