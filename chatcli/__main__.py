@@ -193,7 +193,7 @@ def main(argv=None) -> int:
             sys.stderr.write(display.error(f"--cafile {arguments.cafile}: {reason}")
                              .render(False) + "\n")
             return EXIT_FAILED
-    seen = SeenFile(default_path(environ), f"{arguments.host}:{arguments.port}")
+    seen = SeenFile(default_path(environ))
     session = Session(arguments.name, arguments.room, keepalive=arguments.keepalive,
                       password=arguments.password, ask_password=interactive,
                       remembered=seen.load())

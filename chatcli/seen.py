@@ -3,9 +3,11 @@
 An account's private conversations outlive the client (chat/1 Accounts):
 at each login `welcome.conversations` lists them with their last id, and
 without a memory of what it showed before, every run would show up to a
-page of each again.  This file remembers, per server, epoch and account,
-the last id shown in each private conversation; the session starts from
-there (`history since`), so a new run shows only what is new.
+page of each again.  This file remembers, per epoch and account, the last
+id shown in each private conversation; the session starts from there
+(`history since`), so a new run shows only what is new.  Not per address:
+an epoch names one server's (or one cluster's) ids whichever address or
+node serves them.
 
 The file is JSON, written whole to a temporary file and renamed over the
 old one (never half written), mode 0600 (it says whom the user talks to).
@@ -19,7 +21,7 @@ import json
 import os
 import tempfile
 
-# Entries (server, epoch, account) kept, the least recently kept dropped first,
+# Entries (epoch, account) kept, the least recently kept dropped first,
 # and conversations kept per entry (as the server lists at most 100 in a
 # welcome, more are never needed at once).
 MAX_ENTRIES = 100
@@ -36,16 +38,15 @@ def default_path(environ) -> str:
 
 
 class SeenFile:
-    """The file at `path` for the server `server` ("host:port").
+    """The file at `path`.
 
-    `load()` -> {(epoch, account): {partner: last id}} of this server;
+    `load()` -> {(epoch, account): {partner: last id}};
     `keep((epoch, account), {partner: last id})` records one account's
     positions.  Names are casefolded (chat/1 compares them so).
     """
 
-    def __init__(self, path: str, server: str):
+    def __init__(self, path: str):
         self.path = path
-        self.server = server
 
     def _entries(self) -> list:
         try:
@@ -60,16 +61,14 @@ class SeenFile:
         return {(entry.get("epoch"), entry.get("account")): {
                     partner: last for partner, last in entry["seen"].items()
                     if type(last) is int}
-                for entry in self._entries() if entry.get("server") == self.server}
+                for entry in self._entries()}
 
     def keep(self, where: tuple, positions: dict) -> None:
         epoch, account = where
         entries = [entry for entry in self._entries()
-                   if (entry.get("server"), entry.get("epoch"), entry.get("account"))
-                   != (self.server, epoch, account)]
+                   if (entry.get("epoch"), entry.get("account")) != (epoch, account)]
         kept = dict(list(positions.items())[-MAX_CONVERSATIONS:])
-        entries.append({"server": self.server, "epoch": epoch, "account": account,
-                        "seen": kept})
+        entries.append({"epoch": epoch, "account": account, "seen": kept})
         entries = entries[-MAX_ENTRIES:]
         directory = os.path.dirname(self.path) or "."
         try:

@@ -85,8 +85,8 @@ class Session:
         or CHATCLI_PASSWORD); `ask_password`: when the server wants one (or
         another one), ask through `question` (a terminal) instead of giving
         up with `fatal` (pipe mode, where no one is there to answer).
-        `remembered`: what earlier runs showed of this server's accounts'
-        private conversations, {(epoch, account): {partner: last id}}
+        `remembered`: what earlier runs showed of accounts' private
+        conversations, {(epoch, account): {partner: last id}}
         (seen.py; `private_positions` gives this run's back)."""
         self.name = name
         self.remembered = remembered or {}

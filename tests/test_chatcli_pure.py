@@ -317,14 +317,15 @@ def test_a_hidden_line_shows_nothing_recalls_nothing_and_keeps_the_visible_one()
 def test_the_seen_file_survives_garbage_and_keeps_its_bounds(tmp_path):
     path = tmp_path / "seen.json"
     path.write_text("{not json")
-    assert seen.SeenFile(str(path), "h:1").load() == {}
+    assert seen.SeenFile(str(path)).load() == {}
     for n in range(seen.MAX_ENTRIES + 5):
-        seen.SeenFile(str(path), f"h:{n}").keep(("e", "bob"), {"alice": n})
-    assert seen.SeenFile(str(path), "h:4").load() == {}  # the oldest went
-    assert seen.SeenFile(str(path), "h:104").load() == {("e", "bob"): {"alice": 104}}
-    mine = seen.SeenFile(str(path), "h:104")
-    mine.keep(("e", "bob"), {f"p{i}": i for i in range(seen.MAX_CONVERSATIONS + 1)})
-    kept = mine.load()[("e", "bob")]
-    assert len(kept) == seen.MAX_CONVERSATIONS and "p0" not in kept
+        seen.SeenFile(str(path)).keep((f"e{n}", "bob"), {"alice": n})
+    kept = seen.SeenFile(str(path)).load()
+    assert ("e4", "bob") not in kept  # the oldest went
+    assert kept[("e104", "bob")] == {"alice": 104} and len(kept) == seen.MAX_ENTRIES
+    mine = seen.SeenFile(str(path))
+    mine.keep(("e104", "bob"), {f"p{i}": i for i in range(seen.MAX_CONVERSATIONS + 1)})
+    positions = mine.load()[("e104", "bob")]
+    assert len(positions) == seen.MAX_CONVERSATIONS and "p0" not in positions
     assert seen.default_path({"XDG_STATE_HOME": "/x"}) == "/x/chatcli/seen.json"
     assert seen.default_path({"CHATCLI_STATE": "/y.json", "XDG_STATE_HOME": "/x"}) == "/y.json"
