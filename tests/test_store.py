@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from chatd.store.sqlite import CRASH_ID_JUMP
+from chatd.store.sqlite import APPLICATION_ID, CRASH_ID_JUMP
 from support import REPO, ChatClient, ServerProcess
 
 EXIT_BAD_STORE = 78
@@ -187,3 +187,40 @@ def test_after_a_kill_a_quiet_room_keeps_its_history_through_the_jump(tmp_path):
         after = say_all(alice, "quiet", ["q4"])
         assert [i for i, _ in history(alice, "quiet")] == before + after
         assert [i for i, _ in history(alice, "lobby")] == list(range(11, 31))  # 20 kept
+
+
+def test_a_store_file_from_before_accounts_is_completed_and_served(tmp_path):
+    """A schema-1 file as chatd wrote it before accounts and retention counts:
+    its history is served, accounts work, retention counts what it has."""
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    conn.executescript(f"""
+        PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL,
+                            last_id INTEGER NOT NULL);
+        CREATE TABLE messages (
+            room_key TEXT NOT NULL, id INTEGER NOT NULL, room TEXT NOT NULL,
+            ts REAL NOT NULL, sender TEXT NOT NULL, text TEXT NOT NULL,
+            PRIMARY KEY (room_key, id)) WITHOUT ROWID;
+        INSERT INTO meta VALUES ('epoch', 'e1'), ('id_floor', '0'), ('clean_shutdown', '1');
+        INSERT INTO rooms VALUES ('lobby', 'lobby', 2);
+        INSERT INTO messages VALUES ('lobby', 1, 'lobby', 1.0, 'ann', 'first'),
+                                    ('lobby', 2, 'lobby', 2.0, 'ann', 'second');
+    """)
+    conn.close()
+    with ServerProcess("--store", path, "--retention", "2") as server:
+        with ChatClient((server.host, server.port), "bob") as bob:
+            assert bob.welcome["epoch"] == "e1"
+            bob.send({"type": "history", "room": "lobby", "ref": "h"})
+            assert [m["text"] for m in bob.next(lambda m: m.get("ref") == "h")["messages"]] \
+                == ["first", "second"]
+            bob.send({"type": "register", "password": "correct horse", "ref": "r"})
+            assert bob.next(lambda m: m.get("ref") == "r")["type"] == "registered"
+            bob.send({"type": "say", "text": "third", "ref": "s"})
+            assert bob.next(lambda m: m.get("ref") == "s")["id"] == 3
+        assert server.stop() == 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT kept FROM rooms WHERE key = 'lobby'").fetchone() == (2,)
+    assert conn.execute("SELECT name FROM accounts").fetchall() == [("bob",)]
+    conn.close()

@@ -88,6 +88,22 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _complete_schema(conn: sqlite3.Connection) -> None:
+    """Bring a schema-1 file written before accounts and retention counts
+    (chatd of 30 Nov 2026, before 14:06) up to today's schema 1, inside the
+    caller's transaction: the tables added since are made, and each room's
+    count of messages on file is counted.  A file that has them is left as
+    it is."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(rooms)")}
+    if "kept" not in columns:
+        conn.execute("ALTER TABLE rooms ADD COLUMN kept INTEGER NOT NULL DEFAULT 0")
+        conn.execute("UPDATE rooms SET kept = (SELECT count(*) FROM messages "
+                     "WHERE messages.room_key = rooms.key)")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
+
+
 def prepare(path: str) -> sqlite3.Connection:
     """A connection to the store at `path` in WAL mode, inside BEGIN IMMEDIATE (the
     caller commits), the schema created if the file is new; StoreError if the
@@ -117,6 +133,8 @@ def prepare(path: str) -> sqlite3.Connection:
                                  f"one reads up to {SCHEMA_VERSION}); not touched")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN IMMEDIATE")
+        if not fresh:
+            _complete_schema(conn)
         if fresh:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
