@@ -284,3 +284,17 @@ def test_a_second_run_shows_only_the_private_messages_the_first_did_not(
             assert alice.next(lambda m: m.get("ref") == 1)["type"] == "msg"
         third = run_cli(server.address[1], "--name", "bob", stdin="")
         assert re.findall(r"^\d\d:\d\d (.*)$", third.stdout, re.M) == ["*alice* second"]
+
+
+def test_a_guests_dm_to_an_offline_account_is_shown_at_its_login(monkeypatch):
+    with running_server() as server:
+        with ChatClient(server.address, "bob") as bob:
+            register(bob)
+        with ChatClient(server.address, "dave") as dave:  # a guest, gone after this
+            dave.send({"type": "dm", "to": "bob", "text": "you there?", "ref": 1})
+            assert dave.next(lambda m: m.get("ref") == 1)["type"] == "msg"
+        monkeypatch.setenv("CHATCLI_PASSWORD", PASSWORD)
+        bob = run_cli(server.address[1], "--name", "bob", stdin="")
+        assert bob.returncode == 0, bob
+        assert re.findall(r"^\d\d:\d\d (.*)$", bob.stdout, re.M) == ["*dave* you there?"]
+        assert "no_such_user" not in bob.stderr

@@ -77,6 +77,9 @@ def test_a_dm_to_an_offline_account_waits_for_it_on_any_node(nodes):
     with client(a, "Erin", password=PASSWORD) as erin:  # most recent first
         assert erin.welcome["conversations"] == [{"with": "gus", "last_id": 1},
                                                  {"with": "frank", "last_id": 2}]
+        # gus is gone, but his conversation with erin is hers to read.
+        assert [m["text"] for m in answer(erin, {"type": "history", "with": "Gus"}
+                                          )["messages"]] == ["hello"]
         history = answer(erin, {"type": "history", "with": "frank"})
         assert [m["text"] for m in history["messages"]] == ["are you there?",
                                                             "now as an account"]

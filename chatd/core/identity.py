@@ -30,15 +30,17 @@ MAX_PARTNERS = 1_000
 
 class OfflineAccount:
     """An account that is not connected, as the other end of a dm or a `history` {with}:
-    its name and its identity (no connection: nothing is delivered to it)."""
+    its name and its identity (no connection: nothing is delivered to it).
+    With `account` False, a guest gone since, named in a conversation of an
+    account (its `history` only)."""
 
     __slots__ = ("name", "key", "identity", "account")
 
-    def __init__(self, name: str, identity: int):
+    def __init__(self, name: str, identity: int, account: bool = True):
         self.name = name
         self.key = name.lower()
         self.identity = identity
-        self.account = True
+        self.account = account
 
 
 class IdentityRequests:
@@ -205,19 +207,26 @@ class IdentityRequests:
         if len(partners) > MAX_PARTNERS:
             partners.popitem(last=False)
 
-    def _peer(self, session: Session, name: str, ref):
+    def _peer(self, session: Session, name: str, ref, partners: bool = False):
         """The other end of a dm or a private `history`: a connected user, or an
-        account that is offline (no_such_user for anyone else)."""
+        account that is offline, or with `partners` (a history) one of the
+        session's conversations that `welcome.conversations` lists (a guest
+        gone since); no_such_user for anyone else."""
         key = name.lower()
         user = self.users.get(key)
         if user is not None:
             return user
         account = self._account_of(key)
-        if account is None:
-            self.out.error(session, "no_such_user", f"no user {name!r}", ref)
-            return None
-        return OfflineAccount(account.name,
-                              self._account_identities.setdefault(key, next(self._identities)))
+        if account is not None:
+            return OfflineAccount(account.name, self._account_identities.setdefault(
+                key, next(self._identities)))
+        if partners:
+            for identity, partner in reversed(self._partners.get(session.identity,
+                                                                 {}).items()):
+                if partner.lower() == key:
+                    return OfflineAccount(partner, identity, account=False)
+        self.out.error(session, "no_such_user", f"no user {name!r}", ref)
+        return None
 
     def _register(self, session: Session, message: dict, ref) -> None:
         if self._registration_refused(session, message, ref, session.account or

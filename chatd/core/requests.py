@@ -90,7 +90,7 @@ class ChatRequests:
                 return
             history = room.history
         else:
-            peer = self._peer(session, message["with"], ref)
+            peer = self._peer(session, message["with"], ref, partners=True)
             if peer is None:
                 return
             room, history = None, self.messages.private_history(session, peer)
