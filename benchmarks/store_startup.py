@@ -72,7 +72,9 @@ def room_names(rooms: int) -> list[str]:
 def build(path: str, messages: int, rooms: int, text_size: int) -> float:
     """Write the store file; return the seconds it took."""
     began = time.monotonic()
-    open_file(path)  # the schema, application id and meta rows, as chatd makes them
+    # The schema, application id and meta rows, as chatd makes them; its lock
+    # let go at once (the chatd started on the file takes it).
+    os.close(open_file(path).lock)
     names = room_names(rooms)
     per_room, extra = divmod(messages, rooms)
     conn = sqlite3.connect(path, isolation_level=None)

@@ -224,3 +224,18 @@ def test_a_store_file_from_before_accounts_is_completed_and_served(tmp_path):
     assert conn.execute("SELECT kept FROM rooms WHERE key = 'lobby'").fetchone() == (2,)
     assert conn.execute("SELECT name FROM accounts").fetchall() == [("bob",)]
     conn.close()
+
+
+def test_a_second_chatd_on_a_store_file_in_use_is_refused(tmp_path):
+    path = str(tmp_path / "chatd.db")
+    with ServerProcess("--store", path) as first:
+        second = subprocess.run([sys.executable, "-m", "chatd", "--port", "0", "--store",
+                                 path], cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 78
+        assert "another chatd serves this store file" in second.stderr
+        with ChatClient((first.host, first.port), "ann") as ann:  # the first goes on
+            ann.send({"type": "say", "text": "still mine", "ref": 1})
+            assert ann.next(lambda m: m.get("ref") == 1)["id"] == 1
+        assert first.stop() == 0
+    with ServerProcess("--store", path) as again:  # its lock went with it
+        assert again.stop() == 0

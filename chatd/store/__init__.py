@@ -51,7 +51,7 @@ def open_store(spec: str, retention: int, history_size: int) -> Store:
         return Store(epoch=secrets.token_hex(8), durable=False, lobby=(1, []))
     path = os.path.abspath(spec)
     opening = open_file(path)
-    writer = Writer(path, opening.id_floor, retention, history_size)
+    writer = Writer(path, opening.id_floor, retention, history_size, opening.lock)
     return Store(epoch=opening.epoch, durable=True, lobby=writer.load_room(LOBBY),
                  writer=writer, path=path, crashed=opening.crashed,
                  id_floor=opening.id_floor, accounts=writer.load_accounts(),

@@ -29,6 +29,7 @@ because the loop never lets more than CRASH_ID_JUMP messages wait
 uncommitted (store/link.py, MAX_UNCOMMITTED).
 """
 
+import fcntl
 import logging
 import os
 import secrets
@@ -74,12 +75,33 @@ class StoreError(Exception):
 
 
 class Opening:
-    """What `open_file` learnt: the epoch, the id floor, and whether the last run crashed."""
+    """What `open_file` learnt: the epoch, the id floor, and whether the last run
+    crashed; `lock`, the descriptor of the file's lock (held until closed)."""
 
-    def __init__(self, epoch: str, id_floor: int, crashed: bool):
+    def __init__(self, epoch: str, id_floor: int, crashed: bool, lock: int):
         self.epoch = epoch
         self.id_floor = id_floor
         self.crashed = crashed
+        self.lock = lock
+
+
+def _lock(path: str) -> int:
+    """Hold `path`-lock (flock, exclusive): one chatd serves a store file.  A
+    second would number the same rooms on its own and mark a clean shutdown
+    under the first's feet.  `chatd account` does not take it (it changes
+    accounts beside a running server by design).  StoreError if another
+    chatd holds it; the lock goes with the process, whatever its end."""
+    try:
+        descriptor = os.open(path + "-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"{path}-lock: cannot open: {exc.strerror}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise StoreError(f"{path}: another chatd serves this store file (it holds "
+                         f"{path}-lock); one file serves one chatd") from None
+    return descriptor
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -157,7 +179,12 @@ def open_file(path: str) -> Opening:
 
     Runs on the main thread, before the loop.
     """
-    conn = prepare(path)
+    lock = _lock(path)
+    try:
+        conn = prepare(path)
+    except StoreError:
+        os.close(lock)
+        raise
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         crashed = meta["clean_shutdown"] != "1"
@@ -170,8 +197,9 @@ def open_file(path: str) -> Opening:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'id_floor'", (str(floor),))
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'clean_shutdown'")
         conn.execute("COMMIT")
-        return Opening(meta["epoch"], floor, crashed)
+        return Opening(meta["epoch"], floor, crashed, lock)
     except sqlite3.Error as exc:
+        os.close(lock)
         raise StoreError(f"{path}: {exc}") from None
     finally:
         conn.close()
@@ -190,8 +218,10 @@ class Writer:
     of failed commits (StoreMessage effects), retried first by the next batch.
     """
 
-    def __init__(self, path: str, id_floor: int, retention: int, history_size: int):
+    def __init__(self, path: str, id_floor: int, retention: int, history_size: int,
+                 lock: int | None = None):
         self.path = path
+        self.lock = lock  # the file's lock (open_file), released by close()
         self.id_floor = id_floor
         self.retention = retention
         self.history_size = history_size
@@ -398,15 +428,20 @@ class Writer:
         False (and the flag left unset, so the next start jumps ids) if the
         last rows cannot be committed.
         """
-        if self.write([])[2] is not None:
-            return False
         try:
-            conn = self._connection()
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("UPDATE meta SET value = '1' WHERE key = 'clean_shutdown'")
-            conn.close()
-        except sqlite3.Error as exc:
-            log.error("store: clean shutdown failed: %s", exc)
-            return False
-        self._conn = None
-        return True
+            if self.write([])[2] is not None:
+                return False
+            try:
+                conn = self._connection()
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("UPDATE meta SET value = '1' WHERE key = 'clean_shutdown'")
+                conn.close()
+            except sqlite3.Error as exc:
+                log.error("store: clean shutdown failed: %s", exc)
+                return False
+            self._conn = None
+            return True
+        finally:
+            if self.lock is not None:
+                os.close(self.lock)
+                self.lock = None
