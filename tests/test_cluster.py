@@ -473,16 +473,19 @@ def free_loopback_port() -> int:
 
 
 def test_a_redis_over_tls_with_client_certificates(redis, tmp_path):  # noqa: F811
-    """rediss://: nodes reach Redis' tls-port, check its certificate against
-    cluster_ca and show their own (tls-auth-clients); a certificate from
-    another CA is refused and said so; `chatd account` speaks TLS too."""
+    """rediss:// with a password: nodes reach Redis' tls-port, check its
+    certificate against cluster_ca, show their own (tls-auth-clients) and log
+    in; a certificate from another CA is refused and said so; `chatd
+    account` speaks TLS too."""
     server = TLSFiles(tmp_path)
     node_files = TLSFiles(tmp_path, ca=server.ca, name="node")
     port = free_loopback_port()
     assert redis.command("CONFIG", "SET", "tls-cert-file", server.cert, "tls-key-file",
                          server.key, "tls-ca-cert-file", server.ca_file,
                          "tls-port", str(port)) == b"OK"
-    env = {"CHATD_CLUSTER": f"rediss://localhost:{port}", "CHATD_CLUSTER_CA": server.ca_file,
+    assert redis.command("CONFIG", "SET", "requirepass", "tls-and-a-password") == b"OK"
+    env = {"CHATD_CLUSTER": f"rediss://:tls-and-a-password@localhost:{port}",
+           "CHATD_CLUSTER_CA": server.ca_file,
            "CHATD_CLUSTER_CERT": node_files.cert, "CHATD_CLUSTER_KEY": node_files.key}
     with ServerProcess("--store", "memory", env=env) as a, \
             ServerProcess("--store", "memory", env=env) as b:
@@ -500,7 +503,7 @@ def test_a_redis_over_tls_with_client_certificates(redis, tmp_path):  # noqa: F8
     stranger = TLSFiles(tmp_path, name="stranger")  # another CA: Redis is not trusted
     with ServerProcess("--store", "memory",
                        env={**env, "CHATD_CLUSTER_CA": stranger.ca_file}) as node:
-        node.wait_for_log(r"cluster: TLS with rediss://localhost:\d+ failed: "
+        node.wait_for_log(r"cluster: TLS with rediss://:\*\*\*@localhost:\d+ failed: "
                           r".*certificate verify failed")
     assert Config(cluster="rediss://h:1", cluster_ca="ca.pem").cluster_ca == "ca.pem"
     for bad in ({"cluster": "redis://h:1", "cluster_ca": "ca.pem"},
