@@ -13,7 +13,7 @@ issue's targets (ready in under 1 s, under 50 MiB).
     python -m benchmarks.store_startup [--messages 1000000] [--rooms 1000] [--starts 3]
                                        [--text-size 64] [--json FILE]
 
-The file is made the way chatd makes it (`chatd.store.sqlite.open_file`),
+The file is made the way chatd makes it (`chatd.store.file.open_file`),
 then the rows go in with one transaction, as if a chatd had written them
 and shut down cleanly.  The page cache is warm (the file was just written).
 """
@@ -35,7 +35,7 @@ if not __package__:  # run as `python benchmarks/store_startup.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import framing  # noqa: E402
-from chatd.store.sqlite import open_file  # noqa: E402
+from chatd.store.file import open_file  # noqa: E402
 from framing import LOBBY  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

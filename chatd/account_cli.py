@@ -32,7 +32,7 @@ import framing
 from .accounts import hash_password
 from .config import load_settings
 from .store import MEMORY, StoreError
-from .store.sqlite import APPLICATION_ID, prepare
+from .store.file import APPLICATION_ID, prepare
 
 # sysexits.h EX_CONFIG, as chatd's own refusal of a store file.
 EXIT_BAD_STORE = 78

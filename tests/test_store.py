@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from chatd.store.sqlite import APPLICATION_ID, CRASH_ID_JUMP
+from chatd.store.file import APPLICATION_ID, CRASH_ID_JUMP
 from support import REPO, ChatClient, ServerProcess
 
 EXIT_BAD_STORE = 78

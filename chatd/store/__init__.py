@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from framing import LOBBY
 
 from .link import StoreLink
-from .sqlite import StoreError, Writer, open_file
+from .file import StoreError, open_file
+from .sqlite import Writer
 
 MEMORY = "memory"
 

@@ -33,7 +33,8 @@ import sqlite3
 from ..core import (Account, AccountsLoaded, HistoryLoaded, LoadHistory, LoadPrivate,
                     LoadRoom, RoomLoaded, StoreAccount, StoreWritable)
 from ..worker import Worker
-from .sqlite import CRASH_ID_JUMP, Writer
+from .file import CRASH_ID_JUMP
+from .sqlite import Writer
 
 log = logging.getLogger("chatd")
 

@@ -17,7 +17,7 @@ import statistics
 import time
 
 from chatd.store.link import MAX_UNCOMMITTED
-from chatd.store.sqlite import CRASH_ID_JUMP
+from chatd.store.file import CRASH_ID_JUMP
 from crowd import Crowd
 from support import ServerProcess
 
