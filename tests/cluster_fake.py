@@ -212,10 +212,13 @@ class FakeRedis:
         return [int(after), trimmed + len(inbox),
                 [[b"0-%d" % number, [b"d", data]]
                  for number, data in enumerate(inbox, trimmed + 1) if number > int(after)],
-                0]
+                0, b"run1"]
 
     def _resume(self, connection, node, room, seen, run):
-        return [int(seen), self._entries(room, int(seen) + 1, float("inf")), 0]
+        return [int(seen), self._entries(room, int(seen) + 1, float("inf")), 0, b"run1"]
+
+    def _start(self, connection, room):
+        return [self.ev.get(room, 0), b"run1"]
 
     def _sessions(self, connection, node):
         reply = []
@@ -229,11 +232,8 @@ class FakeRedis:
                 if first <= ev <= last]
 
     def command(self, connection, args: tuple):
-        """A plain command's reply (GET of an ev counter, XRANGE of a room's stream,
-        HEXISTS of a room, HGET of an account's credential, PING)."""
-        if args[0] == "GET":
-            ev = self.ev.get(args[1][len("chatd:ev:"):])
-            return None if ev is None else str(ev).encode()
+        """A plain command's reply (XRANGE of a room's stream, HEXISTS of a room,
+        HGET of an account's credential, PING)."""
         if args[0] == "XRANGE":
             last = float("inf") if args[3] == "+" else int(args[3][2:])
             return self._entries(args[1][len("chatd:log:"):], int(args[2][2:]), last)

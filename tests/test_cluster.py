@@ -521,14 +521,14 @@ def test_the_inbox_read_shows_what_its_cap_trimmed(redis):  # noqa: F811
         redis.command("XADD", "chatd:inbox:n1", "MAXLEN", 10, f"0-{n}", "d", f"told {n}")
     redis.command("SET", "chatd:told:n1", 200)
     source = load_scripts()["inbox"].source
-    start, told, entries, _ = redis.command("EVAL", source, 0, 200, 2000, "n1", 195, "")
+    start, told, entries, _, _ = redis.command("EVAL", source, 0, 200, 2000, "n1", 195, "")
     assert (start, told) == (195, 200)
     assert [(entry, fields[1]) for entry, fields in entries] == \
         [(b"0-%d" % n, b"told %d" % n) for n in range(196, 201)]
-    start, told, entries, _ = redis.command("EVAL", source, 0, 200, 2000, "n1", 0, "")
+    start, told, entries, _, _ = redis.command("EVAL", source, 0, 200, 2000, "n1", 0, "")
     assert (told, len(entries), entries[0][0]) == (200, 10, b"0-191")  # 190 trimmed
     # A node whose lease is gone (reaped) reads nothing.
-    assert redis.command("EVAL", source, 0, 200, 2000, "n2", 7, "") == [7, 7, [], 0]
+    assert redis.command("EVAL", source, 0, 200, 2000, "n2", 7, "") == [7, 7, [], 0, b""]
 
 
 def test_numbers_handed_out_again_after_a_restart_are_told_apart(redis):  # noqa: F811
@@ -539,23 +539,31 @@ def test_numbers_handed_out_again_after_a_restart_are_told_apart(redis):  # noqa
     scripts = load_scripts()
     redis.command("ZADD", "chatd:nodes", 2 ** 50, "n1")
     redis.command("SET", "chatd:run", "second")  # the node saw run "first"
+    redis.command("LPUSH", "chatd:runs", "first", "second")  # newest first
     redis.command("SET", "chatd:ev:r", 3)      # the node delivered up to ev 5
     redis.command("SET", "chatd:told:n1", 1)   # and handled inbox number 2
     # No write since the restart: the numbering goes on after what the node saw.
     assert redis.command("EVAL", scripts["resume"].source, 0, 200, 2000, "n1", "r", 5,
-                         "first") == [5, [], 1]
+                         "first") == [5, [], 1, b"second"]
     assert redis.command("GET", "chatd:ev:r") == b"5"
     assert redis.command("EVAL", scripts["inbox"].source, 0, 200, 2000, "n1", 2,
-                         "first") == [2, 2, [], 1]
+                         "first") == [2, 2, [], 1, b"second"]
     assert redis.command("GET", "chatd:told:n1") == b"2"
     # Another node wrote first: ev 4 and 5 again, for new events.
-    redis.command("HSET", "chatd:base", "ev:s", 3)
+    redis.command("HSET", "chatd:base:second", "ev:s", 3)
     for ev in (4, 5):
         redis.command("XADD", "chatd:log:s", f"0-{ev}", "d", f"new {ev}")
     redis.command("SET", "chatd:ev:s", 5)
-    start, entries, back = redis.command("EVAL", scripts["resume"].source, 0, 200, 2000,
-                                         "n1", "s", 5, "first")
-    assert (start, back) == (3, 1) and [fields[1] for _, fields in entries] == [b"new 4", b"new 5"]
-    # In the same run of Redis the base says nothing: nothing was lost.
+    start, entries, back, run = redis.command("EVAL", scripts["resume"].source, 0, 200,
+                                              2000, "n1", "s", 5, "first")
+    assert (start, back, run) == (3, 1, b"second")
+    assert [fields[1] for _, fields in entries] == [b"new 4", b"new 5"]
+    # In the same run of Redis the bases say nothing: nothing was lost.
     assert redis.command("EVAL", scripts["resume"].source, 0, 200, 2000, "n1", "s", 5,
-                         "second") == [5, [], 0]
+                         "second") == [5, [], 0, b"second"]
+    # A second restart since: the base of the run between still counts.
+    redis.command("SET", "chatd:run", "third")
+    redis.command("LPUSH", "chatd:runs", "third")
+    redis.command("HSET", "chatd:base:third", "ev:s", 5)
+    assert redis.command("EVAL", scripts["resume"].source, 0, 200, 2000, "n1", "s", 5,
+                         "first")[:2] == [3, entries]

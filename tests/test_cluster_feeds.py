@@ -32,7 +32,7 @@ class FeedMachine(RuleBasedStateMachine):
         self.asked: list[Command] = []     # commands the node sent, unanswered
         self.delivered: list[int] = []
         self.start = None                  # the ev Redis had when the node asked
-        self._apply(self.core.complete(LinkChanged(True)))  # starts at GET ev
+        self._apply(self.core.complete(LinkChanged(True)))  # starts at start.lua's ev
 
     def _apply(self, effects) -> None:
         for effect in effects:
@@ -42,27 +42,27 @@ class FeedMachine(RuleBasedStateMachine):
             elif type(effect) is Command:
                 self.asked.append(effect)
             elif type(effect) is Script and effect.name == "inbox":  # nothing told here
-                self._apply(self.core.complete(Batch([Answered(effect, [0, 0, [], 0])])))
+                self._apply(self.core.complete(Batch([Answered(effect,
+                                                               [0, 0, [], 0, b"run1"])])))
             elif type(effect) is Script and effect.name == "sessions":  # the member's
                 self._apply(self.core.complete(Batch([Answered(effect, [])])))
-            elif type(effect) is Script:  # resume: the stream after the ev given
-                assert effect.name == "resume"
+            elif type(effect) is Script:  # resume or start: answered by `answer`
+                assert effect.name in ("resume", "start")
                 self.asked.append(effect)
             else:
                 assert type(effect) is Subscribe
 
     def _answer(self, command: Command) -> list:
         args = command.args
-        if args[0] == "GET":
+        if type(command) is Script and command.name == "start":
             self.start = len(self.stream)
-            count = str(len(self.stream)).encode()
-            return self.core.complete(Batch([Answered(command, count)]))
-        if args[0] == "PING":
-            return self.core.complete(Batch([Answered(command, b"PONG")]))
-        if type(command) is Script:
+            return self.core.complete(Batch([Answered(command, [self.start, b"run1"])]))
+        if type(command) is Script:  # resume: the stream after the ev given
             seen = command.args[2]
             entries = self._entries(seen + 1, len(self.stream))
-            return self.core.complete(Batch([Answered(command, [seen, entries, 0])]))
+            return self.core.complete(Batch([Answered(command, [seen, entries, 0, b"run1"])]))
+        if args[0] == "PING":
+            return self.core.complete(Batch([Answered(command, b"PONG")]))
         assert args[0] == "XRANGE"
         last = len(self.stream) if args[3] == "+" else int(args[3][2:])
         return self.core.complete(Batch([Answered(command, self._entries(int(args[2][2:]),

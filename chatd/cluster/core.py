@@ -82,9 +82,15 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
         # The number of the last thing this node was told and handled (its inbox's
         # entry 0-<number>), and whether a catch-up read of it is on its way.
         self.inbox_seen = 0
-        # The run of Redis (INFO's run_id) this node last connected to: what it
-        # handled came from that run (recovery.py tells a restart by it).
+        # The run of Redis (INFO's run_id) of the last catch-up read answered,
+        # and the one this node's inbox numbering was last read in (each feed
+        # keeps its own): recovery.py tells a restart since by them.
         self.run = ""
+        self.inbox_run = ""
+        # Catch-up reads of the rooms after a reconnect: feed -> (ev delivered
+        # up to, answer), merged once all are in (recovery.py).
+        self._resumes: dict = {}
+        self._resumes_wanted = 0
         self.inbox_reading = False
         self.highest = 0       # the highest message id seen (the floor after a data loss)
         self.gaps_filled = 0   # holes filled from a stream (metrics)
@@ -289,10 +295,12 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
     def _pipelined(self, session, item) -> bool:
         """Whether `item` is a say that goes to Redis, not one answered here at once
         (not in that room; a text that may not fit: 6 bytes a character at most
-        in JSON, plus the envelope)."""
+        in JSON, plus the envelope), and no say of the session's waits to be
+        settled after a reconnect (its echo would overtake that answer)."""
         return (type(item) is dict and item["type"] == "say"
                 and item.get("room", LOBBY).lower() in session.rooms
-                and 6 * len(item["text"]) + 1024 <= self.out.max_frame - HISTORY_OVERHEAD)
+                and 6 * len(item["text"]) + 1024 <= self.out.max_frame - HISTORY_OVERHEAD
+                and not (self.unsettled and self._unsettled_of(session)))
 
     def local_session(self, sid: bytes):
         """This node's session `sid`, welcomed or being welcomed; None if none."""

@@ -25,11 +25,12 @@ class Feed:
     starts), `held` {ev: event} beyond a hole, `actions` a heap of
     (ev, order, callable), `filling` while an XRANGE is on the way,
     `resuming` while the catch-up read after a reconnect is (pushes are in
-    it), `joining` local joins in flight.
+    it), `run` the run of Redis its numbering was last read in (recovery.py),
+    `joining` local joins in flight.
     """
 
     __slots__ = ("name", "key", "members", "expected", "held", "actions", "filling",
-                 "resuming", "joining", "channel", "log")
+                 "resuming", "run", "joining", "channel", "log")
 
     def __init__(self, name: str, key: str):
         self.name = name
@@ -40,6 +41,7 @@ class Feed:
         self.actions: list = []
         self.filling = False
         self.resuming = False
+        self.run = ""
         self.joining = 0
         self.channel = "chatd:room:" + key
         self.log = "chatd:log:" + key
@@ -56,11 +58,13 @@ class Feed:
             due.append(heapq.heappop(actions)[2])
         return due
 
-    def start_at(self, ev: int) -> list:
-        """Redis says the node's view starts after `ev` (when the feed had no start):
-        held events up to `ev` are dropped. Returns the events now deliverable."""
+    def start_at(self, ev: int, run: str) -> list:
+        """Redis (as run `run`) says the node's view starts after `ev` (when the
+        feed had no start): held events up to `ev` are dropped. Returns the
+        events now deliverable."""
         if self.expected is None:
             self.expected = ev + 1
+            self.run = run
             for old in [held for held in self.held if held <= ev]:
                 del self.held[old]
         return self.take_ready()

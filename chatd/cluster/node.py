@@ -120,8 +120,8 @@ class ClusterNode:
         self.link.send_unanswered(("SUBSCRIBE", "chatd:node:" + self.node))
         # If Redis lost its data, ids must jump past all handed out (epoch.lua).
         floor = self.core.loss_floor() if self.epoch_known else 0
-        self._script("epoch", (self.epoch_known or secrets.token_hex(8), floor),
-                     self._epoch_answered)
+        self._script("epoch", (self.epoch_known or secrets.token_hex(8), floor,
+                               self.core.run), self._epoch_answered)
         self._script("lease", (self.node, int(self.lease * 1000),
                                "renew" if self.registered else "new", "0", self.expiry),
                      self._lease_answered)
@@ -136,7 +136,7 @@ class ClusterNode:
     def _epoch_answered(self, reply) -> None:
         if type(reply) is not list:
             return
-        epoch, fresh, self.core.run = reply[0].decode(), reply[1], reply[2].decode()
+        epoch, fresh = reply[0].decode(), reply[1]
         if fresh and self.epoch_known:
             log.error("cluster: Redis lost its data (no epoch); epoch %s kept, ids go on "
                       "above %d", epoch, self.core.highest)

@@ -18,6 +18,7 @@ lost all its data is noticed at connect (no epoch) and fences every node.
 """
 
 import logging
+from collections import deque
 from functools import partial
 
 from .effects import Command, Script, Subscribe
@@ -41,16 +42,17 @@ class ClusterRecovery:
         from its stream, read what this node was told meanwhile from its
         inbox, match its sessions to Redis'; then settle the says and dms
         whose answer was lost."""
+        self._resumes, self._resumes_wanted = {}, 0
         for feed in self.feeds.values():
             self.out.effects.append(Subscribe(feed.channel))
             if feed.expected is None:
-                self.out.effects.append(Command(
-                    ("GET", "chatd:ev:" + feed.key),
-                    lambda reply, feed=feed: self._started(feed, reply)))
+                self.out.effects.append(Script("start", (feed.key,),
+                                               partial(self._started, feed)))
             else:
                 feed.filling = feed.resuming = True
+                self._resumes_wanted += 1
                 self.out.effects.append(Script(
-                    "resume", (self.node, feed.key, feed.expected - 1, self.run),
+                    "resume", (self.node, feed.key, feed.expected - 1, feed.run),
                     partial(self._resumed, feed, feed.expected - 1)))
         self._read_inbox()
         self.out.effects.append(Script("sessions", (self.node,),
@@ -64,27 +66,66 @@ class ClusterRecovery:
             self.out.effects.append(Command(("PING",), self._settle))
 
     def _resumed(self, feed: Feed, seen: int, reply) -> None:
-        """The catch-up read of a room this node had delivered up to ev `seen`."""
-        feed.resuming = False
-        if type(reply) is not list:
-            self._filled(feed, reply, None)  # the link broke again, or an error
-            return
-        start, entries, back = reply
-        if back:
-            log.error("cluster: Redis restarted without its last writes: room %s's "
-                      "events after %d were lost; %s", feed.name, start,
-                      "the numbers given again are taken as new" if start < seen
-                      else "its numbering goes on after them")
-        if start < seen:
-            feed.expected = start + 1
-            feed.held.clear()  # numbers of before: what is new is in `entries`
-        self._filled(feed, entries, None)
+        """The catch-up read of a room this node had delivered up to ev `seen`:
+        kept until every room's is in, then all are delivered together."""
+        self._resumes[feed] = (seen, reply)
+        if len(self._resumes) == self._resumes_wanted:
+            self._merge_resumes()
+
+    def _merge_resumes(self) -> None:
+        """Deliver the rooms' catch-ups: each room in its order, and across rooms
+        this node's says whose answer was lost in the order they were sent, so
+        a client's echoes keep its requests' order (one link keeps it live;
+        catch-ups come room by room)."""
+        resumes, self._resumes = self._resumes, {}
+        queues = {}
+        for feed, (seen, reply) in resumes.items():
+            feed.resuming = False
+            if type(reply) is not list:
+                self._filled(feed, reply, None)  # the link broke again, or an error
+                continue
+            start, entries, back, run = reply
+            feed.run = self.run = run.decode()
+            if back:
+                log.error("cluster: Redis restarted without its last writes: room %s's "
+                          "events after %d were lost; %s", feed.name, start,
+                          "the numbers given again are taken as new" if start < seen
+                          else "its numbering goes on after them")
+            if start < seen:
+                feed.expected = start + 1
+                feed.held.clear()  # numbers of before: what is new is in `entries`
+            queues[feed] = deque(tuple(int(f) if i in (0, 2, 3) else f for i, f in
+                                       enumerate(fields[1].split(b" ", 4)))
+                                 for _, fields in entries)
+        # This node's says answered by none of these yet, in the order sent.
+        order = [tag for tag in self.unsettled if self.awaiting.get(tag, (0, 0, False))[2]]
+        while queues:
+            progressed = False
+            for feed, queue in list(queues.items()):
+                while queue:
+                    event = queue[0]
+                    tag = event[2]
+                    ours = event[3] and tag in self.awaiting \
+                        and self.sessions.get(event[1]) is self.awaiting[tag][0]
+                    if ours and tag in order:
+                        if tag != order[0]:
+                            break  # an earlier say of this node's is answered first
+                        order.pop(0)
+                    queue.popleft()
+                    self._flow(feed, feed.offer(event[0], event))
+                    progressed = True
+                if not queue:
+                    del queues[feed]
+                    self._filled(feed, [], None)
+                    progressed = True
+            if not progressed:
+                order.pop(0)  # in no room's catch-up: not accepted (settled after)
 
     def _read_inbox(self) -> None:
         """Read what this node was told after the last number it handled; pushes
         are ignored until the answer (they are in it)."""
         self.inbox_reading = True
-        self.out.effects.append(Script("inbox", (self.node, self.inbox_seen, self.run),
+        self.out.effects.append(Script("inbox", (self.node, self.inbox_seen, self.inbox_run),
                                        partial(self._inbox_read, self.node)))
 
     def _sessions_read(self, node: str, reply) -> None:
@@ -125,7 +166,8 @@ class ClusterRecovery:
         if self.failed(reply) is not None:  # an error answer (logged): nothing read
             self.unsure = True
             return
-        start, told, entries, back = reply
+        start, told, entries, back, run = reply
+        self.inbox_run = self.run = run.decode()
         if back:
             log.error("cluster: Redis restarted without its last writes: what this node "
                       "was told after %d was lost; %s", start,
@@ -146,10 +188,13 @@ class ClusterRecovery:
             self._told(fields[1])
 
     def _started(self, feed: Feed, reply) -> None:
-        if type(reply) is bytes or reply is None:
-            self._flow(feed, feed.start_at(int(reply or 0)))
+        if type(reply) is list:
+            self.run = reply[1].decode()
+            self._flow(feed, feed.start_at(reply[0], self.run))
 
     def _settle(self, reply) -> None:
+        """After every catch-up of a reconnect: the says and dms whose answer was
+        lost and whose echo no catch-up found were not accepted."""
         if self.failed(reply) is not None:
             return  # the link broke again: the next resync settles them
         for tag in list(self.unsettled):
@@ -176,4 +221,4 @@ class ClusterRecovery:
                 self._close(session, "shutdown")
         self.unsent.clear()
         self.node = node
-        self.inbox_seen, self.inbox_reading = 0, False  # a new inbox
+        self.inbox_seen, self.inbox_reading, self.inbox_run = 0, False, ""  # a new inbox

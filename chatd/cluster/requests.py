@@ -216,7 +216,9 @@ class ClusterRequests:
             return
         _, spelled, ev, _new, *names = reply
         feed.name = _text(spelled)
-        self._flow(feed, feed.start_at(ev))
+        # This reply came after the catch-up reads of the link it came on
+        # (one connection, in order): `run` is that link's run of Redis.
+        self._flow(feed, feed.start_at(ev, self.run))
         self._park_until(session, feed, ev, partial(
             self._enter_at, session, feed, [_text(n) for n in names], message.get("ref")))
 

@@ -10,7 +10,7 @@ from importlib import resources
 
 NAMES = ("epoch", "lease", "hello", "join", "leave", "bye", "say", "dm", "nick", "who",
          "rooms", "history", "private", "register", "passwd", "unregister", "inbox",
-         "resume", "sessions")
+         "resume", "sessions", "start")
 
 
 class Script:

@@ -32,12 +32,30 @@ local function members(room) return P .. 'members:' .. room end
 -- Numbering that others follow one by one (a room's events, a node's inbox)
 -- must not be handed out twice either: if Redis restarted (or failed over)
 -- without its last writes, the first write of a key in this run of Redis
--- records where its numbering stood (`base`, emptied at each new run by
--- epoch.lua), so a node that had seen more learns what was renumbered
--- (resume.lua, inbox.lua).
+-- records where its numbering stood (`base:<run>`; epoch.lua keeps the last
+-- RUNS_KEPT runs in `runs`), so a node that had seen more learns what was
+-- numbered again (resume.lua, inbox.lua: `renumbered_from`).
+local RUNS_KEPT = 10
+
 local function numbered(key)
-  redis.call('HSETNX', P .. 'base', key, tonumber(redis.call('GET', P .. key) or 0))
+  local run = redis.call('GET', P .. 'run') or ''
+  redis.call('HSETNX', P .. 'base:' .. run, key,
+             tonumber(redis.call('GET', P .. key) or 0))
   return redis.call('INCR', P .. key)
+end
+
+-- For a node that handled numbering `key` up to `seen` while Redis ran as
+-- `known`: the lowest base of `key` in the runs since (the numbers after it
+-- were given again), or nil when Redis did not restart since or nobody
+-- wrote `key` in the runs since.
+local function renumbered_from(key, seen, known)
+  local low = nil
+  for _, run in ipairs(redis.call('LRANGE', P .. 'runs', 0, -1)) do
+    if run == known then break end
+    local base = tonumber(redis.call('HGET', P .. 'base:' .. run, key) or seen)
+    if base < seen and (low == nil or base < low) then low = base end
+  end
+  return low
 end
 
 -- Tell node `node` something (a dm, `replaced`, `evicted`, `reaped`): the
