@@ -47,9 +47,14 @@ def parse_address(url: str) -> RedisAddress:
     """
     parts = urlsplit(url)
     userinfo = url.partition("://")[2].rpartition("@")[0]
-    if userinfo and not userinfo.startswith("/") and "@" not in parts.netloc:
-        raise ValueError(f"cluster {redacted(url)!r}: percent-encode the password "
-                         "(/ as %2F, ? as %3F, # as %23)")
+    beyond = parts.path + parts.query + parts.fragment
+    if ("@" not in parts.netloc and userinfo and not userinfo.startswith("/")) or \
+            (parts.scheme != "unix" and "@" in beyond) or \
+            (parts.scheme == "unix" and parts.netloc.rpartition("@")[2]):
+        # Where the password ends cannot be told: show none of it.
+        raise ValueError("cluster URL: where its password ends cannot be told (or a "
+                         "unix:// URL names a host): percent-encode the password (@ as "
+                         "%40, / as %2F, ? as %3F, # as %23)")
     try:
         password = None if parts.password is None else unquote(parts.password)
         username = unquote(parts.username) if parts.username else "default"
