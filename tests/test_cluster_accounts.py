@@ -4,12 +4,13 @@ node logs in on another, and its private messages follow it.
 Two chatd processes and a real redis-server, as in test_cluster.py.
 """
 
+import signal
 import subprocess
 import sys
 
-from redis_support import redis  # noqa: F401  (the fixture)
-from support import WAIT, ChatClient
-from test_cluster import client, nodes, start_node  # noqa: F401  (nodes: the fixture)
+from redis_support import RedisServer, redis  # noqa: F401  (the fixture)
+from support import WAIT, ChatClient, wait_until
+from test_cluster import client, connects, nodes, start_node  # noqa: F401  (nodes: the fixture)
 
 PASSWORD = "correct horse battery"
 
@@ -178,3 +179,27 @@ def test_the_operator_changes_rooms_with_the_nodes_limits(redis):  # noqa: F811
             jan.send({"type": "who", "ref": "w"})  # the next frame: no `left` before it
             assert jan.next() == {"type": "users", "room": "lobby", "names": ["jan"],
                                   "ref": "w"}
+
+
+def test_the_operator_waits_for_a_node_after_a_redis_restart(tmp_path):
+    """Accounts changed on a Redis that restarted before any node saw it would
+    be numbered outside what the nodes track: refused until a node is back."""
+    durable = RedisServer(str(tmp_path), appendonly=True)
+    try:
+        with start_node(durable, "--cluster-lease", "30") as node:
+            wait_until(lambda: durable.command("GET", "chatd:run") is not None,
+                       what="the node's epoch.lua")
+            node.process.send_signal(signal.SIGSTOP)  # it cannot come back yet
+            try:
+                durable.stop()
+                durable.start()
+                refused = operator(durable, "add", "ivy", password=PASSWORD)
+            finally:
+                node.process.send_signal(signal.SIGCONT)
+            assert refused.returncode == 1 and "no chatd node has connected" in \
+                refused.stderr
+            wait_until(lambda: connects(node) == 2, what="the node back")
+            made = operator(durable, "add", "ivy", password=PASSWORD)
+            assert made.returncode == 0, made.stderr
+    finally:
+        durable.stop()

@@ -113,6 +113,13 @@ def change(redis: BlockingRedis, settings, command: str, name: str,
         script, args = "passwd", (key, "", credential_text(credential))
     else:
         script, args = "unregister", (key,)
+    # A Redis that restarted must first be seen by a node (epoch.lua: the id
+    # floor, the run's numbering bases) before anything is numbered in it.
+    run = redis.call("GET", "chatd:run")
+    info = redis.call("INFO", "server").decode()
+    if run is not None and f"run_id:{run.decode()}" not in info:
+        raise OperatorError("Redis restarted and no chatd node has connected since; "
+                            "start a node (or wait for one to reconnect), then try again")
     source = load_scripts()[script].source
     presence, cap = redis.call("HMGET", "chatd:limits", "presence", "cap")
     if presence is None:
