@@ -239,3 +239,16 @@ def test_a_second_chatd_on_a_store_file_in_use_is_refused(tmp_path):
         assert first.stop() == 0
     with ServerProcess("--store", path) as again:  # its lock went with it
         assert again.stop() == 0
+
+
+def test_a_store_file_reached_through_a_symlink_is_the_same_file(tmp_path):
+    (tmp_path / "a").mkdir()
+    real = tmp_path / "a" / "chat.db"
+    link = tmp_path / "link.db"
+    with ServerProcess("--store", str(real)) as first:
+        link.symlink_to(real)
+        second = subprocess.run([sys.executable, "-m", "chatd", "--port", "0", "--store",
+                                 str(link)], cwd=REPO, capture_output=True, text=True,
+                                timeout=30)
+        assert second.returncode == 78 and "another chatd serves" in second.stderr
+        assert first.stop() == 0

@@ -53,8 +53,12 @@ def open_store(spec: str, retention: int, history_size: int) -> Store:
     path = os.path.abspath(spec)
     opening = open_file(path)
     writer = Writer(path, opening.id_floor, retention, history_size, opening.lock)
-    return Store(epoch=opening.epoch, durable=True, lobby=writer.load_room(LOBBY),
-                 writer=writer, path=path, crashed=opening.crashed,
-                 id_floor=opening.id_floor, accounts=writer.load_accounts(),
-                 pairs=[(low, high, max(last_id, opening.id_floor) + 1)
-                        for low, high, last_id in writer.load_pairs()])
+    try:
+        return Store(epoch=opening.epoch, durable=True, lobby=writer.load_room(LOBBY),
+                     writer=writer, path=path, crashed=opening.crashed,
+                     id_floor=opening.id_floor, accounts=writer.load_accounts(),
+                     pairs=[(low, high, max(last_id, opening.id_floor) + 1)
+                            for low, high, last_id in writer.load_pairs()])
+    except BaseException:
+        os.close(opening.lock)  # a start that failed here holds nothing
+        raise

@@ -73,21 +73,23 @@ class Opening:
 
 
 def _lock(path: str) -> int:
-    """Hold `path`-lock (flock, exclusive): one chatd serves a store file.  A
+    """Hold `<real path>-lock` (flock, exclusive): one chatd serves a store file.  A
     second would number the same rooms on its own and mark a clean shutdown
     under the first's feet.  `chatd account` does not take it (it changes
     accounts beside a running server by design).  StoreError if another
     chatd holds it; the lock goes with the process, whatever its end."""
+    # The file's real path: a symlink or another spelling is the same file.
+    lock = os.path.realpath(path) + "-lock"
     try:
-        descriptor = os.open(path + "-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise StoreError(f"{path}-lock: cannot open: {exc.strerror}") from None
+        raise StoreError(f"{lock}: cannot open: {exc.strerror}") from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
         raise StoreError(f"{path}: another chatd serves this store file (it holds "
-                         f"{path}-lock); one file serves one chatd") from None
+                         f"{lock}); one file serves one chatd") from None
     return descriptor
 
 
