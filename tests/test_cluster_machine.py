@@ -358,3 +358,23 @@ def test_a_login_the_hasher_cannot_take_or_the_link_cuts_is_unavailable():
     machine.settle()
     assert [m["code"] for m in node.frames[cut]] == ["unavailable"]
     assert len(node.checks) == 1  # nothing was hashed for it
+
+
+def test_a_push_between_two_rooms_catch_ups_is_delivered_after_them():
+    """After a reconnect the lobby's catch-up is answered, then x says in the
+    lobby, then r1's catch-up is answered: the say (newer than the lobby's
+    read) reaches w once, after what the read had, not dropped as if it were
+    in the read."""
+    machine = four_members()
+    (n0, w), (n1, x) = machine.clients[:2]
+    n0.break_link()
+    inbound = n0.connection.inbound
+    while True:  # up to the lobby's catch-up read
+        effect, kind, args = inbound[0]
+        n0.connection.execute()
+        if kind == "script" and args[0] == "resume" and args[1][1] == "lobby":
+            break
+    machine._send(n1, x, {"type": "say", "text": "between", "ref": "s"})
+    n1.connection.execute()  # published to node 0 after its lobby read
+    machine.settle()
+    assert [m["text"] for m in n0.frames[w] if m["type"] == "msg"] == ["between"]

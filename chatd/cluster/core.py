@@ -28,7 +28,7 @@ from ..core import ChatCore, ChatSettings, PasswordChecked
 from ..core.effects import Deliver
 from .accounts import ClusterAccounts
 from .effects import Batch, Command, Fenced, LinkChanged, Pushed, Unsubscribe
-from .feeds import Feed
+from .feeds import Feed, room_event
 from .link import LINK_DOWN, NOT_SENT
 from .messages import ClusterMessages
 from .recovery import ClusterRecovery
@@ -87,10 +87,10 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
         # keeps its own): recovery.py tells a restart since by them.
         self.run = ""
         self.inbox_run = ""
-        # Catch-up reads of the rooms after a reconnect: feed -> (ev delivered
-        # up to, answer), merged once all are in (recovery.py).
+        # Catch-up reads of the rooms after a reconnect: feed -> its events read,
+        # delivered together once every room's answer is in (recovery.py).
         self._resumes: dict = {}
-        self._resumes_wanted = 0
+        self._resumes_pending = 0
         self.inbox_reading = False
         self.highest = 0       # the highest message id seen (the floor after a data loss)
         self.gaps_filled = 0   # holes filled from a stream (metrics)
@@ -146,8 +146,8 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
             feed = self.feeds.get(channel[len(_ROOM):].decode())
             if feed is None or feed.resuming:
                 return  # unsubscribed meanwhile, or in the catch-up read on its way
-            ev, sid, tag, msgid, payload = data.split(b" ", 4)
-            self._offer(feed, int(ev), (int(ev), sid, int(tag), int(msgid), payload))
+            event = room_event(data)
+            self._offer(feed, event[0], event)
             return
         if channel != _NODE + self.node.encode():
             return  # a late push for this node's id before a fencing
@@ -209,9 +209,8 @@ class ClusterCore(ClusterAccounts, ClusterRequests, ClusterMessages, ClusterReco
 
     def _catch_up(self, feed: Feed, entries: list) -> None:
         for _, fields in entries:
-            data = fields[1]
-            ev, sid, tag, msgid, payload = data.split(b" ", 4)
-            self._flow(feed, feed.offer(int(ev), (int(ev), sid, int(tag), int(msgid), payload)))
+            event = room_event(fields[1])
+            self._flow(feed, feed.offer(event[0], event))
 
     def _flow(self, feed: Feed, ready: list) -> None:
         """Deliver `ready` events in order, each followed by the actions due at it."""

@@ -16,6 +16,15 @@ import itertools
 _ORDER = itertools.count()  # ties between actions at one ev keep their order
 
 
+def room_event(data: bytes) -> tuple:
+    """A room event as Redis publishes it and keeps it in the room's stream,
+    "ev sid tag msgid payload" (scripts/common.lua, `emit`), as the tuple
+    (ev, sid, tag, msgid, payload) the feed holds; ints but for sid and
+    payload (bytes)."""
+    ev, sid, tag, msgid, payload = data.split(b" ", 4)
+    return int(ev), sid, int(tag), int(msgid), payload
+
+
 class Feed:
     """One room with local members (or a local join in flight).
 

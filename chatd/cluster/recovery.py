@@ -9,11 +9,12 @@ answer was lost (CLUSTER.md, "Failure").
 
 A Redis that restarted (or failed over) may have lost its last writes (an
 `everysec` AOF after a crash of its machine, a replica that was behind).
-The first node back notices the new run of Redis and raises the id floor
-(epoch.lua), so no message id is handed out twice; the catch-up reads say
-when a room's events or this node's inbox numbers were handed out again
-after such a loss (the numbers past where they stood at their first write
-in the new run are new), and the node takes those as new.  A Redis that
+Every node back from another run of Redis raises the id floor (epoch.lua),
+so no message id is handed out twice; the catch-up reads say when a room's
+events or this node's inbox numbers were handed out again after such a
+loss (the numbers past where they stood at their first write in a run
+since the one the node read them in are new), and the node takes those as
+new.  A Redis that
 lost all its data is noticed at connect (no epoch) and fences every node.
 """
 
@@ -22,7 +23,7 @@ from collections import deque
 from functools import partial
 
 from .effects import Command, Script, Subscribe
-from .feeds import Feed
+from .feeds import Feed, room_event
 from .link import LINK_DOWN, NOT_SENT
 
 log = logging.getLogger("chatd")
@@ -42,7 +43,7 @@ class ClusterRecovery:
         from its stream, read what this node was told meanwhile from its
         inbox, match its sessions to Redis'; then settle the says and dms
         whose answer was lost."""
-        self._resumes, self._resumes_wanted = {}, 0
+        self._resumes, self._resumes_pending = {}, 0
         for feed in self.feeds.values():
             self.out.effects.append(Subscribe(feed.channel))
             if feed.expected is None:
@@ -50,7 +51,7 @@ class ClusterRecovery:
                                                partial(self._started, feed)))
             else:
                 feed.filling = feed.resuming = True
-                self._resumes_wanted += 1
+                self._resumes_pending += 1
                 self.out.effects.append(Script(
                     "resume", (self.node, feed.key, feed.expected - 1, feed.run),
                     partial(self._resumed, feed, feed.expected - 1)))
@@ -66,24 +67,15 @@ class ClusterRecovery:
             self.out.effects.append(Command(("PING",), self._settle))
 
     def _resumed(self, feed: Feed, seen: int, reply) -> None:
-        """The catch-up read of a room this node had delivered up to ev `seen`:
-        kept until every room's is in, then all are delivered together."""
-        self._resumes[feed] = (seen, reply)
-        if len(self._resumes) == self._resumes_wanted:
-            self._merge_resumes()
-
-    def _merge_resumes(self) -> None:
-        """Deliver the rooms' catch-ups: each room in its order, and across rooms
-        this node's says whose answer was lost in the order they were sent, so
-        a client's echoes keep its requests' order (one link keeps it live;
-        catch-ups come room by room)."""
-        resumes, self._resumes = self._resumes, {}
-        queues = {}
-        for feed, (seen, reply) in resumes.items():
-            feed.resuming = False
-            if type(reply) is not list:
-                self._filled(feed, reply, None)  # the link broke again, or an error
-                continue
+        """The catch-up read of a room this node had delivered up to ev `seen`.
+        Pushes from now on are later than it: they are held behind what it
+        read (`filling` keeps the feed from asking for the hole).  What it
+        read waits until every room's is in, then all go together."""
+        feed.resuming = False
+        self._resumes_pending -= 1
+        if type(reply) is not list:
+            self._filled(feed, reply, None)  # the link broke again, or an error
+        else:
             start, entries, back, run = reply
             feed.run = self.run = run.decode()
             if back:
@@ -94,9 +86,16 @@ class ClusterRecovery:
             if start < seen:
                 feed.expected = start + 1
                 feed.held.clear()  # numbers of before: what is new is in `entries`
-            queues[feed] = deque(tuple(int(f) if i in (0, 2, 3) else f for i, f in
-                                       enumerate(fields[1].split(b" ", 4)))
-                                 for _, fields in entries)
+            self._resumes[feed] = deque(room_event(fields[1]) for _, fields in entries)
+        if not self._resumes_pending:
+            self._merge_resumes()
+
+    def _merge_resumes(self) -> None:
+        """Deliver the rooms' catch-ups: each room in its order, and across rooms
+        this node's says whose answer was lost in the order they were sent, so
+        a client's echoes keep its requests' order (one link keeps it live;
+        catch-ups come room by room)."""
+        queues, self._resumes = self._resumes, {}
         # This node's says answered by none of these yet, in the order sent.
         order = [tag for tag in self.unsettled if self.awaiting.get(tag, (0, 0, False))[2]]
         while queues:
