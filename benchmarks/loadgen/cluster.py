@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 
-from .targets import TargetProcess, process_cpu_seconds, wait_listening
+from .targets import TargetProcess, end_process, process_cpu_seconds, wait_listening
 
 NODES = 2
 
@@ -59,13 +59,7 @@ class RedisProcess:
         return process_cpu_seconds(self.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        end_process(self.process)
         self._directory.cleanup()
 
 

@@ -130,6 +130,17 @@ def wait_listening(process: subprocess.Popen, connect, exited, stop, what: str) 
             time.sleep(0.05)  # polling a process we do not control; no event to wait on
 
 
+def end_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there 10 s later; reaped either way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -260,13 +271,7 @@ class TargetProcess:
         return total
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        end_process(self.process)
         if self._log_path is not None and self._read_log and self.log_summary is None:
             self.log_summary = read_chatd_log(self._log_text(), self.target == "chatd")
         self._directory.cleanup()
