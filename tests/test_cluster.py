@@ -53,6 +53,36 @@ def joined(c: ChatClient, room: str) -> dict:
     return c.next(lambda m: m.get("ref") == "j" or m["type"] == "error")
 
 
+def four_in_a_room(nodes, prefix: str, room: str) -> list[ChatClient]:
+    """Two clients on each node, all in `room`, each past everyone's `joined`
+    (a ping answered after all joined: later frames are messages)."""
+    clients = [client(node, f"{prefix}{i}{node.port}") for node in nodes for i in range(2)]
+    try:
+        for c in clients:
+            joined(c, room)
+        for c in clients:
+            c.send({"type": "ping", "ref": "sync"})
+            c.next(lambda m: m.get("ref") == "sync")
+    except BaseException:
+        for c in clients:
+            c.close()
+        raise
+    return clients
+
+
+def pipelining(clients, room: str, count: int, refs: bool) -> list[threading.Thread]:
+    """Each client sends `count` says to `room` ("NAME n", with ref n if `refs`)
+    in one write, from a thread of its own; the started threads."""
+    def send_all(c):
+        c.send_raw(b"".join(framing.encode({
+            "type": "say", "room": room, "text": f"{c.welcome['name']} {n}",
+            **({"ref": n} if refs else {})}) for n in range(count)))
+    threads = [threading.Thread(target=send_all, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    return threads
+
+
 def test_cluster_settings_are_checked():
     assert Config().cluster == ""  # a single node unless asked
     assert Config(cluster="redis://10.0.0.5:6380").cluster_lease == 10.0
@@ -135,23 +165,10 @@ def test_every_request_works_across_nodes(nodes):
 def test_concurrent_says_on_both_nodes_give_one_order(nodes):
     """Two senders per node, pipelining: every member sees the same ids, the
     same order, the same payloads (ts included), ids 1..n without a hole."""
-    a, b = nodes
     per_sender = 100
-    clients = [client(node, f"u{i}{node.port}") for node in (a, b) for i in range(2)]
+    clients = four_in_a_room(nodes, "u", "busy")
     try:
-        for c in clients:
-            joined(c, "busy")
-        for c in clients:  # everyone is in: later joins announce nothing more
-            c.send({"type": "ping", "ref": "sync"})
-            c.next(lambda m: m.get("ref") == "sync")
-
-        def send_all(c):
-            c.send_raw(b"".join(framing.encode({"type": "say", "room": "busy",
-                                                "text": f"{c.welcome['name']} {n}"})
-                                for n in range(per_sender)))
-        threads = [threading.Thread(target=send_all, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
+        threads = pipelining(clients, "busy", per_sender, refs=False)
         for t in threads:
             t.join(WAIT)
         total = per_sender * len(clients)
@@ -306,23 +323,10 @@ def test_client_kill_pubsub_under_load_loses_and_repeats_nothing(redis, nodes): 
     """Redis drops both nodes' links three times while four senders pipeline:
     every say is echoed or refused `unavailable`; every member sees the same
     ids 1..n in the same order, each accepted say exactly once."""
-    a, b = nodes
     per_sender = 150
-    clients = [client(node, f"k{i}{node.port}") for node in (a, b) for i in range(2)]
+    clients = four_in_a_room(nodes, "k", "storm")
     try:
-        for c in clients:
-            joined(c, "storm")
-        for c in clients:
-            c.send({"type": "ping", "ref": "sync"})
-            c.next(lambda m: m.get("ref") == "sync")
-
-        def send_all(c):
-            c.send_raw(b"".join(framing.encode({"type": "say", "room": "storm", "ref": n,
-                                                "text": f"{c.welcome['name']} {n}"})
-                                for n in range(per_sender)))
-        threads = [threading.Thread(target=send_all, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
+        threads = pipelining(clients, "storm", per_sender, refs=True)
         watcher = clients[0]
         seen = {id(c): [] for c in clients}
         for kill in range(3):
